@@ -1,0 +1,298 @@
+"""conf/*.toml -> frozen dataclasses, validated at start.
+
+One schema (the dataclasses below, their defaults and `_check_*` rules) is the single place
+where config keys are defined. `load(path)` raises `ConfigError` with one line naming the key
+and the problem, e.g. ``upstream[0].window: must be an integer >= 1, got 0``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; str() is one line naming the key and the problem."""
+
+
+@dataclass(frozen=True)
+class SmppConfig:
+    listen: tuple[str, ...] = ("tcp:2775:interface=127.0.0.1",)
+    window: int = 100
+    enquire_link_s: float = 30.0
+    inactivity_s: float = 300.0
+    max_pdu_bytes: int = 65536
+    bind_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    connect: str
+    system_id: str
+    password: str = ""
+    system_type: str = ""
+    bind: str = "transceiver"
+    binds: int = 1
+    window: int = 100
+    response_timeout_s: float = 10.0
+    reconnect_max_s: float = 30.0
+    enquire_link_s: float = 30.0
+    source_addr_ton: int = 0      # TON/NPI set on relayed source addresses (service codes)
+    source_addr_npi: int = 0
+    tps: float = 0.0              # 0 = no limit besides the window
+    carriers: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    priority: int = 0
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    system_id: str
+    password: str
+    service_codes: tuple[str, ...] = ()
+    max_binds: int = 4
+    price: int = 5                 # minor units (fen) per part
+    tps: float = 0.0               # 0 = unlimited
+    burst: int = 0                 # token bucket size; 0 = max(1, tps)
+    sender_mode: str = "reject"    # or "prefix"
+    sender_max_len: int = 20
+    allow_binary: bool = False
+    max_parts: int = 10
+    filters: tuple[str, ...] = ()  # extra word-list files for this account
+    signature: str = ""            # "", "start", "end" or "either": require 【...】 there
+    marketing: bool = False        # marketing accounts must carry an unsubscribe text
+    upstreams: tuple[str, ...] = ()  # pinned upstream names (empty: any eligible)
+    mo_url: str = ""
+
+    @property
+    def password_is_hashed(self) -> bool:
+        return self.password.startswith("scrypt$")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "embedded"
+    dir: str = "var/store"
+    appendfsync: str = "everysec"
+    timeout_s: float = 2.0
+    pool_size: int = 4
+    reservation_max_age_s: float = 120.0
+    sweep_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    deadline_s: float = 15.0       # whole budget of one submit, failover included
+    queue_wait_s: float = 0.5      # wait for a free upstream window before ESME_RMSGQFUL
+    node_id: str = ""              # prefix of message ids; default: derived from host and pid
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    filters_dir: str = "conf/filters"
+    reassembly_timeout_s: float = 60.0
+    unsubscribe_words: tuple[str, ...] = ("T", "TD", "N", "退订", "取消")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: tuple[str, ...] = ()
+    max_request_bytes: int = 16384
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    listen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    log_content: bool = False
+    mask_numbers: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    smpp: SmppConfig = field(default_factory=SmppConfig)
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    accounts: tuple[AccountConfig, ...] = ()
+    store: StoreConfig = field(default_factory=StoreConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    path: str = ""
+
+    def account(self, system_id: str) -> AccountConfig | None:
+        for a in self.accounts:
+            if a.system_id == system_id:
+                return a
+        return None
+
+
+# --- loading -----------------------------------------------------------------------------
+
+def _coerce(where: str, f: dataclasses.Field, value: Any) -> Any:
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError("%s: must be true or false, got %r" % (where, value))
+        return value
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("%s: must be an integer, got %r" % (where, value))
+        return value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("%s: must be a number, got %r" % (where, value))
+        return float(value)
+    if t == "str":
+        if not isinstance(value, str):
+            raise ConfigError("%s: must be a string, got %r" % (where, value))
+        return value
+    if t.startswith("tuple[str"):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("%s: must be a list of strings, got %r" % (where, value))
+        return tuple(value)
+    raise ConfigError("%s: unsupported type %s" % (where, t))  # pragma: no cover
+
+
+def _build(cls: type, where: str, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError("%s: must be a table, got %r" % (where, table))
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError("%s.%s: unknown key (known: %s)"
+                              % (where, key, ", ".join(sorted(fields))))
+        kwargs[key] = _coerce("%s.%s" % (where, key), fields[key], value)
+    for name, f in fields.items():
+        if (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                and name not in kwargs):
+            raise ConfigError("%s.%s: required key missing" % (where, name))
+    return cls(**kwargs)
+
+
+def _positive(where: str, value: float, minimum: float = 1) -> None:
+    if value < minimum:
+        raise ConfigError("%s: must be >= %s, got %r" % (where, minimum, value))
+
+
+def _check(cfg: Config) -> None:
+    s = cfg.smpp
+    _positive("smpp.window", s.window)
+    _positive("smpp.max_pdu_bytes", s.max_pdu_bytes, 64)
+    _positive("smpp.enquire_link_s", s.enquire_link_s, 0.01)
+    _positive("smpp.inactivity_s", s.inactivity_s, 0.01)
+    names = set()
+    for i, u in enumerate(cfg.upstreams):
+        w = "upstream[%d]" % i
+        if not u.name:
+            raise ConfigError("%s.name: must not be empty" % w)
+        if u.name in names:
+            raise ConfigError("%s.name: duplicate upstream name %r" % (w, u.name))
+        names.add(u.name)
+        if u.bind not in ("transceiver", "transmitter"):
+            raise ConfigError("%s.bind: must be \"transceiver\" or \"transmitter\", got %r"
+                              % (w, u.bind))
+        _positive(w + ".binds", u.binds)
+        _positive(w + ".window", u.window)
+        _positive(w + ".response_timeout_s", u.response_timeout_s, 0.01)
+        _positive(w + ".reconnect_max_s", u.reconnect_max_s, 0.01)
+        _positive(w + ".weight", u.weight, 0)
+        _positive(w + ".tps", u.tps, 0)
+        if len(u.system_id) > 15:
+            raise ConfigError("%s.system_id: at most 15 characters" % w)
+        if len(u.password) > 8:
+            raise ConfigError("%s.password: SMPP 3.4 allows at most 8 characters" % w)
+        if ":" not in u.connect:
+            raise ConfigError("%s.connect: must be a Twisted endpoint string such as "
+                              "\"tcp:host=127.0.0.1:port=2776\", got %r" % (w, u.connect))
+    ids = set()
+    for i, a in enumerate(cfg.accounts):
+        w = "account[%d]" % i
+        if not a.system_id or len(a.system_id) > 15:
+            raise ConfigError("%s.system_id: must be 1 to 15 characters" % w)
+        if a.system_id in ids:
+            raise ConfigError("%s.system_id: duplicate account %r" % (w, a.system_id))
+        ids.add(a.system_id)
+        if not a.password:
+            raise ConfigError("%s.password: must not be empty" % w)
+        for code in a.service_codes:
+            if not code.isdigit():
+                raise ConfigError("%s.service_codes: %r is not all digits" % (w, code))
+        _positive(w + ".max_binds", a.max_binds)
+        _positive(w + ".price", a.price, 0)
+        _positive(w + ".tps", a.tps, 0)
+        _positive(w + ".burst", a.burst, 0)
+        _positive(w + ".max_parts", a.max_parts)
+        if a.sender_mode not in ("reject", "prefix"):
+            raise ConfigError("%s.sender_mode: must be \"reject\" or \"prefix\", got %r"
+                              % (w, a.sender_mode))
+        if a.sender_mode == "prefix" and not a.service_codes:
+            raise ConfigError("%s.sender_mode: \"prefix\" needs at least one service code" % w)
+        if a.signature not in ("", "start", "end", "either"):
+            raise ConfigError("%s.signature: must be \"\", \"start\", \"end\" or \"either\"" % w)
+        for name in a.upstreams:
+            if name not in names:
+                raise ConfigError("%s.upstreams: no upstream named %r" % (w, name))
+    if cfg.store.appendfsync not in ("everysec", "always", "no"):
+        raise ConfigError("store.appendfsync: must be \"everysec\", \"always\" or \"no\"")
+    _positive("store.timeout_s", cfg.store.timeout_s, 0.01)
+    _positive("store.pool_size", cfg.store.pool_size)
+    if not (cfg.store.url == "embedded" or cfg.store.url.startswith(
+            ("redis://", "rediss://", "unix://"))):
+        raise ConfigError("store.url: must be \"embedded\", redis://, rediss:// or unix://, "
+                          "got %r" % cfg.store.url)
+    _positive("relay.deadline_s", cfg.relay.deadline_s, 0.01)
+    _positive("relay.queue_wait_s", cfg.relay.queue_wait_s, 0)
+
+
+SECTIONS = {"smpp": SmppConfig, "store": StoreConfig, "relay": RelayConfig,
+            "policy": PolicyConfig, "http": HttpConfig, "admin": AdminConfig,
+            "log": LogConfig}
+
+
+def parse(data: dict, path: str = "") -> Config:
+    """Build and validate a Config from a parsed TOML document."""
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            kwargs[key] = _build(SECTIONS[key], key, value)
+        elif key == "upstream":
+            if not isinstance(value, list):
+                raise ConfigError("upstream: must be an array of tables ([[upstream]])")
+            kwargs["upstreams"] = tuple(_build(UpstreamConfig, "upstream[%d]" % i, t)
+                                        for i, t in enumerate(value))
+        elif key == "account":
+            if not isinstance(value, list):
+                raise ConfigError("account: must be an array of tables ([[account]])")
+            kwargs["accounts"] = tuple(_build(AccountConfig, "account[%d]" % i, t)
+                                       for i, t in enumerate(value))
+        else:
+            raise ConfigError("%s: unknown section (known: %s)" % (
+                key, ", ".join(sorted(list(SECTIONS) + ["upstream", "account"]))))
+    cfg = Config(path=path, **kwargs)
+    _check(cfg)
+    return cfg
+
+
+def load(path: str) -> Config:
+    """Read and validate a TOML config file; relative paths in it are taken from the cwd."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("%s: config file not found" % path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("%s: not valid TOML: %s" % (path, e)) from None
+    return parse(data, os.path.abspath(path))
