@@ -28,7 +28,7 @@ from proxyd.message import Message, Refusal, Verdict
 from proxyd.policy.caller import check_caller
 from proxyd.policy.content import (
     ContentFilter, check_binary, has_unsubscribe_hint, normalise, check_signature,
-    _UNSUBSCRIBE_REFUSED,
+    UNSUBSCRIBE_REFUSED,
 )
 from proxyd.policy.optout import check_destination
 from proxyd.policy.rate import THROTTLED, TokenBucket, make_bucket
@@ -98,7 +98,7 @@ class Policy:
                 return r
         norm = normalise(text)
         if account.marketing and not has_unsubscribe_hint(norm):
-            return _UNSUBSCRIBE_REFUSED
+            return UNSUBSCRIBE_REFUSED
         return self.content.check_normalised(norm, account.system_id)
 
     def rewrite_source(self, msg: Message, account: AccountConfig) -> str:

@@ -252,13 +252,13 @@ def is_binary(msg: Message) -> bool:
             or (dc & 0xF4) == 0xF4)
 
 
-_BINARY_REFUSED = Refusal(_RCONTENT, "binary", "binary messages are not allowed for this account")
+BINARY_REFUSED = Refusal(_RCONTENT, "binary", "binary messages are not allowed for this account")
 
 
 def check_binary(msg: Message, account: AccountConfig) -> Verdict:
     if account.allow_binary or not is_binary(msg):
         return None
-    return _BINARY_REFUSED
+    return BINARY_REFUSED
 
 
 _SIG = r"【([^【】\r\n]{1,16})】"
@@ -299,7 +299,7 @@ _UNSUBSCRIBE = re.compile(
     r"|拒收请?回复?r"
 )
 
-_UNSUBSCRIBE_REFUSED = Refusal(_RCONTENT, "unsubscribe",
+UNSUBSCRIBE_REFUSED = Refusal(_RCONTENT, "unsubscribe",
                                "marketing text must tell how to unsubscribe, e.g. 回T退订")
 
 
@@ -312,4 +312,4 @@ def check_unsubscribe(text: str | None, account: AccountConfig) -> Verdict:
     拒收请回复R, ...)."""
     if not account.marketing or text is None:
         return None
-    return None if has_unsubscribe_hint(normalise(text)) else _UNSUBSCRIBE_REFUSED
+    return None if has_unsubscribe_hint(normalise(text)) else UNSUBSCRIBE_REFUSED
