@@ -1,0 +1,679 @@
+"""An operator's SMSC stand-in: binds, submit_sm/data_sm answers, receipts, MO, errors on demand.
+
+One `SmscFactory` is one simulated SMSC; every connection is an `SmscProtocol`. The hot path
+(submit_sm) is built for benchmarks: every frame of one ``dataReceived`` is handled in a loop,
+the answers are collected and written with ONE ``transport.write``; a submit is decoded only
+as far as needed (its header always; source, destination, registered_delivery and the first
+octets of text only when receipts are on; nothing else).
+
+Error injection (all off by default, see `SmscConfig`):
+
+* ``fail_every`` N / ``fail_status``: every Nth submit (counted over the whole SMSC) is answered
+  with ``fail_status`` and is not accepted (not recorded, no receipt).
+* ``latency_ms``: submit_sm/data_sm answers are written that much later (one timer per
+  connection, answers batched); binds, enquire_link and unbind are answered at once.
+* ``drop_after`` N: on each connection, after the first N-1 submits are answered, the Nth is
+  left unanswered (not accepted) and the connection is closed.
+* ``throttle_tps``: over that many submits in one wall-clock second (whole SMSC), submits are
+  answered ESME_RTHROTTLED.
+
+Recording: with ``record`` set, every accepted submit_sm (and data_sm) is one JSON line
+``{"t": <unix time>, "id": "<message id>", "system_id": "<bind>", "cmd": "submit_sm",
+"body": "<hex of the raw body>"}``, flushed at the end of each ``dataReceived`` batch and
+always before its answer is written. With ``stats`` set, one JSON line per wall-clock second
+that saw submits: ``{"t": <second>, "submits": n, "accepted": a, "rejected": r}``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import IO, Any, Callable
+
+from twisted.internet import protocol, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from proxyd.smpp import constants as C
+from proxyd.smpp import pdu as P
+
+_HEADER = P._HDR  # struct ">IIII"
+_ROK = 0
+_RINVBNDSTS = C.STATUS["ESME_RINVBNDSTS"]
+_RALYBND = C.STATUS["ESME_RALYBND"]
+_RINVPASWD = C.STATUS["ESME_RINVPASWD"]
+_RINVSYSID = C.STATUS["ESME_RINVSYSID"]
+_RINVCMDID = C.STATUS["ESME_RINVCMDID"]
+_RINVCMDLEN = C.STATUS["ESME_RINVCMDLEN"]
+_RTHROTTLED = C.STATUS["ESME_RTHROTTLED"]
+
+_SUBMIT_SM = C.SUBMIT_SM
+_SUBMIT_SM_RESP = C.SUBMIT_SM_RESP
+_DATA_SM = C.DATA_SM
+_DATA_SM_RESP = C.DATA_SM_RESP
+_ENQUIRE_LINK = C.ENQUIRE_LINK
+_DELIVER_SM_RESP = C.DELIVER_SM_RESP
+
+SMSC_SYSTEM_ID = b"proxyd-smsc"
+_BIND_RESP_BODY = SMSC_SYSTEM_ID + b"\0" + b"\x02\x10\x00\x01\x34"  # + sc_interface_version 3.4
+
+# Appendix B "stat" values -> message_state TLV value (SMPP 3.4 section 5.2.28)
+MESSAGE_STATE = {"ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "DELETED": 4, "UNDELIV": 5,
+                 "ACCEPTD": 6, "UNKNOWN": 7, "REJECTD": 8}
+
+BIND_MODES = {C.BIND_TRANSMITTER: "transmitter", C.BIND_RECEIVER: "receiver",
+              C.BIND_TRANSCEIVER: "transceiver"}
+
+ANY_SYSTEM = "*"  # key of MO messages queued for whichever receiver binds first
+
+
+def parse_receipt_stat(spec: str) -> tuple[str, ...]:
+    """``"DELIVRD"`` or a weighted mix ``"DELIVRD:8,UNDELIV:1,EXPIRED:1"`` -> a cycle.
+
+    Receipts take the stats in this order, one per accepted message, so tests are
+    deterministic: ``DELIVRD:2,UNDELIV:1`` gives DELIVRD, DELIVRD, UNDELIV, DELIVRD, ...
+    """
+    out: list[str] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, weight = item.partition(":")
+        name = name.strip().upper()
+        if name not in MESSAGE_STATE:
+            raise ValueError("receipt stat %r is not one of %s" % (
+                name, ", ".join(sorted(MESSAGE_STATE))))
+        n = int(weight) if weight else 1
+        if n < 0:
+            raise ValueError("receipt stat weight must be >= 0: %r" % item)
+        out.extend([name] * n)
+    if not out:
+        raise ValueError("receipt stat: empty")
+    return tuple(out)
+
+
+def parse_status(value: str | int) -> int:
+    """``0x58``, ``88`` or ``ESME_RTHROTTLED`` -> 88."""
+    if isinstance(value, int):
+        return value
+    v = value.strip()
+    if v.upper() in C.STATUS:
+        return C.STATUS[v.upper()]
+    return int(v, 0)
+
+
+@dataclass(frozen=True)
+class SmscConfig:
+    system_id: str | None = None          # only this system_id may bind (None: any)
+    password: str | None = None           # only this password (None: any)
+    receipts: bool = True                 # send receipts when registered_delivery & 1
+    receipt_delay_s: float = 0.0
+    receipt_stat: tuple[str, ...] = ("DELIVRD",)
+    fail_every: int = 0
+    fail_status: int = C.STATUS["ESME_RSYSERR"]
+    latency_ms: float = 0.0
+    drop_after: int = 0
+    throttle_tps: int = 0
+    record: str | None = None             # JSON lines of accepted submits
+    stats: str | None = None              # JSON lines of per-second counts
+    id_format: str = "hex"                # "hex" or "dec"
+    id_start: int | None = None           # first message id (None: derived from start time)
+    max_pdu_bytes: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.id_format not in ("hex", "dec"):
+            raise ValueError("id_format must be 'hex' or 'dec', not %r" % self.id_format)
+        for name in ("fail_every", "drop_after", "throttle_tps"):
+            if getattr(self, name) < 0:
+                raise ValueError("%s must be >= 0" % name)
+        if self.latency_ms < 0 or self.receipt_delay_s < 0:
+            raise ValueError("latency_ms and receipt_delay_s must be >= 0")
+        if not self.receipt_stat:
+            raise ValueError("receipt_stat: empty")
+        for s in self.receipt_stat:
+            if s not in MESSAGE_STATE:
+                raise ValueError("receipt stat %r unknown" % s)
+
+
+def _cstr(v: str | bytes) -> bytes:
+    return (v.encode("latin-1") if isinstance(v, str) else v) + b"\0"
+
+
+def deliver_sm_body(source: bytes, source_ton: int, source_npi: int, dest: bytes,
+                    dest_ton: int, dest_npi: int, esm_class: int, data_coding: int,
+                    short_message: bytes, tlvs: bytes = b"") -> bytes:
+    """The body of a deliver_sm (header added when sent, with the connection's sequence)."""
+    if len(short_message) > 255:
+        tlvs = _tlv(C.TAG_MESSAGE_PAYLOAD, short_message) + tlvs
+        short_message = b""
+    return b"".join((
+        b"\0", bytes((source_ton, source_npi)), source, b"\0",
+        bytes((dest_ton, dest_npi)), dest, b"\0",
+        bytes((esm_class, 0, 0)), b"\0\0",           # protocol_id, priority, sched, validity
+        bytes((0, 0, data_coding, 0, len(short_message))), short_message, tlvs))
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    return P._HH.pack(tag, len(value)) + value
+
+
+def _scan_submit(body: bytes) -> tuple:
+    """(src_ton, src_npi, src, dst_ton, dst_npi, dst, registered_delivery, text) of a
+    submit_sm body; raises ValueError/IndexError on a malformed one."""
+    idx = body.index
+    p = idx(0) + 1
+    src_ton = body[p]
+    src_npi = body[p + 1]
+    p += 2
+    j = idx(0, p)
+    src = body[p:j]
+    p = j + 1
+    dst_ton = body[p]
+    dst_npi = body[p + 1]
+    p += 2
+    j = idx(0, p)
+    dst = body[p:j]
+    p = idx(0, j + 4) + 1                      # skip esm_class, protocol_id, priority, sched
+    p = idx(0, p) + 1                          # validity
+    reg = body[p]
+    n = body[p + 4]
+    start = p + 5
+    if start + n > len(body):
+        raise ValueError("sm_length exceeds the PDU")
+    text = body[start:start + min(n, 20)]
+    if n == 0 and start < len(body):
+        payload = dict(P.decode_tlvs(body, start)).get(C.TAG_MESSAGE_PAYLOAD)
+        if payload:
+            text = payload[:20]
+    return src_ton, src_npi, src, dst_ton, dst_npi, dst, reg, text
+
+
+class SmscFactory(protocol.ServerFactory):
+    """One simulated SMSC: shared counters, receipt queue, receiver registry, recording."""
+
+    log = Logger()
+    noisy = False
+
+    def __init__(self, config: SmscConfig | None = None, reactor: Any = None,
+                 wallclock: Callable[[], float] = time.time) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+            reactor = _reactor
+        self.config = config or SmscConfig()
+        self.reactor: IReactorTime = reactor
+        self.wallclock = wallclock
+        c = self.config
+        self._next_id = c.id_start if c.id_start is not None else int(wallclock() * 1000) * 1000
+        self._id_fmt = "%x" if c.id_format == "hex" else "%d"
+        self._submit_count = 0                  # for fail_every
+        self._accepted = 0                      # for the receipt stat cycle
+        self._throttle_sec = -1
+        self._throttle_count = 0
+        self.counters = {"submits": 0, "accepted": 0, "failed": 0, "throttled": 0,
+                         "dropped": 0, "receipts": 0, "mo": 0, "deliver_sent": 0,
+                         "deliver_queued": 0, "binds": 0}
+        # receivers: system_id -> list of bound rx/trx protocols; round robin index
+        self.receivers: dict[str, list[SmscProtocol]] = {}
+        self._rr: dict[str, int] = {}
+        self.pending: dict[str, deque[bytes]] = {}   # deliver_sm bodies waiting for a receiver
+        # receipts not yet due: (due, system_id, fields); one timer for the head
+        self._receipts: deque[tuple] = deque()
+        self._receipt_timer: Any = None
+        # recording
+        self._record_fh: IO[str] | None = None
+        self._record_buf: list[str] = []
+        self._stats_fh: IO[str] | None = None
+        self._stat_sec = -1
+        self._stat = [0, 0, 0]                   # received, accepted, rejected
+        self._stats_loop: task.LoopingCall | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def startFactory(self) -> None:
+        if self.config.stats and self._stats_loop is None:
+            self._stats_loop = task.LoopingCall(self._stats_tick)
+            self._stats_loop.clock = self.reactor
+            self._stats_loop.start(1.0, now=False)
+
+    def stopFactory(self) -> None:
+        if self._stats_loop is not None and self._stats_loop.running:
+            self._stats_loop.stop()
+        self._stats_loop = None
+        if self._receipt_timer is not None and self._receipt_timer.active():
+            self._receipt_timer.cancel()
+        self._receipt_timer = None
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the record and stats files (they reopen on the next write)."""
+        self.flush()
+        self._emit_stats()
+        for name in ("_record_fh", "_stats_fh"):
+            fh = getattr(self, name)
+            if fh is not None:
+                fh.close()
+                setattr(self, name, None)
+
+    def buildProtocol(self, addr: Any) -> "SmscProtocol":
+        p = SmscProtocol(self)
+        p.factory = self
+        return p
+
+    # --- ids, counters, recording -----------------------------------------------------------
+    def new_id(self) -> bytes:
+        n = self._next_id
+        self._next_id = n + 1
+        return (self._id_fmt % n).encode("ascii")
+
+    def record(self, message_id: bytes, system_id_json: str, cmd: str, body: bytes) -> None:
+        self._record_buf.append('{"t": %.6f, "id": "%s", "system_id": %s, "cmd": "%s", '
+                                '"body": "%s"}\n' % (self.wallclock(), message_id.decode(),
+                                                     system_id_json, cmd, body.hex()))
+
+    def flush(self) -> None:
+        """Write out the recorded lines of this batch (called before answers are written)."""
+        if self._record_buf:
+            if self._record_fh is None:
+                self._record_fh = open(self.config.record, "a", encoding="utf-8")  # type: ignore[arg-type]
+            self._record_fh.write("".join(self._record_buf))
+            self._record_fh.flush()
+            self._record_buf.clear()
+
+    def count_stats(self, received: int, accepted: int, rejected: int) -> None:
+        sec = int(self.wallclock())
+        if sec != self._stat_sec:
+            self._emit_stats()
+            self._stat_sec = sec
+        s = self._stat
+        s[0] += received
+        s[1] += accepted
+        s[2] += rejected
+
+    def _stats_tick(self) -> None:
+        if self._stat_sec >= 0 and int(self.wallclock()) != self._stat_sec:
+            self._emit_stats()
+
+    def _emit_stats(self) -> None:
+        s = self._stat
+        if self.config.stats and s[0] and self._stat_sec >= 0:
+            if self._stats_fh is None:
+                self._stats_fh = open(self.config.stats, "a", encoding="utf-8")
+            self._stats_fh.write('{"t": %d, "submits": %d, "accepted": %d, "rejected": %d}\n'
+                                 % (self._stat_sec, s[0], s[1], s[2]))
+            self._stats_fh.flush()
+        self._stat = [0, 0, 0]
+        self._stat_sec = -1
+
+    def admit(self, now_sec: int) -> int:
+        """Status for the next submit before it is accepted: 0, throttled or fail_status."""
+        c = self.config
+        if c.throttle_tps:
+            if now_sec != self._throttle_sec:
+                self._throttle_sec = now_sec
+                self._throttle_count = 0
+            self._throttle_count += 1
+            if self._throttle_count > c.throttle_tps:
+                self.counters["throttled"] += 1
+                return _RTHROTTLED
+        if c.fail_every:
+            self._submit_count += 1
+            if self._submit_count % c.fail_every == 0:
+                self.counters["failed"] += 1
+                return c.fail_status
+        return _ROK
+
+    # --- receipts and MO ----------------------------------------------------------------------
+    def schedule_receipt(self, system_id: str, message_id: bytes, fields: tuple,
+                         submit_time: float) -> None:
+        stats = self.config.receipt_stat
+        stat = stats[self._accepted % len(stats)]
+        self._accepted += 1
+        due = self.reactor.seconds() + self.config.receipt_delay_s
+        self._receipts.append((due, system_id, message_id, fields, submit_time, stat))
+        if self._receipt_timer is None:
+            self._receipt_timer = self.reactor.callLater(
+                max(0.0, due - self.reactor.seconds()), self._fire_receipts)
+
+    def _fire_receipts(self) -> None:
+        self._receipt_timer = None
+        now = self.reactor.seconds()
+        q = self._receipts
+        batch: dict[str, list[bytes]] = {}
+        while q and q[0][0] <= now:
+            _, system_id, message_id, fields, submit_time, stat = q.popleft()
+            batch.setdefault(system_id, []).append(
+                self._receipt_body(message_id, fields, submit_time, stat))
+        for system_id, bodies in batch.items():
+            self.counters["receipts"] += len(bodies)
+            self.deliver(system_id, bodies)
+        if q:
+            self._receipt_timer = self.reactor.callLater(max(0.0, q[0][0] - now),
+                                                         self._fire_receipts)
+
+    def _receipt_body(self, message_id: bytes, fields: tuple, submit_time: float,
+                      stat: str) -> bytes:
+        src_ton, src_npi, src, dst_ton, dst_npi, dst, text = fields
+        done = self.wallclock()
+        delivered = stat == "DELIVRD"
+        sm = b"id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:%s text:%s" % (
+            message_id, b"001" if delivered else b"000",
+            time.strftime("%y%m%d%H%M", time.localtime(submit_time)).encode(),
+            time.strftime("%y%m%d%H%M", time.localtime(done)).encode(),
+            stat.encode(), b"000" if stat in ("DELIVRD", "ACCEPTD", "ENROUTE") else b"001",
+            text)
+        tlvs = (_tlv(C.TAG_RECEIPTED_MESSAGE_ID, message_id + b"\0")
+                + _tlv(C.TAG_MESSAGE_STATE, bytes((MESSAGE_STATE[stat],))))
+        # a receipt goes from the recipient back to the sender: addresses swapped
+        return deliver_sm_body(dst, dst_ton, dst_npi, src, src_ton, src_npi,
+                               C.ESM_DELIVERY_RECEIPT, 0, sm, tlvs)
+
+    def send_mo(self, source: str | bytes, dest: str | bytes, text_bytes: bytes,
+                data_coding: int = 0, system_id: str | None = None, source_ton: int = 1,
+                source_npi: int = 1, dest_ton: int = 0, dest_npi: int = 1,
+                esm_class: int = 0) -> bool:
+        """Inject a mobile-originated message (a deliver_sm without receipt bits).
+
+        Sent to a receiver/transceiver bind of `system_id` (any bind when None), round
+        robin; queued until one binds otherwise. True if sent now, False if queued.
+        Set ``esm_class=0x40`` when text_bytes starts with a UDH.
+        """
+        body = deliver_sm_body(_cstr(source)[:-1], source_ton, source_npi, _cstr(dest)[:-1],
+                               dest_ton, dest_npi, esm_class & ~C.ESM_RECEIPT_MASK,
+                               data_coding, text_bytes)
+        self.counters["mo"] += 1
+        return self.deliver(system_id or ANY_SYSTEM, [body])
+
+    def deliver(self, system_id: str, bodies: list[bytes]) -> bool:
+        """Send deliver_sm bodies to a receiver bind of system_id (round robin), or queue."""
+        target = self._pick_receiver(system_id)
+        if target is None:
+            self.pending.setdefault(system_id, deque()).extend(bodies)
+            self.counters["deliver_queued"] += len(bodies)
+            return False
+        target.send_deliver(bodies)
+        return True
+
+    def _pick_receiver(self, system_id: str) -> "SmscProtocol | None":
+        if system_id == ANY_SYSTEM:
+            lists = [p for lst in self.receivers.values() for p in lst]
+        else:
+            lists = self.receivers.get(system_id) or []
+        if not lists:
+            return None
+        i = self._rr.get(system_id, 0)
+        self._rr[system_id] = i + 1
+        return lists[i % len(lists)]
+
+    def add_receiver(self, p: "SmscProtocol") -> None:
+        self.receivers.setdefault(p.system_id, []).append(p)
+
+    def remove_receiver(self, p: "SmscProtocol") -> None:
+        lst = self.receivers.get(p.system_id)
+        if lst and p in lst:
+            lst.remove(p)
+            if not lst:
+                del self.receivers[p.system_id]
+
+    def flush_pending(self, p: "SmscProtocol") -> None:
+        """A receiver just bound: hand it what was queued for its system_id (and for any)."""
+        out: list[bytes] = []
+        for key in (p.system_id, ANY_SYSTEM):
+            q = self.pending.pop(key, None)
+            if q:
+                self.counters["deliver_queued"] -= len(q)
+                out.extend(q)
+        if out:
+            p.send_deliver(out)
+
+
+class SmscProtocol(protocol.Protocol):
+    """One ESME connection to the simulated SMSC."""
+
+    log = Logger()
+
+    def __init__(self, factory: SmscFactory) -> None:
+        self.factory = factory
+        c = factory.config
+        self.config = c
+        self.framer = P.Framer(c.max_pdu_bytes)
+        self.seq = P.Sequence()
+        self.system_id = ""
+        self._sid_json = '""'
+        self.mode: str | None = None            # transmitter / receiver / transceiver
+        self.can_submit = False
+        self.can_receive = False
+        self.submits = 0                       # received on this connection (drop_after)
+        self.closing = False
+        self.peer = "?"
+        self._latency = c.latency_ms / 1000.0
+        self._late: deque[tuple[float, bytes]] = deque()
+        self._late_timer: Any = None
+        self._receipts = c.receipts
+
+    # --- connection ---------------------------------------------------------------------------
+    def connectionMade(self) -> None:
+        t = self.transport
+        set_nodelay = getattr(t, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            try:
+                set_nodelay(True)
+            except Exception:  # not a TCP socket (unix, TLS over something exotic)
+                pass
+        peer = t.getPeer()
+        self.peer = "%s:%s" % (getattr(peer, "host", peer), getattr(peer, "port", ""))
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._late_timer is not None and self._late_timer.active():
+            self._late_timer.cancel()
+        self._late_timer = None
+        self._late.clear()
+        if self.mode is not None:
+            self.factory.remove_receiver(self)
+            self.log.info("smsc: {peer} system_id={sid} {mode} connection closed",
+                          peer=self.peer, sid=self.system_id, mode=self.mode)
+        self.mode = None
+        self.can_submit = self.can_receive = False
+
+    # --- input -------------------------------------------------------------------------------
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            frames = self.framer.feed(data)
+        except P.FramingError as e:
+            self.log.warn("smsc: {peer} framing error: {err}; closing", peer=self.peer, err=e)
+            self.transport.write(P.generic_nack(e.seq, _RINVCMDLEN))
+            self._close()
+            return
+        if not frames:
+            return
+        f = self.factory
+        out: list[bytes] = []                  # answered now
+        late: list[bytes] | None = [] if self._latency else None   # answered after latency
+        resp_out = out if late is None else late
+        now_sec = -1
+        received = accepted = rejected = 0
+        bound_rx = False
+        after: list[Callable[[], None]] = []
+        hdr = _HEADER.pack
+        for cid, status, seq, body in frames:
+            if cid == _SUBMIT_SM or cid == _DATA_SM:
+                if not self.can_submit:
+                    out.append(hdr(16, cid | C.RESP_BIT, _RINVBNDSTS, seq))
+                    continue
+                received += 1
+                self.submits += 1
+                f.counters["submits"] += 1
+                if self.config.drop_after and self.submits >= self.config.drop_after:
+                    f.counters["dropped"] += 1
+                    self.log.info("smsc: {peer} system_id={sid} dropping the connection after "
+                                  "{n} submits (drop_after)", peer=self.peer,
+                                  sid=self.system_id, n=self.submits)
+                    f.count_stats(received, accepted, rejected)
+                    self._finish(out, late)
+                    self._close()
+                    return
+                if now_sec < 0:
+                    now_sec = int(f.wallclock())
+                st = f.admit(now_sec)
+                resp_cid = _SUBMIT_SM_RESP if cid == _SUBMIT_SM else _DATA_SM_RESP
+                if st:
+                    rejected += 1
+                    resp_out.append(hdr(16, resp_cid, st, seq))
+                    continue
+                fields = None
+                if self._receipts:
+                    try:
+                        if cid == _SUBMIT_SM:
+                            fields = _scan_submit(body)
+                        else:
+                            fields = self._scan_data_sm(body)
+                    except (ValueError, IndexError):
+                        bad = P.decode_body(cid, status, seq, body)
+                        err = bad.error if isinstance(bad, P.BadPdu) else C.STATUS[
+                            "ESME_RSYSERR"]
+                        rejected += 1
+                        resp_out.append(hdr(16, resp_cid, err, seq))
+                        continue
+                mid = f.new_id()
+                accepted += 1
+                f.counters["accepted"] += 1
+                if f.config.record:
+                    f.record(mid, self._sid_json, "submit_sm" if cid == _SUBMIT_SM
+                             else "data_sm", body)
+                if fields is not None and fields[6] & 1:
+                    f.schedule_receipt(self.system_id, mid, fields[:6] + fields[7:],
+                                       f.wallclock())
+                resp_out.append(hdr(17 + len(mid), resp_cid, 0, seq) + mid + b"\0")
+            elif cid == _ENQUIRE_LINK:
+                out.append(hdr(16, C.ENQUIRE_LINK_RESP, 0, seq))
+            elif cid == _DELIVER_SM_RESP or cid & C.RESP_BIT:
+                continue                          # answers to our deliver_sm, nacks: nothing to do
+            elif cid in BIND_MODES:
+                st = self._bind(cid, status, seq, body)
+                if st:
+                    out.append(hdr(16, cid | C.RESP_BIT, st, seq))
+                else:
+                    out.append(hdr(16 + len(_BIND_RESP_BODY), cid | C.RESP_BIT, 0, seq)
+                               + _BIND_RESP_BODY)
+                    if self.can_receive:
+                        bound_rx = True
+            elif cid == C.UNBIND:
+                self._flush_late(out)           # answers still delayed go out first
+                if late:
+                    out.extend(late)
+                    late.clear()
+                out.append(hdr(16, C.UNBIND_RESP, 0, seq))
+                if self.mode is not None:
+                    self.log.info("smsc: {peer} system_id={sid} {mode} unbound",
+                                  peer=self.peer, sid=self.system_id, mode=self.mode)
+                    f.remove_receiver(self)
+                self.mode = None
+                self.can_submit = self.can_receive = False
+                after.append(self._close)
+                break
+            elif cid in P.PDU_CLASSES and cid not in (C.OUTBIND, C.ALERT_NOTIFICATION):
+                # a request SMPP 3.4 defines that this simulator does not implement
+                out.append(hdr(16, cid | C.RESP_BIT, _RINVCMDID, seq))
+            else:
+                out.append(P.generic_nack(seq, _RINVCMDID))
+        if received:
+            f.count_stats(received, accepted, rejected)
+        self._finish(out, late)
+        if bound_rx:
+            f.add_receiver(self)
+            f.flush_pending(self)
+        for fn in after:
+            fn()
+
+    def _finish(self, out: list[bytes], late: list[bytes] | None) -> None:
+        """End of a batch: record first, then the one write (and the delayed answers)."""
+        self.factory.flush()
+        if out:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if late:
+            self._late.append((self.factory.reactor.seconds() + self._latency, b"".join(late)))
+            if self._late_timer is None:
+                self._late_timer = self.factory.reactor.callLater(self._latency,
+                                                                  self._fire_late)
+
+    def _fire_late(self) -> None:
+        self._late_timer = None
+        now = self.factory.reactor.seconds()
+        q = self._late
+        chunks = []
+        while q and q[0][0] <= now + 1e-9:
+            chunks.append(q.popleft()[1])
+        if chunks:
+            self.transport.write(b"".join(chunks))
+        if q:
+            self._late_timer = self.factory.reactor.callLater(max(0.0, q[0][0] - now),
+                                                              self._fire_late)
+
+    def _flush_late(self, out: list[bytes]) -> None:
+        """Answer every delayed response now (before an unbind_resp or a drop)."""
+        if self._late_timer is not None and self._late_timer.active():
+            self._late_timer.cancel()
+        self._late_timer = None
+        while self._late:
+            out.append(self._late.popleft()[1])
+
+    def _close(self) -> None:
+        self.closing = True
+        if self._late:
+            chunks: list[bytes] = []
+            self._flush_late(chunks)
+            self.transport.write(b"".join(chunks))
+        self.transport.loseConnection()
+
+    def _bind(self, cid: int, status: int, seq: int, body: bytes) -> int:
+        if self.mode is not None:
+            return _RALYBND
+        b = P.decode_body(cid, status, seq, body)
+        if isinstance(b, P.BadPdu):
+            return b.error
+        system_id = b.system_id.decode("latin-1")
+        password = b.password.decode("latin-1")
+        mode = BIND_MODES[cid]
+        c = self.config
+        if c.system_id is not None and system_id != c.system_id:
+            self.log.info("smsc: {peer} bind_{mode} refused: unknown system_id {sid}",
+                          peer=self.peer, mode=mode, sid=system_id)
+            return _RINVSYSID
+        if c.password is not None and password != c.password:
+            self.log.info("smsc: {peer} bind_{mode} refused: wrong password for {sid}",
+                          peer=self.peer, mode=mode, sid=system_id)
+            return _RINVPASWD
+        self.system_id = system_id
+        self._sid_json = json.dumps(system_id)
+        self.mode = mode
+        self.can_submit = cid != C.BIND_RECEIVER
+        self.can_receive = cid != C.BIND_TRANSMITTER
+        self.factory.counters["binds"] += 1
+        self.log.info("smsc: {peer} bound as {mode} system_id={sid}", peer=self.peer,
+                      mode=mode, sid=system_id)
+        return _ROK
+
+    @staticmethod
+    def _scan_data_sm(body: bytes) -> tuple:
+        d = P.decode_body(C.DATA_SM, 0, 0, body)
+        if isinstance(d, P.BadPdu):
+            raise ValueError(d.message)
+        text = (d.tlv(C.TAG_MESSAGE_PAYLOAD) or b"")[:20]
+        return (d.source_addr_ton, d.source_addr_npi, d.source_addr, d.dest_addr_ton,
+                d.dest_addr_npi, d.destination_addr, d.registered_delivery, text)
+
+    # --- output -------------------------------------------------------------------------------
+    def send_deliver(self, bodies: list[bytes]) -> None:
+        """deliver_sm PDUs (bodies built by the factory), numbered and written at once."""
+        nxt = self.seq.next
+        hdr = _HEADER.pack
+        self.factory.counters["deliver_sent"] += len(bodies)
+        self.transport.write(b"".join(hdr(16 + len(b), C.DELIVER_SM, 0, nxt()) + b
+                                      for b in bodies))
+
+    def send_mo(self, source: str | bytes, dest: str | bytes, text_bytes: bytes,
+                data_coding: int = 0) -> None:
+        """An MO message to this very connection."""
+        self.send_deliver([deliver_sm_body(_cstr(source)[:-1], 1, 1, _cstr(dest)[:-1], 0, 1,
+                                           0, data_coding, text_bytes)])
