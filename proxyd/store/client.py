@@ -1,0 +1,232 @@
+"""The store connection: a txredisapi connection pool with a timeout on every call.
+
+``Store.connect(target, pool_size, timeout_s, reactor)`` accepts
+
+* a filesystem path of a unix socket (the embedded server: ``socket_path_for(dir)``),
+* ``unix:///path/to/socket[?db=N&password=PW]``,
+* ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://...`` (TLS).
+
+Every call is bounded by ``timeout_s`` and every way of not getting an answer (timeout,
+connection refused, connection lost, server loading or read-only) raises the one exception
+``StoreUnavailable``; any other error reply raises ``StoreError``. A timed-out call may still
+have been executed by the server; the ledger's scripts are idempotent per message id so a
+retry is safe.
+
+Lua scripts are registered by name (``register_script``), loaded with SCRIPT LOAD and run with
+EVALSHA; a NOSCRIPT reply (the server restarted, or SCRIPT FLUSH) reloads the script and
+retries once.
+
+Gotchas of txredisapi 1.6 handled here:
+* It uses the global reactor for connecting; `reactor` here only drives timeouts.
+* A lazy pool with no live connection queues calls until a connection comes back, for ever;
+  calls fail fast instead when the pool is empty, and every call has its own timeout.
+* ``convertNumbers`` would turn string replies such as "123" into ints; it is off.
+* Reconnection backs off up to ``RedisFactory.maxDelay`` (10 s by default); capped here at
+  ``reconnect_max_s`` so a restarted embedded server is used again quickly.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import txredisapi
+from twisted.internet import defer, error as net_error
+
+__all__ = ["Store", "StoreError", "StoreUnavailable", "parse_target"]
+
+
+class StoreError(Exception):
+    """The store answered with an error (a bug, a bad script, out of memory, ...)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer in time, or cannot be reached."""
+
+
+_UNAVAILABLE_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN")
+_UNAVAILABLE_ERRORS = (txredisapi.ConnectionError, net_error.ConnectError,
+                       net_error.ConnectionLost, net_error.ConnectionDone,
+                       net_error.ConnectionClosed, defer.CancelledError, defer.TimeoutError,
+                       ConnectionError, OSError)
+
+
+def parse_target(target: str) -> dict[str, Any]:
+    """Split a store address into connection arguments (see the module docstring)."""
+    if "://" not in target:
+        return {"unix": os.path.abspath(target), "password": None, "username": None,
+                "db": None}
+    u = urlsplit(target)
+    query = parse_qs(u.query)
+    password = unquote(u.password) if u.password else None
+    username = unquote(u.username) if u.username else None
+    if password is None and "password" in query:
+        password = query["password"][0]
+    db: int | None = None
+    if u.scheme == "unix":
+        if "db" in query:
+            db = int(query["db"][0])
+        if not u.path:
+            raise ValueError("unix:// store url needs a socket path: %r" % target)
+        return {"unix": unquote(u.path), "password": password, "username": username or None,
+                "db": db}
+    if u.scheme not in ("redis", "rediss"):
+        raise ValueError("store url must be redis://, rediss:// or unix://, got %r" % target)
+    path = u.path.strip("/")
+    if path:
+        db = int(path)
+    elif "db" in query:
+        db = int(query["db"][0])
+    return {"host": u.hostname or "localhost", "port": u.port or 6379,
+            "ssl": u.scheme == "rediss", "password": password, "username": username or None,
+            "db": db}
+
+
+class Store:
+    """A pool of connections to one Redis-compatible server. Make one with `connect`."""
+
+    def __init__(self, handler: Any, reactor: Any, timeout_s: float, target: str) -> None:
+        self._handler = handler
+        self._factory = handler._factory
+        self.reactor = reactor
+        self.timeout_s = timeout_s
+        self.target = target
+        self._scripts: dict[str, tuple[str, str]] = {}  # name -> (source, sha1)
+
+    # -- making and closing ---------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
+                reactor: Any = None, reconnect_max_s: float = 2.0) -> defer.Deferred:
+        """Deferred[Store] once the first connection answers; StoreUnavailable after
+        `timeout_s` if the server cannot be reached (the pool is then closed)."""
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+            reactor = _reactor
+        try:
+            opts = parse_target(target)
+        except ValueError as e:
+            return defer.fail(StoreError(str(e)))
+        common = dict(dbid=opts["db"], poolsize=pool_size, reconnect=True,
+                      password=opts["password"], connectTimeout=timeout_s,
+                      convertNumbers=False, username=opts["username"])
+        if "unix" in opts:
+            handler = txredisapi.lazyUnixConnectionPool(path=opts["unix"], **common)
+        else:
+            handler = txredisapi.lazyConnectionPool(host=opts["host"], port=opts["port"],
+                                                    ssl_context_factory=opts["ssl"], **common)
+        factory = handler._factory
+        factory.initialDelay = min(factory.initialDelay, 0.1)
+        factory.maxDelay = reconnect_max_s
+        store = cls(handler, reactor, timeout_s, target)
+
+        ready: defer.Deferred = defer.Deferred()
+
+        def first_connection(_: Any) -> None:
+            # fired from inside the pool's put(), before it counts the connection
+            reactor.callLater(0, lambda: ready.called or ready.callback(store))
+
+        def connect_error(f: Any) -> None:  # auth or SELECT refused
+            if not ready.called:
+                ready.errback(StoreUnavailable("cannot use the store at %s: %s"
+                                               % (target, f.getErrorMessage())))
+
+        if factory.deferred is not None:
+            factory.deferred.addErrback(connect_error)
+        # the pool's own deferred waits for all connections; one is enough to start
+        factory.connectionQueue.peek().addCallback(first_connection)
+
+        def timed_out(f: Any) -> Any:
+            if f.check(defer.TimeoutError, defer.CancelledError):
+                f = StoreUnavailable("cannot connect to the store at %s within %.1fs"
+                                     % (target, timeout_s))
+            d = store.disconnect()
+            d.addBoth(lambda _: f)
+            return d
+
+        ready.addTimeout(timeout_s, reactor)
+        ready.addErrback(timed_out)
+        return ready
+
+    def disconnect(self) -> defer.Deferred:
+        """Close every connection of the pool."""
+        return self._factory.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        """True if at least one connection of the pool is up."""
+        return self._factory.size > 0
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def _guard(self, d: defer.Deferred, what: str) -> defer.Deferred:
+        d.addTimeout(self.timeout_s, self.reactor)
+        return d.addErrback(self._translate, what)
+
+    def _translate(self, f: Any, what: str) -> Any:
+        if f.check(StoreError):
+            return f
+        if f.check(defer.TimeoutError, defer.CancelledError, txredisapi.TimeoutError):
+            raise StoreUnavailable("%s: no answer from the store in %.1fs"
+                                   % (what, self.timeout_s))
+        if f.check(txredisapi.ResponseError):
+            msg = str(f.value)
+            if msg.startswith(_UNAVAILABLE_REPLIES):
+                raise StoreUnavailable("%s: %s" % (what, msg))
+            raise StoreError("%s: %s" % (what, msg))
+        if f.check(*_UNAVAILABLE_ERRORS):
+            raise StoreUnavailable("%s: %s" % (what, f.getErrorMessage() or f.type.__name__))
+        return f
+
+    def _precheck(self, what: str) -> defer.Deferred | None:
+        if self._factory.size == 0:
+            return defer.fail(StoreUnavailable("%s: not connected to the store at %s"
+                                               % (what, self.target)))
+        return None
+
+    def execute(self, *args: Any) -> defer.Deferred:
+        """Run one command (``execute("GET", key)``); Deferred of the reply."""
+        what = str(args[0]) if args else "command"
+        failed = self._precheck(what)
+        if failed is not None:
+            return failed
+        return self._guard(self._handler.execute_command(*args), what)
+
+    def ping(self) -> defer.Deferred:
+        return self.execute("PING")
+
+    # -- scripts --------------------------------------------------------------------------
+
+    def register_script(self, name: str, source: str) -> str:
+        """Remember a Lua script under `name`; returns its sha1. Loaded on first use."""
+        sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        self._scripts[name] = (source, sha)
+        return sha
+
+    def load_scripts(self) -> defer.Deferred:
+        """SCRIPT LOAD every registered script now (optional; EVALSHA reloads on NOSCRIPT)."""
+        return defer.gatherResults(
+            [self.execute("SCRIPT", "LOAD", src) for src, _ in self._scripts.values()],
+            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+
+    def evalsha(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> defer.Deferred:
+        """Run the registered script `name`; Deferred of its reply."""
+        source, sha = self._scripts[name]
+        failed = self._precheck(name)
+        if failed is not None:
+            return failed
+        n = len(keys)
+        d = self._handler.execute_command("EVALSHA", sha, n, *keys, *args)
+
+        def noscript(f: Any) -> Any:
+            if f.check(txredisapi.ResponseError) and str(f.value).startswith("NOSCRIPT"):
+                # not executed: load it and run it once more
+                d2 = self._handler.execute_command("SCRIPT", "LOAD", source)
+                d2.addCallback(lambda _: self._handler.execute_command(
+                    "EVALSHA", sha, n, *keys, *args))
+                return d2
+            return f
+
+        d.addErrback(noscript)
+        return self._guard(d, name)
