@@ -1,0 +1,98 @@
+"""Relay throughput: simulator + proxyd (real twistd processes) + the windowed load client.
+
+    .venv/bin/python bench/relay.py [--count 30000] [--runs checks,ledger]
+
+Prints, measured in this run: msg/s direct to the simulator and through proxyd at window 10
+and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (ledger on,
+every check on) are added as the features land; their ratio is against the plain run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from procs import free_port, start_proxyd, start_sim, write_config  # noqa: E402
+
+import loadclient  # noqa: E402
+
+BASE = """
+[smpp]
+listen = ["tcp:{port}:interface=127.0.0.1"]
+window = 1000
+[[upstream]]
+name = "sim"
+connect = "tcp:host=127.0.0.1:port={sim}"
+system_id = "proxyd"
+password = "pw"
+binds = 2
+window = 200
+[[account]]
+system_id = "bench"
+password = "bench"
+service_codes = ["10690001"]
+max_binds = 8
+"""
+
+VARIANTS = {
+    "plain": "",
+}
+
+
+def measure(port: int, count: int, window: int, binds: int = 1) -> dict:
+    return asyncio.run(loadclient.run(port, "bench", "bench", count, window, binds,
+                                      b"Your verification code is 123456", 0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=30000)
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="proxyd-bench-"))
+    sim, sim_port, _ = start_sim(tmp, None)
+    results = []
+    try:
+        # direct to the simulator
+        for w in (10, 100):
+            r = measure(sim_port, a.count, w)
+            r["path"] = "direct"
+            results.append(r)
+        for name, extra in VARIANTS.items():
+            port = free_port()
+            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port) + extra,
+                               "%s.toml" % name)
+            proxyd = start_proxyd(tmp, cfg, port, name=name)
+            try:
+                measure(port, 2000, 100)     # warm up (binds, caches)
+                for w in (10, 100):
+                    r = measure(port, a.count, w)
+                    r["path"] = "proxyd-" + name
+                    results.append(r)
+            finally:
+                proxyd.stop()
+    finally:
+        sim.stop()
+    by = {(r["path"], r["window"]): r for r in results}
+    print("%-18s %6s %10s %8s %8s  %s" % ("path", "window", "msg/s", "p50 ms", "p99 ms",
+                                          "ratio"))
+    for r in results:
+        base = by.get(("direct", r["window"])) if r["path"].startswith("proxyd-plain") else \
+            by.get(("proxyd-plain", r["window"]))
+        ratio = "" if r["path"] == "direct" else "%.2f of %s" % (
+            r["msg_per_s"] / base["msg_per_s"], base["path"])
+        print("%-18s %6d %10d %8.2f %8.2f  %s" % (r["path"], r["window"], r["msg_per_s"],
+                                                  r["p50_ms"], r["p99_ms"], ratio))
+        bad = {k: v for k, v in r["status"].items() if k != "ESME_ROK"}
+        if bad:
+            print("   non-OK answers:", json.dumps(bad))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Real processes for integration tests: the simulator and proxyd under twistd."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, deadline_s: float = 30.0,
+              log: Path | None = None) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            text = log.read_text() if log and log.exists() else ""
+            raise RuntimeError("process exited with %s before listening on %d\n%s"
+                               % (proc.returncode, port, text[-3000:]))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listening on %d after %ss" % (port, deadline_s))
+
+
+class Proc:
+    """A child process with its log file; stopped (SIGTERM, then SIGKILL) on stop()."""
+
+    def __init__(self, args: list[str], log: Path, cwd: Path | None = None,
+                 env: dict | None = None) -> None:
+        self.args = args
+        self.log = log
+        self.logf = open(log, "ab")
+        e = dict(os.environ)
+        e["PYTHONUNBUFFERED"] = "1"
+        if env:
+            e.update(env)
+        self.p = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  cwd=str(cwd or ROOT), env=e)
+
+    def wait_port(self, port: int, deadline_s: float = 30.0) -> None:
+        wait_port(port, self.p, deadline_s, self.log)
+
+    def kill9(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+            self.p.wait(10)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        self.logf.close()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_sim(tmp: Path, port: int | None = None, *extra: str, name: str = "sim") -> tuple:
+    port = port or free_port()
+    record = tmp / ("%s-record.jsonl" % name)
+    proc = Proc([str(BIN / "python"), "-m", "proxyd.sim", "--listen",
+                 "tcp:%d:interface=127.0.0.1" % port, "--record", str(record), *extra],
+                tmp / ("%s.log" % name))
+    proc.wait_port(port)
+    return proc, port, record
+
+
+def write_config(tmp: Path, text: str, name: str = "proxyd.toml") -> Path:
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def start_proxyd(tmp: Path, config: Path, port: int, name: str = "proxyd",
+                 wait_for: int | None = None) -> Proc:
+    proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-",
+                 "proxyd", "--config", str(config)], tmp / ("%s.log" % name), cwd=tmp)
+    proc.wait_port(wait_for or port, 60)
+    return proc
+
+
+def wait_for(pred, deadline_s: float = 20.0, what: str = "condition") -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def wait_log(proc: Proc, needle: str, count: int = 1, deadline_s: float = 20.0) -> None:
+    wait_for(lambda: proc.text().count(needle) >= count, deadline_s, repr(needle))
+
+
+def read_record(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass  # a torn last line of a killed process
+    return out
