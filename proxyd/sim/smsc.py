@@ -384,25 +384,28 @@ class SmscFactory(protocol.ServerFactory):
         return self.deliver(system_id or ANY_SYSTEM, [body])
 
     def deliver(self, system_id: str, bodies: list[bytes]) -> bool:
-        """Send deliver_sm bodies to a receiver bind of system_id (round robin), or queue."""
-        target = self._pick_receiver(system_id)
-        if target is None:
+        """Send deliver_sm bodies to the receiver binds of system_id, one by one in round
+        robin (one write per bind), or queue them until one binds. True if sent now."""
+        if system_id == ANY_SYSTEM:
+            targets = [p for lst in self.receivers.values() for p in lst]
+        else:
+            targets = self.receivers.get(system_id) or []
+        if not targets:
             self.pending.setdefault(system_id, deque()).extend(bodies)
             self.counters["deliver_queued"] += len(bodies)
             return False
-        target.send_deliver(bodies)
-        return True
-
-    def _pick_receiver(self, system_id: str) -> "SmscProtocol | None":
-        if system_id == ANY_SYSTEM:
-            lists = [p for lst in self.receivers.values() for p in lst]
-        else:
-            lists = self.receivers.get(system_id) or []
-        if not lists:
-            return None
+        n = len(targets)
         i = self._rr.get(system_id, 0)
-        self._rr[system_id] = i + 1
-        return lists[i % len(lists)]
+        self._rr[system_id] = i + len(bodies)
+        if n == 1:
+            targets[0].send_deliver(bodies)
+            return True
+        groups: dict[int, list[bytes]] = {}
+        for k, body in enumerate(bodies):
+            groups.setdefault((i + k) % n, []).append(body)
+        for j, group in groups.items():
+            targets[j].send_deliver(group)
+        return True
 
     def add_receiver(self, p: "SmscProtocol") -> None:
         self.receivers.setdefault(p.system_id, []).append(p)
