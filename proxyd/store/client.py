@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import txredisapi
 from twisted.internet import defer, error as net_error
+from twisted.python.failure import Failure
 
 __all__ = ["Store", "StoreError", "StoreUnavailable", "parse_target"]
 
@@ -139,8 +140,8 @@ class Store:
 
         def timed_out(f: Any) -> Any:
             if f.check(defer.TimeoutError, defer.CancelledError):
-                f = StoreUnavailable("cannot connect to the store at %s within %.1fs"
-                                     % (target, timeout_s))
+                f = Failure(StoreUnavailable("cannot connect to the store at %s within %.1fs"
+                                             % (target, timeout_s)))
             d = store.disconnect()
             d.addBoth(lambda _: f)
             return d

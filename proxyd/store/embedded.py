@@ -275,7 +275,7 @@ class _ServerProcess(protocol.ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason: Any) -> None:
-        self.ended.callback(reason)
+        self.ended.callback(None)
         self.owner._processEnded(self, reason)
 
 

@@ -1,0 +1,223 @@
+"""proxyd-admin: balances and passwords from the command line.
+
+    proxyd-admin --config conf/proxyd.toml topup ACCOUNT AMOUNT [--note TEXT]
+    proxyd-admin --config conf/proxyd.toml balance ACCOUNT
+    proxyd-admin --config conf/proxyd.toml ledger ACCOUNT [--limit N]
+    proxyd-admin --config conf/proxyd.toml adjust ACCOUNT DELTA --note TEXT
+    proxyd-admin --config conf/proxyd.toml refund-all ACCOUNT --note TEXT
+    proxyd-admin hash-password            (password from stdin, or asked for on a terminal)
+
+Amounts are integers in minor units (fen). It talks to the store of the config with the
+synchronous ``valkey`` client and the same Lua scripts as the daemon (`proxyd.store.ledger`).
+For the embedded store it connects to ``<store.dir>/valkey.sock``; if no server runs there it
+starts one for the duration of the command (see `proxyd.store.embedded.start_blocking`).
+
+Exit status: 0 done, 1 the store failed or refused (e.g. the adjustment would make the balance
+negative), 2 bad arguments, bad config or unknown account.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from proxyd.config import Config, ConfigError, load
+from proxyd.passwords import hash_password
+from proxyd.store import ledger as L
+from proxyd.store.embedded import EmbeddedServerError, ping_blocking, socket_path_for, \
+    start_blocking
+
+DEFAULT_CONFIG = "conf/proxyd.toml"
+
+
+class UsageError(Exception):
+    """Bad arguments, bad config, unknown account: exit status 2."""
+
+
+class Failed(Exception):
+    """The operation could not be done: exit status 1."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an integer amount in minor units (fen), "
+                                         "got %r" % text) from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("must be > 0, got %d" % n)
+    return n
+
+
+def _signed_int(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an integer (fen), got %r" % text) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit status 2, as argparse does, but raised
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="proxyd-admin", description="proxyd balances and passwords")
+    p.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH",
+                   help="config file (default: %(default)s)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    s = sub.add_parser("topup", help="add to an account's balance")
+    s.add_argument("account")
+    s.add_argument("amount", type=_positive_int, help="minor units (fen), > 0")
+    s.add_argument("--note", default="")
+    s = sub.add_parser("balance", help="print an account's balance in minor units")
+    s.add_argument("account")
+    s = sub.add_parser("ledger", help="print an account's last ledger entries")
+    s.add_argument("account")
+    s.add_argument("--limit", type=_positive_int, default=20)
+    s = sub.add_parser("adjust", help="add a signed correction to a balance")
+    s.add_argument("account")
+    s.add_argument("delta", type=_signed_int)
+    s.add_argument("--note", required=True)
+    s = sub.add_parser("refund-all", help="take an account's whole balance out (to 0)")
+    s.add_argument("account")
+    s.add_argument("--note", required=True)
+    sub.add_parser("hash-password", help="print the scrypt hash of a password")
+    return p
+
+
+# --- the store ------------------------------------------------------------------------------
+
+def open_store(cfg: Config) -> tuple[Any, Callable[[], None]]:
+    """(a valkey client for the config's store, a function closing it)."""
+    import valkey
+
+    st = cfg.store
+    stop: Callable[[], None] = lambda: None
+    try:
+        if st.url == "embedded":
+            path = socket_path_for(st.dir)
+            if not ping_blocking(path):
+                path, stop = start_blocking(st.dir, st.appendfsync)
+            client = valkey.Valkey(unix_socket_path=path, socket_timeout=st.timeout_s,
+                                   socket_connect_timeout=st.timeout_s,
+                                   decode_responses=True)
+        else:
+            client = valkey.Valkey.from_url(st.url, socket_timeout=st.timeout_s,
+                                            socket_connect_timeout=st.timeout_s,
+                                            decode_responses=True)
+    except EmbeddedServerError as e:
+        raise Failed(str(e)) from None
+
+    def close() -> None:
+        try:
+            client.close()
+        finally:
+            stop()
+    return client, close
+
+
+def run_script(client: Any, name: str, account: str, *extra: Any) -> Any:
+    """Run a ledger script (EVALSHA, loading it on NOSCRIPT)."""
+    import valkey
+
+    now = time.time()
+    keys, args = L.script_call(account, now, L.day_of(now), *extra)
+    try:
+        return client.evalsha(L.SHAS[name], len(keys), *keys, *args)
+    except valkey.exceptions.NoScriptError:
+        client.script_load(L.SCRIPTS[name])
+        return client.evalsha(L.SHAS[name], len(keys), *keys, *args)
+
+
+def _fmt_time(ms: str) -> str:
+    try:
+        t = int(ms) / 1000.0
+    except ValueError:
+        return ms
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ".%03d" % (int(ms) % 1000)
+
+
+def _store_command(args: argparse.Namespace, out: Any) -> int:
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if cfg.account(args.account) is None:
+        known = ", ".join(a.system_id for a in cfg.accounts) or "none"
+        raise UsageError("unknown account %r (accounts in %s: %s)"
+                         % (args.account, args.config, known))
+    import valkey
+
+    client, close = open_store(cfg)
+    try:
+        acct = args.account
+        if args.command == "topup":
+            print(int(run_script(client, "topup", acct, args.amount, args.note)), file=out)
+        elif args.command == "balance":
+            print(int(client.get(L.balance_key(acct)) or 0), file=out)
+        elif args.command == "ledger":
+            reply = client.xrevrange(L.ledger_key(acct), "+", "-", count=args.limit)
+            rows = L.stream_entries([(i, [x for kv in f.items() for x in kv])
+                                     for i, f in reply])
+            for r in reversed(rows):  # oldest first, like a statement
+                print("\t".join((_fmt_time(r.get("time", "")), r.get("op", ""),
+                                 r.get("amount", ""), "balance=" + r.get("balance_after", ""),
+                                 r.get("msg_id", ""), r.get("note", ""))), file=out)
+        elif args.command == "adjust":
+            code, bal = run_script(client, "adjust", acct, args.delta, args.note)
+            if int(code) != 0:
+                raise Failed("balance %d: an adjustment of %d would make it negative"
+                             % (int(bal), args.delta))
+            print(int(bal), file=out)
+        elif args.command == "refund-all":
+            print(int(run_script(client, "refund_all", acct, args.note)), file=out)
+        return 0
+    except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+        raise Failed("store unavailable: %s" % e) from None
+    except valkey.exceptions.ResponseError as e:
+        raise Failed("store error: %s" % e) from None
+    finally:
+        close()
+
+
+def _hash_password(out: Any) -> int:
+    if sys.stdin is not None and sys.stdin.isatty():
+        pw = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != pw:
+            raise UsageError("the passwords differ")
+    else:
+        pw = sys.stdin.readline().rstrip("\r\n") if sys.stdin is not None else ""
+    if not pw:
+        raise UsageError("empty password")
+    print(hash_password(pw), file=out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the proxyd-admin console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help
+            return int(e.code or 0)
+        if args.command == "hash-password":
+            return _hash_password(sys.stdout)
+        return _store_command(args, sys.stdout)
+    except UsageError as e:
+        print("proxyd-admin: %s" % e, file=sys.stderr)
+        return 2
+    except Failed as e:
+        print("proxyd-admin: %s" % e, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
