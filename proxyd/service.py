@@ -51,7 +51,6 @@ class ProxydService(service.MultiService):
         for u in cfg.upstreams:
             up = Upstream(u, reactor, self.relay.on_deliver,
                           queue_wait_s=cfg.relay.queue_wait_s)
-            up.setName("upstream:" + u.name)
             up.setServiceParent(self)
             self.upstreams.append(up)
         self.client_factory = ClientFactory(cfg.smpp, self.registry, self.relay, reactor)

@@ -68,9 +68,9 @@ class UpstreamBind(protocol.Protocol):
     def _bind_resp(self, status: int, _: Any) -> None:
         if status == 0:
             self.bound = True
-            log.info("upstream {name} bound ({n} of {total})", name=self.upstream.name,
-                     n=self.upstream.bound_count() , total=self.upstream.cfg.binds)
             self.upstream.bind_ready(self)
+            log.info("upstream {name} bound ({n} of {total})", name=self.upstream.name,
+                     n=self.upstream.bound_count(), total=self.upstream.cfg.binds)
         else:
             log.warn("upstream {name} refused the bind: {status}", name=self.upstream.name,
                      status=C.status_name(status))
