@@ -40,8 +40,8 @@ class UpstreamConfig:
     response_timeout_s: float = 10.0
     reconnect_max_s: float = 30.0
     enquire_link_s: float = 30.0
-    source_addr_ton: int = 0      # TON/NPI set on relayed source addresses (service codes)
-    source_addr_npi: int = 0
+    source_addr_ton: int = -1     # TON/NPI set on relayed source addresses; -1 = keep the client's
+    source_addr_npi: int = -1
     tps: float = 0.0              # 0 = no limit besides the window
     carriers: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()

@@ -1,11 +1,21 @@
 """The one path every message takes: checks -> charge -> route -> upstream -> outcome.
 
-Cut-through: a single-part submit_sm is forwarded as the client's own body under a new
-header, and the client's submit_sm_resp waits for the operator's. The id the client gets is
-proxyd's own (`MessageIds`); the receipt map ties it to (upstream, upstream id).
+    SMPP submit_sm ─┐                                  ┌─ commit (OK) / refund (error)
+    HTTP sendsms  ──┼─ policy ─ opt-out + reserve ─ route ─ upstream(s) ─┤
+    concat parts ───┘   (pure)   (store, pipelined)   (failover)   └─ reply to the client
 
-Plain callbacks, no Deferred per message: `submit(session, pdu, body, reply)` ends in exactly
-one `reply(status, message_id)`.
+Cut-through: a single-part submit_sm is forwarded as the client's own body under a new
+header (re-encoded only when a field is rewritten: prefix-mode sender, upstream TON/NPI),
+and the client's submit_sm_resp waits for the operator's. The id the client gets is proxyd's
+own (`MessageIds`); the receipt map ties it to (upstream, upstream id).
+
+Failover: a part that no upstream took (not bound, window full, ESME_RTHROTTLED or
+ESME_RMSGQFUL from the operator) is tried on the next eligible upstream until
+`[relay] deadline_s`. A part whose fate is unknown (timeout, connection lost after it was
+written) is never retried elsewhere: that could send it twice. It is refunded and answered
+ESME_RSYSERR, so the account is never charged for what the operator may not have taken.
+
+Plain callbacks, not a Deferred chain per message: `send(...)` ends in exactly one `done(...)`.
 """
 from __future__ import annotations
 
@@ -19,18 +29,30 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
+from .message import Message, Refusal
 from .smpp import constants as C
 from .smpp import pdu as P
+from .text.codec import decode_text
+from .text.reassembly import concat_key
 
 log = Logger(namespace="proxyd.relay")
 _S = C.STATUS
 _OK = 0
+_RETRYABLE = frozenset((_S["ESME_RTHROTTLED"], _S["ESME_RMSGQFUL"]))
 Reply = Callable[..., None]
+# done(status, ids, refusal, ok_parts): ids are proxyd ids of the parts the operator took
+Done = Callable[[int, list, "Refusal | None", int], None]
+
+NO_BALANCE = Refusal(_S["PROXYD_RNOBALANCE"], "balance", "insufficient prepaid balance")
+STORE_DOWN = Refusal(_S["ESME_RSYSERR"], "store", "store unavailable, try again later")
+NO_ROUTE = Refusal(_S["ESME_RINVDSTADR"], "route", "no route for this destination")
+NO_CAPACITY = Refusal(_S["ESME_RMSGQFUL"], "capacity", "no upstream capacity now")
+OPTED_OUT = Refusal(_S["ESME_RINVDSTADR"], "optout", "recipient has opted out")
 
 
 class MessageIds:
     """proxyd message ids: node tag + start time + counter, hex; unique across restarts
-    (the start time moves on) and nodes (the node tag), at most 32 characters."""
+    (the start time moves on) and nodes (the node tag), 25 characters."""
 
     def __init__(self, node_id: str = "") -> None:
         node = node_id or "%s-%d" % (socket.gethostname(), os.getpid())
@@ -57,62 +79,269 @@ def normalise_upstream_id(mid: bytes | str) -> list[str]:
         keys.append(format(int(s), "x"))
     else:
         try:
-            keys.append(str(int(s, 16)))
+            keys.append(str(int(s, 16)).lstrip("0") or "0")
         except ValueError:
             pass
     return keys
+
+
+def message_text(pdu: Any) -> str | None:
+    """The decoded text of a submit_sm/deliver_sm/data_sm (UDH stripped, message_payload
+    used when short_message is empty); None for binary data codings."""
+    data = getattr(pdu, "short_message", b"")
+    if not data:
+        data = pdu.tlv(C.TAG_MESSAGE_PAYLOAD, b"")
+    if pdu.esm_class & C.ESM_UDHI and data:
+        n = data[0] + 1
+        data = data[n:]
+    return decode_text(data, pdu.data_coding)
+
+
+def build_message(account: Any, pdu: Any, text: str | None, parts: int = 1,
+                  channel: str = "smpp") -> Message:
+    return Message(account.system_id, pdu.source_addr.decode("latin-1"),
+                   pdu.destination_addr.decode("latin-1"), pdu.source_addr_ton,
+                   pdu.source_addr_npi, pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.esm_class,
+                   pdu.data_coding, pdu.registered_delivery, text, parts, channel)
+
+
+class _Job:
+    """One message in flight: its parts, their ids, and what came back."""
+
+    __slots__ = ("account", "msg", "parts", "ids", "done", "results", "left", "deadline",
+                 "source")
+
+    def __init__(self, account: Any, msg: Message, parts: list, ids: list, done: Done,
+                 deadline: float, source: bytes | None) -> None:
+        self.account = account
+        self.msg = msg
+        self.parts = parts          # [(pdu, body)]
+        self.ids = ids
+        self.done = done
+        self.results: list = [None] * len(parts)
+        self.left = len(parts)
+        self.deadline = deadline
+        self.source = source        # rewritten source_addr (prefix mode) or None
 
 
 class Relay:
     """Submit path and delivery path (receipts, MO) of one proxyd node."""
 
     def __init__(self, config: Any, router: Any, registry: Any, clock: Any,
-                 ids: MessageIds | None = None) -> None:
+                 ids: MessageIds | None = None, policy: Any = None, ledger: Any = None,
+                 optout: Any = None, concat: Any = None, receipts: Any = None,
+                 metrics: Any = None) -> None:
         self.config = config
         self.router = router
         self.registry = registry
         self.clock = clock
         self.ids = ids or MessageIds(config.relay.node_id)
-        self.checks: list[Callable[[Any, Any, Any], Any]] = []   # (session, pdu, account)
-        # in-memory receipt map and delivery queues (a later issue moves them to the store)
+        self.policy = policy
+        self.ledger = ledger
+        self.optout = optout
+        self.concat = concat
+        self.receipts = receipts
+        self.metrics = metrics
+        # in-memory receipt map and delivery queues, used when no store is configured
         self.receipt_map: dict[tuple[str, str], tuple[str, bytes]] = {}
         self.pending: dict[str, deque] = {}
         registry.on_ready.append(self._flush_pending)
-        self.counters = {"submitted": 0, "ok": 0, "refused": 0, "upstream_error": 0}
+        self.counters: dict[str, int] = {"submitted": 0, "ok": 0, "refused": 0,
+                                         "upstream_error": 0}
 
-    # --- submit ----------------------------------------------------------------------------
+    def set_config(self, config: Any, policy: Any = None) -> None:
+        self.config = config
+        if policy is not None:
+            self.policy = policy
+
+    # --- SMPP entry ------------------------------------------------------------------------
     def submit(self, session: Any, pdu: Any, body: bytes, reply: Reply) -> None:
+        """A client's submit_sm: cut-through, or into reassembly when it is one part of a
+        concatenated message."""
         account = session.account
-        self.counters["submitted"] += 1
-        for check in self.checks:
-            refusal = check(session, pdu, account)
-            if refusal is not None:
-                self.counters["refused"] += 1
-                reply(refusal.status, b"")
+        esm = pdu.esm_class
+        if esm & C.ESM_UDHI or (pdu.tlvs and pdu.tlv(C.TAG_SAR_MSG_REF_NUM) is not None):
+            try:
+                key = concat_key(esm, pdu.short_message, dict(pdu.tlvs))
+            except ValueError as e:
+                log.info("{acct}: malformed concatenation header: {err}",
+                         acct=account.system_id, err=str(e))
+                reply(_S["ESME_RINVESMCLASS"] if esm & C.ESM_UDHI else
+                      _S["ESME_RINVOPTPARAMVAL"], b"")
                 return
-        dest = pdu.destination_addr.decode("latin-1")
-        up = self.router.pick(dest, account)
-        if up is None:
-            self.counters["refused"] += 1
-            if self.router.routable(dest, account):
-                reply(_S["ESME_RMSGQFUL"], b"")
-            else:
-                reply(_S["ESME_RINVDSTADR"], b"")
+            if key is not None and key[1] > 1:
+                if self.concat is None:
+                    log.info("{acct}: concatenated part refused: no store for reassembly",
+                             acct=account.system_id)
+                    reply(_S["ESME_RSYSERR"], b"")
+                    return
+                self.concat.add_part(self, account, pdu, body, key, reply)
+                return
+        text = message_text(pdu) if self.policy is not None else None
+        msg = build_message(account, pdu, text)
+
+        def done(status: int, ids: list, refusal: Refusal | None, ok: int) -> None:
+            reply(status, ids[0] if status == _OK else b"")
+
+        self.send(account, msg, [(pdu, body)], done)
+
+    # --- the core --------------------------------------------------------------------------
+    def send(self, account: Any, msg: Message, parts: list, done: Done,
+             ids: list | None = None) -> None:
+        """Check, charge and relay one message of len(parts) parts: [(pdu, body)]."""
+        self.counters["submitted"] += 1
+        source = None
+        if self.policy is not None:
+            refusal = self.policy.check(msg, account)
+            if refusal is not None:
+                self._refuse(account, msg, refusal, done)
+                return
+            if account.sender_mode == "prefix":
+                source = self.policy.rewrite_source(msg, account).encode()
+        if not self.router.routable(msg.destination_addr, account):
+            self._refuse(account, msg, NO_ROUTE, done)
             return
-        mid = self.ids.next()
-        want_receipt = pdu.registered_delivery & 0x03
+        if ids is None:
+            ids = [self.ids.next() for _ in parts]
+        job = _Job(account, msg, parts, ids, done,
+                   self.clock.seconds() + self.config.relay.deadline_s, source)
+        if self.ledger is None:
+            if self.optout is not None:
+                self.optout.check(account.system_id, msg.destination_addr).addCallbacks(
+                    lambda out: self._refuse(account, msg, OPTED_OUT, done) if out
+                    else self._forward(job),
+                    lambda f: self._refuse(account, msg, STORE_DOWN, done))
+            else:
+                self._forward(job)
+            return
+        self._reserve(job)
+
+    def _reserve(self, job: _Job) -> None:
+        account = job.account
+        acct = account.system_id
+        n = len(job.parts)
+        state = {"left": n + (1 if self.optout is not None else 0), "fail": None,
+                 "reserved": []}
+
+        def finish() -> None:
+            fail = state["fail"]
+            if fail is None:
+                self._forward(job)
+                return
+            for mid in state["reserved"]:
+                self.ledger.refund(acct, mid.decode(), "not sent: " + fail.reason)
+            self._refuse(account, job.msg, fail, job.done, counted=fail is not NO_BALANCE)
+
+        def reserved(_: Any, mid: bytes) -> None:
+            state["reserved"].append(mid)
+            step()
+
+        def failed(f: Any) -> None:
+            from .store.ledger import InsufficientBalance
+            r = NO_BALANCE if f.check(InsufficientBalance) else STORE_DOWN
+            if r is STORE_DOWN:
+                log.warn("store error while reserving for {acct}: {err}", acct=acct,
+                         err=f.getErrorMessage())
+            if state["fail"] is None or r is STORE_DOWN:
+                state["fail"] = r
+            step()
+
+        def opted(out: bool) -> None:
+            if out and state["fail"] is None:
+                state["fail"] = OPTED_OUT
+            step()
+
+        def step() -> None:
+            state["left"] -= 1
+            if state["left"] == 0:
+                finish()
+
+        if self.optout is not None:
+            self.optout.check(acct, job.msg.destination_addr).addCallbacks(opted, failed)
+        price = account.price
+        for mid in job.ids:
+            self.ledger.reserve(acct, mid.decode(), 1, price).addCallbacks(
+                reserved, failed, callbackArgs=(mid,))
+
+    def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
+                counted: bool = False) -> None:
+        self.counters["refused"] += 1
+        if self.ledger is not None and refusal is not STORE_DOWN:
+            self.ledger.count_rejected(account.system_id, refusal.category or refusal.reason
+                                       ).addErrback(lambda f: None)
+        if self.metrics is not None:
+            self.metrics.refused(account.system_id, refusal.reason)
+        log.debug("{acct}: refused {reason}: {text}", acct=account.system_id,
+                  reason=refusal.reason, text=refusal.text)
+        done(refusal.status, [], refusal, 0)
+
+    def _body_for(self, up: Any, job: _Job, pdu: Any, body: bytes) -> bytes:
+        cfg = up.cfg
+        changes: dict[str, Any] = {}
+        if job.source is not None and job.source != pdu.source_addr:
+            changes["source_addr"] = job.source
+        if cfg.source_addr_ton >= 0 and cfg.source_addr_ton != pdu.source_addr_ton:
+            changes["source_addr_ton"] = cfg.source_addr_ton
+        if cfg.source_addr_npi >= 0 and cfg.source_addr_npi != pdu.source_addr_npi:
+            changes["source_addr_npi"] = cfg.source_addr_npi
+        if not changes:
+            return body
+        return P.encode(pdu._replace(**changes))[P.HEADER_LEN:]
+
+    def _forward(self, job: _Job) -> None:
+        for i in range(len(job.parts)):
+            self._send_part(job, i, ())
+
+    def _send_part(self, job: _Job, i: int, tried: tuple) -> None:
+        pdu, body = job.parts[i]
+        up = self.router.pick(job.msg.destination_addr, job.account, tried)
+        if up is None:
+            self._part_done(job, i, None, _S["ESME_RMSGQFUL"], None)
+            return
+        sent_at = self.clock.seconds()
 
         def on_resp(status: int, upstream_id: bytes | None) -> None:
-            if status == _OK:
-                self.counters["ok"] += 1
-                if want_receipt and upstream_id:
-                    self._remember(up.name, upstream_id, account.system_id, mid)
-                reply(_OK, mid)
-            else:
-                self.counters["upstream_error"] += 1
-                reply(status, b"")
+            if status in _RETRYABLE and self.clock.seconds() < job.deadline:
+                nxt = self.router.pick(job.msg.destination_addr, job.account, tried + (up,))
+                if nxt is not None:
+                    self._send_part(job, i, tried + (up,))
+                    return
+            if self.metrics is not None:
+                self.metrics.upstream_rtt(up.name, self.clock.seconds() - sent_at, status)
+            self._part_done(job, i, up, status, upstream_id)
 
-        up.submit(C.SUBMIT_SM, body, on_resp)
+        up.submit(pdu.command_id, self._body_for(up, job, pdu, body), on_resp)
+
+    def _part_done(self, job: _Job, i: int, up: Any, status: int,
+                   upstream_id: bytes | None) -> None:
+        job.results[i] = status
+        mid = job.ids[i]
+        acct = job.account.system_id
+        if status == _OK:
+            if self.ledger is not None:
+                self.ledger.commit(acct, mid.decode()).addErrback(self._settle_failed, acct)
+            if upstream_id and job.msg.registered_delivery & 0x03:
+                self.remember(up.name, upstream_id, acct, mid)
+        elif self.ledger is not None:
+            self.ledger.refund(acct, mid.decode(), "upstream status %s" % C.status_name(
+                status)).addErrback(self._settle_failed, acct)
+        job.left -= 1
+        if job.left:
+            return
+        ok_ids = [m for m, s in zip(job.ids, job.results) if s == _OK]
+        first_err = next((s for s in job.results if s != _OK), _OK)
+        if first_err == _OK:
+            self.counters["ok"] += 1
+        else:
+            self.counters["upstream_error"] += 1
+        if self.metrics is not None:
+            self.metrics.outcome(acct, up.name if up is not None else "", first_err)
+        job.done(first_err, ok_ids if first_err == _OK else job.ids, None, len(ok_ids))
+
+    def _settle_failed(self, f: Any, acct: str) -> None:
+        # the reservation stays open; the sweeper settles it (refund, "outcome unknown")
+        log.warn("could not settle a reservation of {acct}: {err}", acct=acct,
+                 err=f.getErrorMessage())
 
     def other_request(self, session: Any, pdu: Any, reply: Callable[[Any], None]) -> None:
         """query_sm, cancel_sm, replace_sm, submit_multi, data_sm: a spec-valid refusal
@@ -124,8 +353,13 @@ class Relay:
         reply(resp(0, status))
 
     # --- receipts and MO -------------------------------------------------------------------
-    def _remember(self, upstream: str, upstream_id: bytes, account: str, mid: bytes) -> None:
-        self.receipt_map[(upstream, normalise_upstream_id(upstream_id)[0])] = (account, mid)
+    def remember(self, upstream: str, upstream_id: bytes, account: str, mid: bytes) -> None:
+        if self.receipts is not None:
+            self.receipts.remember(upstream, normalise_upstream_id(upstream_id)[0], account,
+                                   mid)
+        else:
+            self.receipt_map[(upstream, normalise_upstream_id(upstream_id)[0])] = (account,
+                                                                                   mid)
 
     def _lookup(self, upstream: str, upstream_id: bytes) -> tuple[str, bytes] | None:
         for k in normalise_upstream_id(upstream_id):
@@ -150,12 +384,7 @@ class Relay:
                 ack(_OK)   # nobody to give it to; acknowledged so the operator stops resending
                 return
             account, mid = hit
-            tlvs = tuple((t, mid + b"\0") if t == C.TAG_RECEIPTED_MESSAGE_ID else (t, v)
-                         for t, v in pdu.tlvs)
-            changes: dict[str, Any] = {"tlvs": tlvs}
-            if pdu.command_id == C.DELIVER_SM:
-                changes["short_message"] = _ID_RE.sub(b"id:" + mid, pdu.short_message, 1)
-            out = pdu._replace(**changes)
+            out = rewrite_receipt(pdu, mid)
         else:
             account = self._mo_account(pdu.destination_addr.decode("latin-1"))
             if account is None:
@@ -201,3 +430,14 @@ class Relay:
                     self.clock.callLater(5.0, self._flush, account)
 
             session.deliver(cid, body, on_resp)
+
+
+def rewrite_receipt(pdu: Any, mid: bytes) -> Any:
+    """The operator's receipt with proxyd's id in the receipted_message_id TLV and the
+    Appendix B text; everything else kept."""
+    tlvs = tuple((t, mid + b"\0") if t == C.TAG_RECEIPTED_MESSAGE_ID else (t, v)
+                 for t, v in pdu.tlvs)
+    changes: dict[str, Any] = {"tlvs": tlvs}
+    if pdu.command_id == C.DELIVER_SM:
+        changes["short_message"] = _ID_RE.sub(b"id:" + mid, pdu.short_message, 1)
+    return pdu._replace(**changes)

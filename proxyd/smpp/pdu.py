@@ -33,9 +33,10 @@ HEADER_LEN = 16
 class FramingError(Exception):
     """command_length is impossible: the byte stream cannot be trusted any more."""
 
-    def __init__(self, message: str, seq: int = 0) -> None:
+    def __init__(self, message: str, seq: int = 0, frames: list | None = None) -> None:
         super().__init__(message)
         self.seq = seq
+        self.frames = frames or []  # complete frames that preceded the bad header
 
 
 class BadPdu:
@@ -175,6 +176,15 @@ class _PduMixin:
 
     def encode(self) -> bytes:
         return encode(self)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((self.command_id, tuple(self)))
 
     @property
     def command_name(self) -> str:
@@ -440,7 +450,7 @@ class Framer:
                 self._buf = b""
                 raise FramingError("command_length %d is %s" % (
                     length, "smaller than the 16-octet header" if length < HEADER_LEN
-                    else "over max_pdu_bytes (%d)" % maxlen), seq)
+                    else "over max_pdu_bytes (%d)" % maxlen), seq, out)
             if n - p < length:
                 break
             out.append((command_id, status, seq, buf[p + HEADER_LEN:p + length]))
@@ -470,6 +480,14 @@ def encode_tlvs(tlvs: Iterable[tuple[int, bytes]]) -> bytes:
     return b"".join(_HH.pack(t, len(v)) + v for t, v in tlvs)
 
 
+def _caddr(v: bytes, maxlen: int, name: str) -> bytes:
+    if len(v) >= maxlen:
+        raise ValueError("%s: at most %d octets" % (name, maxlen - 1))
+    if 0 in v:
+        raise ValueError("%s: contains a NUL octet" % name)
+    return v + b"\0"
+
+
 def _encode_body(pdu: Any) -> bytes:
     cid = pdu.command_id
     if pdu.status and cid in _EMPTY_ON_ERROR and not pdu.tlvs and not any(
@@ -496,14 +514,17 @@ def _encode_body(pdu: Any) -> bytes:
             parts = [bytes((len(v),))]
             for d in v:
                 if d[0] == 1:
-                    parts.append(bytes((1, d[1], d[2])) + d[3] + b"\0")
+                    parts.append(bytes((1, d[1], d[2])) + _caddr(d[3], 21, "destination_addr"))
+                elif d[0] == 2:
+                    parts.append(b"\x02" + _caddr(d[1], 21, "dl_name"))
                 else:
-                    parts.append(b"\x02" + d[1] + b"\0")
+                    raise ValueError("dest_flag %r is neither 1 nor 2" % (d[0],))
             out.append(b"".join(parts))
         else:
             parts = [bytes((len(v),))]
             for ton, npi, addr, err in v:
-                parts.append(bytes((ton, npi)) + addr + b"\0" + _I.pack(err))
+                parts.append(bytes((ton, npi)) + _caddr(addr, 21, "destination_addr")
+                             + _I.pack(err))
             out.append(b"".join(parts))
     if pdu.tlvs:
         out.append(encode_tlvs(pdu.tlvs))

@@ -93,8 +93,13 @@ class ClientSession(protocol.Protocol):
             frames = self.framer.feed(data)
         except P.FramingError as e:
             log.warn("framing error from {peer}: {err}; closing", peer=self.peer, err=str(e))
+            for f in e.frames:          # the good PDUs before the bad header still count
+                if self.state == CLOSING:
+                    break
+                self.handle(*f)
             self.send(P.generic_nack(e.seq, _S["ESME_RINVCMDLEN"]))
-            self.close()
+            self.state = CLOSING
+            self.transport.loseConnection()
             return
         if self.backlog or self.outstanding >= self.window:
             self.backlog.extend(frames)

@@ -392,6 +392,7 @@ class EmbeddedServer(service.Service):
                     _release_lock(fd)
                     return
                 self._lock_fd = fd
+                self._set_ready(False)  # what we saw as a follower says nothing now
                 log.info("store: this process now owns the embedded store in {dir}",
                          dir=self.dir)
                 ok = yield probe(self.reactor, self.socket_path)
@@ -422,6 +423,7 @@ class EmbeddedServer(service.Service):
             return
         assert self._binary is not None
         args = server_args(self._binary, self.dir, self.appendfsync)
+        self._set_ready(False)
         proc = _ServerProcess(self)
         self._proc = proc
         self._spawned_at = self.reactor.seconds()
