@@ -50,6 +50,13 @@ NO_CAPACITY = Refusal(_S["ESME_RMSGQFUL"], "capacity", "no upstream capacity now
 OPTED_OUT = Refusal(_S["ESME_RINVDSTADR"], "optout", "recipient has opted out")
 
 
+def mask(number: str) -> str:
+    """138****5678: numbers in logs keep their first 3 and last 4 digits."""
+    if len(number) <= 7:
+        return "*" * len(number)
+    return number[:3] + "*" * (len(number) - 7) + number[-4:]
+
+
 class MessageIds:
     """proxyd message ids: node tag + start time + counter, hex; unique across restarts
     (the start time moves on) and nodes (the node tag), 25 characters."""
@@ -266,13 +273,13 @@ class Relay:
     def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
                 counted: bool = False) -> None:
         self.counters["refused"] += 1
-        if self.ledger is not None and refusal is not STORE_DOWN:
+        if self.ledger is not None and refusal is not STORE_DOWN and refusal is not NO_BALANCE:
             self.ledger.count_rejected(account.system_id, refusal.category or refusal.reason
                                        ).addErrback(lambda f: None)
         if self.metrics is not None:
             self.metrics.refused(account.system_id, refusal.reason)
-        log.debug("{acct}: refused {reason}: {text}", acct=account.system_id,
-                  reason=refusal.reason, text=refusal.text)
+        log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
+                 dest=mask(msg.destination_addr), reason=refusal.reason, text=refusal.text)
         done(refusal.status, [], refusal, 0)
 
     def _body_for(self, up: Any, job: _Job, pdu: Any, body: bytes) -> bytes:

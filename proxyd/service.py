@@ -1,8 +1,17 @@
 """makeService(options): the service tree of one proxyd node, built from the config.
 
-    proxyd (MultiService)
-      upstream:<name> ...      operator binds (reconnecting)
-      smpp:<endpoint> ...      client listeners
+    proxyd (ProxydService)
+      store-server            embedded Valkey (url = "embedded"), supervised
+      upstream <name> ...     operator binds (reconnecting)
+      front (started once the store answers)
+        ledger-sweeper        settles reservations whose outcome never came
+        smpp:<endpoint> ...   client listeners
+        http:<endpoint> ...   Kannel/Jasmin HTTP API
+        admin:<endpoint> ...  /metrics, /health
+
+The listeners start only when the store is reachable, so no client is ever accepted that
+could not be charged. `[store] url = "none"` runs without a store (no ledger, no opt-out,
+no reassembly, receipts in memory): for benchmarks and tests of the bare relay only.
 """
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import sys
 from typing import Any
 
 from twisted.application import service, strports
-from twisted.internet import endpoints
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -44,35 +53,124 @@ class ProxydService(service.MultiService):
         super().__init__()
         self.cfg = cfg
         self.reactor = reactor
+        self.store: Any = None
+        self.ledger: Any = None
+        self.store_server: Any = None
         self.registry = Registry(cfg)
         self.upstreams: list[Upstream] = []
         self.router = Router(self.upstreams)
-        self.relay = Relay(cfg, self.router, self.registry, reactor)
+        self.policy = self._policy(cfg)
+        self.relay = Relay(cfg, self.router, self.registry, reactor, policy=self.policy)
+        if cfg.store.url == "embedded":
+            from .store.embedded import EmbeddedServer
+            self.store_server = EmbeddedServer(cfg.store.dir, cfg.store.appendfsync, reactor)
+            self.store_server.setServiceParent(self)
         for u in cfg.upstreams:
             up = Upstream(u, reactor, self.relay.on_deliver,
                           queue_wait_s=cfg.relay.queue_wait_s)
             up.setServiceParent(self)
             self.upstreams.append(up)
+        self.front = service.MultiService()
         self.client_factory = ClientFactory(cfg.smpp, self.registry, self.relay, reactor)
         for listen in cfg.smpp.listen:
             svc = strports.service(listen, self.client_factory, reactor=reactor)
             svc.setName("smpp:" + listen)
-            svc.setServiceParent(self)
+            svc.setServiceParent(self.front)
+        if cfg.http.listen:
+            from .http.api import make_site
+            site = make_site(self)
+            for listen in cfg.http.listen:
+                svc = strports.service(listen, site, reactor=reactor)
+                svc.setName("http:" + listen)
+                svc.setServiceParent(self.front)
+        if cfg.admin.listen:
+            from .http.admin import make_admin_site
+            site = make_admin_site(self)
+            for listen in cfg.admin.listen:
+                svc = strports.service(listen, site, reactor=reactor)
+                svc.setName("admin:" + listen)
+                svc.setServiceParent(self.front)
 
+    @staticmethod
+    def _policy(cfg: Any) -> Any:
+        from .policy import Policy
+        return Policy(cfg)
+
+    # --- start and stop --------------------------------------------------------------------
     def startService(self) -> None:
         for a in self.cfg.accounts:
             if not a.password_is_hashed:
                 log.warn("account {sid}: plain-text password in the config; store a hash "
                          "(proxyd-admin hash-password)", sid=a.system_id)
-        log.info("proxyd starting: {n} accounts, {u} upstreams, SMPP on {listen}",
-                 n=len(self.cfg.accounts), u=len(self.cfg.upstreams),
-                 listen=", ".join(self.cfg.smpp.listen))
         super().startService()
+        d = self._connect_store()
+        d.addCallback(self._start_front)
+        d.addErrback(self._fatal)
+
+    def _connect_store(self) -> defer.Deferred:
+        url = self.cfg.store.url
+        if url == "none":
+            return defer.succeed(None)
+        from .store.client import Store
+        if self.store_server is not None:
+            ready = self.store_server.whenReady()
+        else:
+            ready = defer.succeed(url)
+        scfg = self.cfg.store
+
+        def connect(target: str) -> defer.Deferred:
+            return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor)
+
+        def attempt(target: str, tries: int = 0) -> defer.Deferred:
+            d = connect(target)
+
+            def retry(f: Any) -> Any:
+                if tries >= 20:
+                    return f
+                log.warn("store not reachable yet ({err}); retrying", err=f.getErrorMessage())
+                return defer.deferLater(self.reactor, 0.5, lambda: None).addCallback(
+                    lambda _: attempt(target, tries + 1))
+            return d.addErrback(retry)
+
+        return ready.addCallback(attempt)
+
+    def _start_front(self, store: Any) -> None:
+        if store is not None:
+            from .store.ledger import Ledger, LedgerSweeper
+            from .store.optout import OptOut
+            self.store = store
+            self.ledger = Ledger(store, self.reactor)
+            self.relay.ledger = self.ledger
+            self.relay.optout = OptOut(store)
+            sweeper = LedgerSweeper(self.ledger, self.cfg.store.reservation_max_age_s,
+                                    self.cfg.store.sweep_interval_s, reactor=self.reactor)
+            sweeper.setServiceParent(self.front)
+            self._attach_store(store)
+        log.info("proxyd ready: {n} accounts, {u} upstreams, SMPP on {listen}, store {store}",
+                 n=len(self.cfg.accounts), u=len(self.cfg.upstreams),
+                 listen=", ".join(self.cfg.smpp.listen), store=self.cfg.store.url)
+        self.front.setServiceParent(self)
+
+    def _attach_store(self, store: Any) -> None:
+        """Hook for the store-backed parts (reassembly, receipts)."""
+        try:
+            from .store.concat import Reassembly
+        except ImportError:
+            return
+        self.relay.concat = Reassembly(store, self.reactor, self.cfg.policy.reassembly_timeout_s)
+
+    def _fatal(self, f: Any) -> None:
+        log.failure("proxyd cannot start: the store is unavailable", f)
+        self.reactor.callLater(0, self.reactor.stop)
 
     def stopService(self) -> Any:
+        # children stop in reverse order: listeners (front) first, upstreams, the store last
         for s in list(self.client_factory.sessions):
             s.unbind()
-        return super().stopService()
+        d = defer.maybeDeferred(service.MultiService.stopService, self)
+        if self.store is not None:
+            d.addBoth(lambda r: self.store.disconnect().addBoth(lambda _: r))
+        return d
 
 
 def makeService(options: Any, reactor: Any = None) -> service.IService:
@@ -80,7 +178,9 @@ def makeService(options: Any, reactor: Any = None) -> service.IService:
         from twisted.internet import reactor as _reactor
         reactor = _reactor
     cfg = options["cfg"] if "cfg" in options else config_mod.load(options["config"])
-    return ProxydService(cfg, reactor)
-
-
-__all__ = ["Options", "makeService", "ProxydService", "endpoints"]
+    try:
+        return ProxydService(cfg, reactor)
+    except (ValueError, OSError) as e:     # word lists, store binary, endpoint strings
+        sys.stderr.write("proxyd: config error: %s\n" % e)
+        sys.stderr.flush()
+        raise SystemExit(2)

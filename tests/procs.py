@@ -85,7 +85,14 @@ def start_sim(tmp: Path, port: int | None = None, *extra: str, name: str = "sim"
     return proc, port, record
 
 
+FILTERS = ROOT / "conf" / "filters"
+
+
 def write_config(tmp: Path, text: str, name: str = "proxyd.toml") -> Path:
+    """Write a config; a [policy] section pointing at the shipped word lists is added
+    when the text has none."""
+    if "[policy]" not in text:
+        text += '\n[policy]\nfilters_dir = "%s"\n' % FILTERS
     p = tmp / name
     p.write_text(text)
     return p
@@ -124,3 +131,13 @@ def read_record(path: Path) -> list[dict]:
             except ValueError:
                 pass  # a torn last line of a killed process
     return out
+
+
+def admin(tmp: Path, config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run proxyd-admin against a config (cwd = tmp, like the daemon)."""
+    r = subprocess.run([str(BIN / "python"), "-m", "proxyd.admin", "--config", str(config),
+                        *args], cwd=str(tmp), capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError("proxyd-admin %s failed (%d): %s%s" % (
+            " ".join(args), r.returncode, r.stdout, r.stderr))
+    return r

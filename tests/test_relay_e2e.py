@@ -13,7 +13,7 @@ import smpplib.exceptions
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
 
 CONFIG = """
 [smpp]
@@ -50,6 +50,7 @@ def stack(tmp_path):
     cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port))
     proxyd = start_proxyd(tmp_path, cfg, port)
     wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+    admin(tmp_path, cfg, "topup", "acme", "1000000", "--note", "test funds")
     yield {"port": port, "sim": sim, "sim_port": sim_port, "record": record,
            "proxyd": proxyd, "tmp": tmp_path}
     proxyd.stop()

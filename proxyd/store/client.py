@@ -35,7 +35,7 @@ import txredisapi
 from twisted.internet import defer, error as net_error
 from twisted.python.failure import Failure
 
-__all__ = ["Store", "StoreError", "StoreUnavailable", "parse_target"]
+__all__ = ["Store", "StoreError", "StoreUnavailable", "parse_target", "target_for"]
 
 
 class StoreError(Exception):
@@ -84,6 +84,15 @@ def parse_target(target: str) -> dict[str, Any]:
             "db": db}
 
 
+def target_for(store_cfg: Any) -> str:
+    """What to connect to for a `proxyd.config.StoreConfig`: its url, or the embedded
+    server's socket for url = "embedded"."""
+    if store_cfg.url == "embedded":
+        from proxyd.store.embedded import socket_path_for
+        return socket_path_for(store_cfg.dir)
+    return store_cfg.url
+
+
 class Store:
     """A pool of connections to one Redis-compatible server. Make one with `connect`."""
 
@@ -98,17 +107,18 @@ class Store:
     # -- making and closing ---------------------------------------------------------------
 
     @classmethod
-    def connect(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
-                reactor: Any = None, reconnect_max_s: float = 2.0) -> defer.Deferred:
-        """Deferred[Store] once the first connection answers; StoreUnavailable after
-        `timeout_s` if the server cannot be reached (the pool is then closed)."""
+    def lazy(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
+             reactor: Any = None, reconnect_max_s: float = 2.0) -> "Store":
+        """A Store that starts connecting now and keeps reconnecting; until a connection
+        is up its calls fail at once with StoreUnavailable. Raises StoreError on a bad
+        `target`."""
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
         try:
             opts = parse_target(target)
         except ValueError as e:
-            return defer.fail(StoreError(str(e)))
+            raise StoreError(str(e)) from None
         common = dict(dbid=opts["db"], poolsize=pool_size, reconnect=True,
                       password=opts["password"], connectTimeout=timeout_s,
                       convertNumbers=False, username=opts["username"])
@@ -120,23 +130,41 @@ class Store:
         factory = handler._factory
         factory.initialDelay = min(factory.initialDelay, 0.1)
         factory.maxDelay = reconnect_max_s
-        store = cls(handler, reactor, timeout_s, target)
+        return cls(handler, reactor, timeout_s, target)
 
+    def whenConnected(self) -> defer.Deferred:
+        """Deferred[Store] that fires once a connection is up (no timeout of its own);
+        StoreUnavailable if the server refuses us (bad password or db)."""
+        if self.connected:
+            return defer.succeed(self)
         ready: defer.Deferred = defer.Deferred()
+        reactor = self.reactor
 
         def first_connection(_: Any) -> None:
             # fired from inside the pool's put(), before it counts the connection
-            reactor.callLater(0, lambda: ready.called or ready.callback(store))
+            reactor.callLater(0, lambda: ready.called or ready.callback(self))
 
         def connect_error(f: Any) -> None:  # auth or SELECT refused
             if not ready.called:
                 ready.errback(StoreUnavailable("cannot use the store at %s: %s"
-                                               % (target, f.getErrorMessage())))
+                                               % (self.target, f.getErrorMessage())))
 
-        if factory.deferred is not None:
-            factory.deferred.addErrback(connect_error)
+        if self._factory.deferred is not None:
+            self._factory.deferred.addErrback(connect_error)
         # the pool's own deferred waits for all connections; one is enough to start
-        factory.connectionQueue.peek().addCallback(first_connection)
+        self._factory.connectionQueue.peek().addCallback(first_connection)
+        return ready
+
+    @classmethod
+    def connect(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
+                reactor: Any = None, reconnect_max_s: float = 2.0) -> defer.Deferred:
+        """Deferred[Store] once the first connection is up; StoreUnavailable after
+        `timeout_s` if the server cannot be reached (the pool is then closed)."""
+        try:
+            store = cls.lazy(target, pool_size, timeout_s, reactor, reconnect_max_s)
+        except StoreError as e:
+            return defer.fail(e)
+        ready = store.whenConnected()
 
         def timed_out(f: Any) -> Any:
             if f.check(defer.TimeoutError, defer.CancelledError):
@@ -146,7 +174,7 @@ class Store:
             d.addBoth(lambda _: f)
             return d
 
-        ready.addTimeout(timeout_s, reactor)
+        ready.addTimeout(timeout_s, store.reactor)
         ready.addErrback(timed_out)
         return ready
 

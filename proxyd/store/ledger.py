@@ -33,10 +33,10 @@ open reservations = balance.
 Semantics:
 
 * ``reserve`` takes ``parts * price`` from the balance and records a reservation, or changes
-  nothing on the balance if it is too small (``InsufficientBalance``; the refusal is still
-  counted as ``rejected:insufficient_balance`` and journaled as ``rejected`` -- do not also
-  call ``count_rejected`` for it). A second reserve of an open msg_id is refused
-  (``DuplicateReservation``).
+  nothing at all if the balance is too small (``InsufficientBalance``): the caller records
+  that outcome with ``count_rejected(account, reason, msg_id)`` like any other refusal. A
+  second reserve of an open msg_id is refused (``DuplicateReservation``).
+* Counters: ``submitted`` = successful reserves + ``count_rejected`` calls.
 * ``commit`` / ``refund`` settle a reservation once; settling an unknown or already settled
   msg_id is a no-op that returns None. Calls made during one reactor turn go to the server as
   one EVALSHA per account (``settle``); each caller's Deferred gets its own result.
@@ -53,7 +53,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from proxyd.store.client import Store, StoreError
+from proxyd.store.client import Store, StoreError, StoreUnavailable
 
 __all__ = ["Ledger", "LedgerSweeper", "LedgerError", "InsufficientBalance",
            "DuplicateReservation", "SCRIPTS", "SHAS", "account_keys", "script_call",
@@ -62,7 +62,6 @@ __all__ = ["Ledger", "LedgerSweeper", "LedgerError", "InsufficientBalance",
 log = Logger()
 
 UNKNOWN_OUTCOME = "outcome unknown"
-REJECTED_BALANCE = "insufficient_balance"
 
 
 class LedgerError(StoreError):
@@ -148,14 +147,10 @@ if type(parts) == 'table' then return parts end
 if type(price) == 'table' then return price end
 local amount = parts * price
 if redis.call('HEXISTS', K_RES, msg_id) == 1 then return {-2, get_balance()} end
-stat('submitted', 1)
 local bal = get_balance()
-if bal < amount then
-  stat('rejected:insufficient_balance', 1)
-  journal('rejected', msg_id, amount, bal, 'insufficient_balance')
-  return {-1, bal}
-end
+if bal < amount then return {-1, bal} end
 bal = redis.call('DECRBY', K_BAL, amount)
+stat('submitted', 1)
 redis.call('HSET', K_RES, msg_id, fmt(amount) .. ':' .. NOW)
 redis.call('ZADD', K_RESQ, NOW, msg_id)
 stat('reserved', 1)
@@ -317,24 +312,45 @@ def _int(x: Any) -> int:
 class Ledger:
     """Balance operations of all accounts over one `Store`."""
 
-    def __init__(self, store: Store, reactor: Any = None,
+    def __init__(self, store: Store | None, reactor: Any = None,
                  day_of: Callable[[float], str] = day_of, batch_max: int = 500) -> None:
+        """`store` may be None until `attach` (calls fail with StoreUnavailable till then)."""
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
-        self.store = store
         self.reactor = reactor
         self.day_of = day_of
         self.batch_max = batch_max
-        for name, src in SCRIPTS.items():
-            store.register_script(name, src)
         self._pending: dict[str, list[tuple[str, str, str, defer.Deferred]]] = {}
         self._flush_call: Any = None
+        self.store: Store | None = None
+        if store is not None:
+            self.attach(store)
+
+    def attach(self, store: Store) -> None:
+        """Use `store` from now on."""
+        for name, src in SCRIPTS.items():
+            store.register_script(name, src)
+        self.store = store
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise StoreUnavailable("the store is not started")
+        return self.store
 
     def _call(self, name: str, account: str, *extra: Any) -> defer.Deferred:
         now = self.reactor.seconds()
         keys, args = script_call(account, now, self.day_of(now), *extra)
-        return self.store.evalsha(name, keys, args)
+        try:
+            return self._store().evalsha(name, keys, args)
+        except StoreUnavailable as e:
+            return defer.fail(e)
+
+    def _execute(self, *args: Any) -> defer.Deferred:
+        try:
+            return self._store().execute(*args)
+        except StoreUnavailable as e:
+            return defer.fail(e)
 
     # -- per message ----------------------------------------------------------------------
 
@@ -428,11 +444,11 @@ class Ledger:
 
     def balance(self, account: str) -> defer.Deferred:
         """Deferred[int]: the balance in fen (0 for an account never topped up)."""
-        return self.store.execute("GET", balance_key(account)).addCallback(_int)
+        return self._execute("GET", balance_key(account)).addCallback(_int)
 
     def entries(self, account: str, limit: int = 50) -> defer.Deferred:
         """Deferred[list[dict]]: the last `limit` ledger entries, newest first."""
-        return self.store.execute("XREVRANGE", ledger_key(account), "+", "-",
+        return self._execute("XREVRANGE", ledger_key(account), "+", "-",
                                   "COUNT", int(limit)).addCallback(stream_entries)
 
     def reservations(self, account: str) -> defer.Deferred:
@@ -440,7 +456,7 @@ class Ledger:
         def done(flat: list) -> dict[str, int]:
             return {flat[i]: int(str(flat[i + 1]).split(":")[0])
                     for i in range(0, len(flat), 2)}
-        return self.store.execute("HGETALL", "res:{%s}" % account).addCallback(done)
+        return self._execute("HGETALL", "res:{%s}" % account).addCallback(done)
 
     def stats(self, account: str, day: str | None = None) -> defer.Deferred:
         """Deferred[dict[str, int]]: the day's counters (default: today)."""
@@ -448,13 +464,13 @@ class Ledger:
 
         def done(flat: list) -> dict[str, int]:
             return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return self.store.execute("HGETALL", stats_key(account, day)).addCallback(done)
+        return self._execute("HGETALL", stats_key(account, day)).addCallback(done)
 
     def journal(self, account: str, day: str | None = None,
                 count: int = 100000) -> defer.Deferred:
         """Deferred[list[dict]]: the day's journal records, oldest first."""
         day = day or self.day_of(self.reactor.seconds())
-        return self.store.execute("XRANGE", journal_key(account, day), "-", "+", "COUNT",
+        return self._execute("XRANGE", journal_key(account, day), "-", "+", "COUNT",
                                   int(count)).addCallback(stream_entries)
 
     # -- sweeping -------------------------------------------------------------------------
@@ -465,7 +481,7 @@ class Ledger:
         found: set[str] = set()
         cursor = "0"
         while True:
-            reply = yield self.store.execute("SCAN", cursor, "MATCH", "resq:{*}",
+            reply = yield self._execute("SCAN", cursor, "MATCH", "resq:{*}",
                                              "COUNT", 1000)
             cursor, keys = str(reply[0]), reply[1]
             for k in keys:
@@ -489,7 +505,7 @@ class Ledger:
             while True:
                 keys, args = script_call(account, now, self.day_of(now), cutoff, limit,
                                          UNKNOWN_OUTCOME)
-                flat = yield self.store.evalsha("sweep", keys, args)
+                flat = yield self._store().evalsha("sweep", keys, args)
                 for i in range(0, len(flat), 2):
                     settled.append((account, str(flat[i]), int(flat[i + 1])))
                 if len(flat) < 2 * limit:
@@ -536,5 +552,8 @@ class LedgerSweeper(service.Service):
                          msg_id=msg_id, age=self.max_age_s)
 
         def failed(f: Any) -> None:
-            log.failure("ledger sweep failed", f)
+            if f.check(StoreUnavailable):
+                log.warn("ledger sweep skipped: {err}", err=f.getErrorMessage())
+            else:
+                log.failure("ledger sweep failed", f)
         return d.addCallbacks(done, failed)
