@@ -377,6 +377,9 @@ class Relay:
 
     def on_deliver(self, upstream: Any, pdu: Any, ack: Callable[[int], None]) -> None:
         """A deliver_sm/data_sm from an operator: a receipt or an MO."""
+        if self.receipts is not None:
+            self.receipts.on_deliver(upstream, pdu, ack)
+            return
         if pdu.esm_class & C.ESM_RECEIPT_MASK:
             rid = pdu.tlv(C.TAG_RECEIPTED_MESSAGE_ID)
             if rid is not None:
@@ -413,7 +416,7 @@ class Relay:
         return best
 
     def _flush_pending(self, session: Any) -> None:
-        if session.can_receive:
+        if session.can_receive and self.receipts is None:
             self._flush(session.account.system_id)
 
     def _flush(self, account: str) -> None:

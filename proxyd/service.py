@@ -152,12 +152,24 @@ class ProxydService(service.MultiService):
         self.front.setServiceParent(self)
 
     def _attach_store(self, store: Any) -> None:
-        """Hook for the store-backed parts (reassembly, receipts)."""
+        """The store-backed parts: reassembly of concatenated parts, durable receipts/MO."""
         try:
             from .store.concat import Reassembly
         except ImportError:
-            return
-        self.relay.concat = Reassembly(store, self.reactor, self.cfg.policy.reassembly_timeout_s)
+            pass
+        else:
+            self.relay.concat = Reassembly(self, store)
+            self.relay.concat.setServiceParent(self.front)
+        try:
+            from .delivery import Delivery
+        except ImportError:
+            pass
+        else:
+            self.delivery = Delivery(self)
+            self.relay.receipts = self.delivery
+            self.registry.on_ready.append(self.delivery.session_ready)
+            self.registry.on_unbound.append(self.delivery.session_gone)
+            self.delivery.setServiceParent(self.front)
 
     def _fatal(self, f: Any) -> None:
         log.failure("proxyd cannot start: the store is unavailable", f)
