@@ -308,6 +308,12 @@ class TestLedger(LedgerTestBase):
         yield self.ledger.reserve(self.a, "m1", 1, 1)
         yield self.store.execute("SCRIPT", "FLUSH")
         self.assertEqual((yield self.ledger.commit(self.a, "m1")), 1)
+        # a burst after a flush: every call reloads-and-retries, sharing one SCRIPT LOAD
+        yield self.store.execute("SCRIPT", "FLUSH")
+        yield self.ledger.topup(self.a, 50)
+        bals = yield defer.gatherResults([self.ledger.reserve(self.a, "b%d" % i, 1, 1)
+                                          for i in range(50)])
+        self.assertEqual(sorted(bals), list(range(19, 69)))
         yield self.store.load_scripts()
         exists = yield self.store.execute("SCRIPT", "EXISTS",
                                           *[Store.register_script(self.store, n, s)

@@ -103,6 +103,7 @@ class Store:
         self.timeout_s = timeout_s
         self.target = target
         self._scripts: dict[str, tuple[str, str]] = {}  # name -> (source, sha1)
+        self._loading: dict[str, defer.Deferred] = {}
 
     # -- making and closing ---------------------------------------------------------------
 
@@ -130,7 +131,11 @@ class Store:
         factory = handler._factory
         factory.initialDelay = min(factory.initialDelay, 0.1)
         factory.maxDelay = reconnect_max_s
-        return cls(handler, reactor, timeout_s, target)
+        store = cls(handler, reactor, timeout_s, target)
+        # scripts registered by then are loaded with the first connection
+        store.whenConnected().addCallback(lambda s: s.load_scripts()).addErrback(
+            lambda f: None)
+        return store
 
     def whenConnected(self) -> defer.Deferred:
         """Deferred[Store] that fires once a connection is up (no timeout of its own);
@@ -228,20 +233,39 @@ class Store:
     # -- scripts --------------------------------------------------------------------------
 
     def register_script(self, name: str, source: str) -> str:
-        """Remember a Lua script under `name`; returns its sha1. Loaded on first use."""
+        """Remember a Lua script under `name`; returns its sha1. Loaded at once if
+        connected, else with the first connection, and again whenever NOSCRIPT says so."""
         sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
         self._scripts[name] = (source, sha)
+        if self.connected:
+            self._load(name).addErrback(lambda f: None)
         return sha
 
     def load_scripts(self) -> defer.Deferred:
-        """SCRIPT LOAD every registered script now (optional; EVALSHA reloads on NOSCRIPT)."""
-        return defer.gatherResults(
-            [self.execute("SCRIPT", "LOAD", src) for src, _ in self._scripts.values()],
-            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+        """SCRIPT LOAD every registered script now."""
+        return defer.gatherResults([self._load(name) for name in list(self._scripts)],
+                                   consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+
+    def _load(self, name: str) -> defer.Deferred:
+        """SCRIPT LOAD `name`, one load in flight per script however many callers wait."""
+        loading = self._loading.get(name)
+        if loading is None:
+            loading = self._handler.execute_command("SCRIPT", "LOAD", self._scripts[name][0])
+            self._loading[name] = loading
+
+            def done(r: Any) -> Any:
+                self._loading.pop(name, None)
+                return r
+            loading.addBoth(done)
+        waiter: defer.Deferred = defer.Deferred()
+        loading.addBoth(lambda r: (waiter.callback(r) if not isinstance(r, Failure)
+                                   else waiter.errback(r), r)[1])
+        loading.addErrback(lambda f: None)  # reported to every waiter instead
+        return waiter
 
     def evalsha(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> defer.Deferred:
         """Run the registered script `name`; Deferred of its reply."""
-        source, sha = self._scripts[name]
+        sha = self._scripts[name][1]
         failed = self._precheck(name)
         if failed is not None:
             return failed
@@ -250,11 +274,9 @@ class Store:
 
         def noscript(f: Any) -> Any:
             if f.check(txredisapi.ResponseError) and str(f.value).startswith("NOSCRIPT"):
-                # not executed: load it and run it once more
-                d2 = self._handler.execute_command("SCRIPT", "LOAD", source)
-                d2.addCallback(lambda _: self._handler.execute_command(
-                    "EVALSHA", sha, n, *keys, *args))
-                return d2
+                # not executed: load it (once for all the callers) and run it again
+                return self._load(name).addCallback(
+                    lambda _: self._handler.execute_command("EVALSHA", sha, n, *keys, *args))
             return f
 
         d.addErrback(noscript)
