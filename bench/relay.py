@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from procs import free_port, start_proxyd, start_sim, write_config  # noqa: E402
+from procs import admin, free_port, start_proxyd, start_sim, write_config  # noqa: E402
 
 import loadclient  # noqa: E402
 
@@ -41,8 +41,12 @@ service_codes = ["10690001"]
 max_binds = 8
 """
 
+# name -> (extra config, needs funds)
 VARIANTS = {
-    "plain": "",
+    "bare": ('[store]\nurl = "none"\n[policy]\nenabled = false\n', False),
+    "ledger": ('[store]\ndir = "var/{name}"\n[policy]\nenabled = false\n', True),
+    "checks": ('[store]\ndir = "var/{name}"\n[policy]\nfilters_dir = "%s"\n'
+               % (HERE.parent / "conf" / "filters"), True),
 }
 
 
@@ -64,12 +68,14 @@ def main() -> None:
             r = measure(sim_port, a.count, w)
             r["path"] = "direct"
             results.append(r)
-        for name, extra in VARIANTS.items():
+        for name, (extra, funds) in VARIANTS.items():
             port = free_port()
-            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port) + extra,
-                               "%s.toml" % name)
+            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port)
+                               + extra.replace("{name}", name), "%s.toml" % name)
             proxyd = start_proxyd(tmp, cfg, port, name=name)
             try:
+                if funds:
+                    admin(tmp, cfg, "topup", "bench", str(10 ** 9))
                 measure(port, 2000, 100)     # warm up (binds, caches)
                 for w in (10, 100):
                     r = measure(port, a.count, w)
@@ -82,9 +88,10 @@ def main() -> None:
     by = {(r["path"], r["window"]): r for r in results}
     print("%-18s %6s %10s %8s %8s  %s" % ("path", "window", "msg/s", "p50 ms", "p99 ms",
                                           "ratio"))
+    baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
+                "proxyd-checks": "proxyd-bare"}
     for r in results:
-        base = by.get(("direct", r["window"])) if r["path"].startswith("proxyd-plain") else \
-            by.get(("proxyd-plain", r["window"]))
+        base = by.get((baseline.get(r["path"], "direct"), r["window"]))
         ratio = "" if r["path"] == "direct" else "%.2f of %s" % (
             r["msg_per_s"] / base["msg_per_s"], base["path"])
         print("%-18s %6d %10d %8.2f %8.2f  %s" % (r["path"], r["window"], r["msg_per_s"],

@@ -94,6 +94,7 @@ class RelayConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    enabled: bool = True           # false: no inline checks at all (benchmarks only)
     filters_dir: str = "conf/filters"
     reassembly_timeout_s: float = 60.0
     unsubscribe_words: tuple[str, ...] = ("T", "TD", "N", "退订", "取消")
@@ -249,9 +250,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError("store.appendfsync: must be \"everysec\", \"always\" or \"no\"")
     _positive("store.timeout_s", cfg.store.timeout_s, 0.01)
     _positive("store.pool_size", cfg.store.pool_size)
-    if not (cfg.store.url == "embedded" or cfg.store.url.startswith(
+    if not (cfg.store.url in ("embedded", "none") or cfg.store.url.startswith(
             ("redis://", "rediss://", "unix://"))):
-        raise ConfigError("store.url: must be \"embedded\", redis://, rediss:// or unix://, "
+        raise ConfigError("store.url: must be \"embedded\", \"none\", redis://, rediss:// or unix://, "
                           "got %r" % cfg.store.url)
     _positive("relay.deadline_s", cfg.relay.deadline_s, 0.01)
     _positive("relay.queue_wait_s", cfg.relay.queue_wait_s, 0)

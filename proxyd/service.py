@@ -93,6 +93,8 @@ class ProxydService(service.MultiService):
 
     @staticmethod
     def _policy(cfg: Any) -> Any:
+        if not cfg.policy.enabled:
+            return None
         from .policy import Policy
         return Policy(cfg)
 
