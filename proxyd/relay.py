@@ -30,6 +30,7 @@ from typing import Any, Callable
 from twisted.logger import Logger
 
 from .message import Message, Refusal
+from .policy.optout import normalise_number
 from .smpp import constants as C
 from .smpp import pdu as P
 from .text.codec import decode_text
@@ -224,56 +225,28 @@ class Relay:
         self._reserve(job)
 
     def _reserve(self, job: _Job) -> None:
+        """Opt-out check and one reservation per part, in one atomic store step that is
+        batched with the other messages of this reactor turn."""
         account = job.account
-        acct = account.system_id
-        n = len(job.parts)
-        state = {"left": n + (1 if self.optout is not None else 0), "fail": None,
-                 "reserved": []}
+        number = normalise_number(job.msg.destination_addr) if self.optout is not None else ""
 
-        def finish() -> None:
-            fail = state["fail"]
-            if fail is None:
+        def admitted(code: int, balance: int) -> None:
+            if code == 0:
                 self._forward(job)
-                return
-            for mid in state["reserved"]:
-                self.ledger.refund(acct, mid.decode(), "not sent: " + fail.reason)
-            self._refuse(account, job.msg, fail, job.done, counted=fail is not NO_BALANCE)
+            elif code == -1:
+                self._refuse(account, job.msg, NO_BALANCE, job.done, counted=True)
+            elif code == -3:
+                self._refuse(account, job.msg, OPTED_OUT, job.done, counted=True)
+            else:
+                self._refuse(account, job.msg, STORE_DOWN, job.done, counted=True)
 
-        def reserved(_: Any, mid: bytes) -> None:
-            state["reserved"].append(mid)
-            step()
-
-        def failed(f: Any) -> None:
-            from .store.ledger import InsufficientBalance
-            r = NO_BALANCE if f.check(InsufficientBalance) else STORE_DOWN
-            if r is STORE_DOWN:
-                log.warn("store error while reserving for {acct}: {err}", acct=acct,
-                         err=f.getErrorMessage())
-            if state["fail"] is None or r is STORE_DOWN:
-                state["fail"] = r
-            step()
-
-        def opted(out: bool) -> None:
-            if out and state["fail"] is None:
-                state["fail"] = OPTED_OUT
-            step()
-
-        def step() -> None:
-            state["left"] -= 1
-            if state["left"] == 0:
-                finish()
-
-        if self.optout is not None:
-            self.optout.check(acct, job.msg.destination_addr).addCallbacks(opted, failed)
-        price = account.price
-        for mid in job.ids:
-            self.ledger.reserve(acct, mid.decode(), 1, price).addCallbacks(
-                reserved, failed, callbackArgs=(mid,))
+        self.ledger.admit(account.system_id, [m.decode() for m in job.ids], account.price,
+                          number, admitted)
 
     def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
                 counted: bool = False) -> None:
         self.counters["refused"] += 1
-        if self.ledger is not None and refusal is not STORE_DOWN and refusal is not NO_BALANCE:
+        if self.ledger is not None and not counted and refusal is not STORE_DOWN:
             self.ledger.count_rejected(account.system_id, refusal.category or refusal.reason
                                        ).addErrback(lambda f: None)
         if self.metrics is not None:

@@ -159,6 +159,50 @@ journal('reserved', msg_id, amount, bal, '')
 return {0, bal}
 """
 
+_ADMIT = r"""
+-- KEYS[8] the account's opt-out set.
+-- ARGV[4..]: groups of: price, number ('' = no opt-out check), n, then n msg_ids (one per
+-- part). Per group, all or nothing: {0, balance} reserved (price per part) | {-1, balance}
+-- insufficient | {-3, balance} opted out | {-2, balance} duplicate msg_id.
+local out = {}
+local i = 4
+while i <= #ARGV do
+  local price, number, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  local first = i + 3
+  i = first + n
+  local bal = get_balance()
+  local code = 0
+  if number ~= '' and redis.call('SISMEMBER', KEYS[8], number) == 1 then
+    code = -3
+  elseif bal < price * n then
+    code = -1
+  else
+    for j = first, first + n - 1 do
+      if redis.call('HEXISTS', K_RES, ARGV[j]) == 1 then code = -2 end
+    end
+  end
+  if code == 0 then
+    for j = first, first + n - 1 do
+      local msg_id = ARGV[j]
+      bal = redis.call('DECRBY', K_BAL, price)
+      stat('submitted', 1)
+      redis.call('HSET', K_RES, msg_id, fmt(price) .. ':' .. NOW)
+      redis.call('ZADD', K_RESQ, NOW, msg_id)
+      stat('reserved', 1)
+      ledger('reserve', price, bal, msg_id, '')
+      journal('reserved', msg_id, price, bal, '')
+    end
+  elseif code ~= -2 then
+    local reason = (code == -3) and 'optout' or 'insufficient_balance'
+    stat('submitted', n)
+    redis.call('HINCRBY', K_STATS, 'rejected:' .. reason, n)
+    journal('rejected', ARGV[first], 0, bal, reason)
+  end
+  out[#out + 1] = {code, bal}
+end
+return out
+"""
+
 _SETTLE = r"""
 -- ARGV[4..]: triples op ('c' commit | 'r' refund), msg_id, note -> amounts (-1: no-op)
 local out = {}
@@ -226,7 +270,7 @@ return out
 """
 
 SCRIPTS: dict[str, str] = {name: _PRELUDE + body for name, body in (
-    ("reserve", _RESERVE), ("settle", _SETTLE), ("topup", _TOPUP), ("adjust", _ADJUST),
+    ("reserve", _RESERVE), ("admit", _ADMIT), ("settle", _SETTLE), ("topup", _TOPUP), ("adjust", _ADJUST),
     ("refund_all", _REFUND_ALL), ("count_rejected", _COUNT_REJECTED), ("sweep", _SWEEP))}
 SHAS: dict[str, str] = {name: hashlib.sha1(src.encode("utf-8")).hexdigest()
                         for name, src in SCRIPTS.items()}
@@ -322,6 +366,8 @@ class Ledger:
         self.day_of = day_of
         self.batch_max = batch_max
         self._pending: dict[str, list[tuple[str, str, str, defer.Deferred]]] = {}
+        self._admits: dict[str, list] = {}
+        self._admit_call: Any = None
         self._flush_call: Any = None
         self.store: Store | None = None
         if store is not None:
@@ -365,6 +411,48 @@ class Ledger:
                 raise InsufficientBalance(account, bal, parts * price)
             raise DuplicateReservation(account, msg_id)
         return self._call("reserve", account, msg_id, int(parts), int(price)).addCallback(done)
+
+    def admit(self, account: str, msg_ids: list[str], price: int, number: str,
+              cb: Callable[[int, int], None]) -> None:
+        """Opt-out check and reservation of one message (one msg_id per part, `price` each)
+        in one atomic step, batched with the other messages of this reactor turn: one
+        EVALSHA per account and turn. cb(code, balance): 0 reserved, -1 insufficient
+        balance, -3 `number` opted out (both counted and journaled as rejected), -2
+        duplicate id; on a store failure cb(-9, 0)."""
+        self._admits.setdefault(account, []).append((price, number, msg_ids, cb))
+        if self._admit_call is None:
+            self._admit_call = self.reactor.callLater(0, self.flush_admits)
+
+    def flush_admits(self) -> None:
+        self._admit_call = None
+        pending, self._admits = self._admits, {}
+        for account, items in pending.items():
+            for i in range(0, len(items), self.batch_max):
+                chunk = items[i:i + self.batch_max]
+                extra: list[Any] = []
+                for price, number, ids, _cb in chunk:
+                    extra += (price, number, len(ids), *ids)
+                now = self.reactor.seconds()
+                keys, args = script_call(account, now, self.day_of(now), *extra)
+                keys.append("optout:{%s}" % account)
+                try:
+                    d = self._store().evalsha("admit", keys, args)
+                except StoreUnavailable as e:
+                    d = defer.fail(e)
+                d.addCallbacks(self._admitted, self._admit_failed,
+                               callbackArgs=(chunk,), errbackArgs=(chunk, account))
+
+    @staticmethod
+    def _admitted(results: list, chunk: list) -> None:
+        for (_p, _n, _ids, cb), r in zip(chunk, results):
+            cb(int(r[0]), int(r[1]))
+
+    @staticmethod
+    def _admit_failed(f: Any, chunk: list, account: str) -> None:
+        log.warn("ledger: admit of {n} messages of {account} failed: {err}", n=len(chunk),
+                 account=account, err=f.getErrorMessage())
+        for _p, _n, _ids, cb in chunk:
+            cb(-9, 0)
 
     def commit(self, account: str, msg_id: str, note: str = "") -> defer.Deferred:
         """Settle a reservation as charged. Deferred[int | None]: the amount, or None if
