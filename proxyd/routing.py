@@ -32,29 +32,36 @@ class Router:
         out.sort(key=lambda u: (u.cfg.priority, -u.free_window()))
         return out
 
+    def _eligible(self, u: Any, destination: str, account: Any) -> bool:
+        cfg = u.cfg
+        pinned = account.upstreams
+        if pinned and u.name not in pinned:
+            return False
+        if cfg.accounts and account.system_id not in cfg.accounts:
+            return False
+        if cfg.prefixes and not destination.lstrip("+").startswith(cfg.prefixes):
+            return False
+        return True
+
     def pick(self, destination: str, account: Any, exclude: tuple = ()) -> Any | None:
         """The best bound upstream, or None (no route, or none bound)."""
         best = None
         best_key = None
-        pinned = getattr(account, "upstreams", ()) or ()
-        dest = None
         for u in self.upstreams:
-            if not u.available or u in exclude:
+            if not u.available or u in exclude or not self._eligible(u, destination, account):
                 continue
-            cfg = u.cfg
-            if pinned and u.name not in pinned:
+            if best is None:
+                best = u
                 continue
-            if cfg.accounts and account.system_id not in cfg.accounts:
-                continue
-            if cfg.prefixes:
-                if dest is None:
-                    dest = destination.lstrip("+")
-                if not dest.startswith(cfg.prefixes):
-                    continue
-            key = (cfg.priority, -u.free_window())
-            if best_key is None or key < best_key:
+            if best_key is None:
+                best_key = (best.cfg.priority, -best.free_window())
+            key = (u.cfg.priority, -u.free_window())
+            if key < best_key:
                 best, best_key = u, key
         return best
 
     def routable(self, destination: str, account: Any) -> bool:
-        return bool(self.candidates(destination, account))
+        for u in self.upstreams:
+            if self._eligible(u, destination, account):
+                return True
+        return False

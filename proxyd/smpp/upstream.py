@@ -216,7 +216,10 @@ class Upstream(service.MultiService):
 
     @property
     def available(self) -> bool:
-        return any(b.bound for b in self.binds)
+        for b in self.binds:
+            if b.bound:
+                return True
+        return False
 
     def free_window(self) -> int:
         return sum(b.free for b in self.binds)
