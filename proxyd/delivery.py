@@ -1,0 +1,521 @@
+"""Receipts and MO: from the operator's deliver_sm to the owning account's receiver binds.
+
+    upstream deliver_sm/data_sm
+      receipt ─ receipt map (rmap:{U}:<id>, retried ~2 s) ─ rewrite id ─┐
+      MO ────── service code -> account (longest prefix) ─ [opt-out] ───┴─ XADD dlv:{A}
+                                                                          └─ ack the operator
+    dlv:{A} (consumer group "proxyd", one consumer per node holding a receiver bind of A)
+      ─ XREADGROUP ─ this node's feed of A ─ deliver_sm to a receiver (window per session)
+      ─ deliver_sm_resp OK ─ XACK + XDEL;  error / no answer ─ retry with backoff
+
+The operator's deliver_sm is acknowledged only once the delivery is in the stream (or with
+ESME_RX_T_APPN when the store failed, so the operator retries). A receipt whose id is not in
+the map after the retries is acknowledged, logged and counted: nobody can take it.
+
+A node consumes an account's stream only while it holds a receiver (or transceiver) bind of
+that account. What it holds in memory it touches (XCLAIM JUSTID) so no other node takes it;
+entries a dead node held, or a node whose receivers all left, are taken over with XAUTOCLAIM
+once idle for `claim_idle_s`. The consumer name is stable across restarts of a node, so a
+restarted node finds its own pending entries at once.
+
+One LoopingCall drives every timer of the node: lookup retries, response timeouts, backoff,
+polling of the streams, touch and claim.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from .policy.optout import is_unsubscribe
+from .relay import _ID_RE, mask, message_text, normalise_upstream_id, rewrite_receipt
+from .smpp import constants as C
+from .smpp import pdu as P
+from .smpp.server import CLOSING
+from .store.receipts import DEFAULT_TTL_S, MO, RECEIPT, Entry, ReceiptStore
+
+log = Logger(namespace="proxyd.delivery")
+
+_OK = 0
+_RX_T_APPN = C.STATUS["ESME_RX_T_APPN"]
+# delays between the lookups of a receipt whose id is not mapped (yet): ~2 s in all
+LOOKUP_RETRIES = (0.2, 0.3, 0.5, 1.0)
+
+
+def _opt(cfg: Any, section: str, name: str, default: Any) -> Any:
+    """An optional config value (`[delivery]` keys may not exist in the schema yet)."""
+    return getattr(getattr(cfg, section, None), name, default)
+
+
+def _alive(session: Any) -> bool:
+    """False for a session that unbound or lost its connection (also when the registry was
+    not told, e.g. after a clean unbind)."""
+    return session.state != CLOSING and session.transport is not None
+
+
+class _Feed:
+    """This node's consumption of one account's stream."""
+
+    __slots__ = ("account", "sessions", "queue", "inflight", "known", "reading",
+                 "next_read", "history", "cursor", "rr", "sends")
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+        self.sessions: dict[Any, int] = {}          # session -> deliveries unanswered
+        self.queue: list[Entry] = []                # held, not in flight, in stream order
+        self.inflight: dict[str, tuple] = {}        # id -> (entry, session, deadline, n)
+        self.known: set[str] = set()                # ids in queue or in flight
+        self.reading = False
+        self.next_read = 0.0
+        self.history = True                         # still reading our own pending list
+        self.cursor = "0"
+        self.rr = 0
+        self.sends = 0
+
+    def add(self, entries: list[Entry]) -> int:
+        n = 0
+        for e in entries:
+            if e.id in self.known:
+                continue
+            self.known.add(e.id)
+            self.queue.append(e)
+            n += 1
+        if n:
+            self.queue.sort(key=lambda e: e.sort)
+        return n
+
+    def requeue(self, e: Entry) -> None:
+        self.queue.append(e)
+        self.queue.sort(key=lambda x: x.sort)
+
+    def capacity(self, window: int) -> int:
+        return window * len(self.sessions)
+
+
+class Delivery(service.Service):
+    """Receipts and MO of one node (see the module docstring)."""
+
+    name = "delivery"
+
+    def __init__(self, node: Any, window: int | None = None,
+                 resp_timeout_s: float | None = None, ttl_s: float | None = None,
+                 claim_idle_s: float | None = None, tick_s: float = 0.1,
+                 poll_s: float = 0.25, max_attempts: int | None = None,
+                 consumer: str | None = None) -> None:
+        cfg = node.cfg
+        self.node = node
+        self.clock = node.reactor
+        self.window = window or _opt(cfg, "delivery", "window", 10)
+        self.resp_timeout_s = resp_timeout_s or _opt(cfg, "delivery", "resp_timeout_s", 30.0)
+        self.claim_idle_s = claim_idle_s or _opt(cfg, "delivery", "claim_idle_s", 60.0)
+        self.max_attempts = max_attempts or _opt(cfg, "delivery", "max_attempts", 50)
+        self.backoff_max_s = _opt(cfg, "delivery", "backoff_max_s", 60.0)
+        ttl = ttl_s or _opt(cfg, "store", "receipt_ttl_s", None) or \
+            _opt(cfg, "delivery", "ttl_s", DEFAULT_TTL_S)
+        self.rs = ReceiptStore(node.store, ttl, clock=self.clock)
+        self.tick_s = tick_s
+        self.poll_s = poll_s
+        self.consumer = consumer or self._consumer_name(cfg)
+        self.feeds: dict[str, _Feed] = {}
+        self._retries: list[tuple] = []             # (due, upstream, keys, pdu, ack, tries)
+        self._acks: dict[str, list[str]] = {}
+        self._ack_call: Any = None
+        self._last_touch = 0.0
+        self._last_claim = 0.0
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = self.clock
+        self.counters: dict[str, int] = dict.fromkeys((
+            "receipts", "receipts_unknown", "mo", "mo_unrouted", "optouts", "enqueued",
+            "store_errors", "delivered", "retried", "timeouts", "dropped", "expired",
+            "claimed"), 0)
+
+    @staticmethod
+    def _consumer_name(cfg: Any) -> str:
+        node = getattr(cfg.relay, "node_id", "") or socket.gethostname()
+        listen = cfg.smpp.listen[0] if cfg.smpp.listen else ""
+        return "%s/%s" % (node, listen)
+
+    # --- service ----------------------------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        if not self._ticker.running:
+            self._ticker.start(self.tick_s, now=False)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._ticker.running:
+            self._ticker.stop()
+        for due, up, keys, pdu, ack, tries in self._retries:
+            ack(_RX_T_APPN)     # not stored: the operator sends it again
+        self._retries = []
+        return self._flush_acks()
+
+    # --- from the relay ---------------------------------------------------------------------
+    def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes) -> None:
+        self.rs.remember(upstream, upstream_id, account, mid)
+
+    def on_deliver(self, upstream: Any, pdu: Any, ack: Callable[[int], None]) -> None:
+        """A deliver_sm/data_sm from an operator: a receipt or an MO."""
+        if pdu.esm_class & C.ESM_RECEIPT_MASK:
+            self.counters["receipts"] += 1
+            rid = pdu.tlv(C.TAG_RECEIPTED_MESSAGE_ID)
+            if rid is not None:
+                rid = rid.rstrip(b"\0")
+            if not rid and pdu.command_id == C.DELIVER_SM:
+                m = _ID_RE.search(pdu.short_message)
+                rid = m.group(1) if m else None
+            if not rid:
+                self.counters["receipts_unknown"] += 1
+                log.warn("receipt from {up} without a message id; acknowledged and dropped",
+                         up=upstream.name)
+                ack(_OK)
+                return
+            self._lookup(upstream.name, normalise_upstream_id(rid), pdu, ack, 0)
+            return
+        self._mo(upstream, pdu, ack)
+
+    def _lookup(self, up: str, keys: list, pdu: Any, ack: Callable[[int], None],
+                tries: int) -> None:
+        def found(hit: Any) -> None:
+            if hit is None:
+                if tries < len(LOOKUP_RETRIES):
+                    self._retries.append((self.clock.seconds() + LOOKUP_RETRIES[tries], up,
+                                          keys, pdu, ack, tries + 1))
+                    return
+                self.counters["receipts_unknown"] += 1
+                log.warn("receipt from {up} for unknown id {rid}; acknowledged and dropped",
+                         up=up, rid=keys[0])
+                ack(_OK)
+                return
+            account, mid = hit
+            self._enqueue(account, rewrite_receipt(pdu, mid), RECEIPT, ack)
+
+        def failed(f: Any) -> None:
+            self.counters["store_errors"] += 1
+            log.warn("receipt lookup for {up}:{rid} failed: {err}; operator asked to retry",
+                     up=up, rid=keys[0], err=f.getErrorMessage())
+            ack(_RX_T_APPN)
+
+        self.rs.lookup(up, keys).addCallbacks(found, failed)
+
+    def _mo(self, upstream: Any, pdu: Any, ack: Callable[[int], None]) -> None:
+        self.counters["mo"] += 1
+        dest = pdu.destination_addr.decode("latin-1")
+        source = pdu.source_addr.decode("latin-1")
+        account = self._mo_account(dest)
+        if account is None:
+            self.counters["mo_unrouted"] += 1
+            log.warn("MO from {up} {src} -> {dest}: no account has this service code; "
+                     "acknowledged and dropped", up=upstream.name, src=mask(source), dest=dest)
+            ack(_OK)
+            return
+        try:
+            text = message_text(pdu)
+        except Exception:       # a malformed UDH: not a text, so not an unsubscribe word
+            text = None
+        words = self.node.cfg.policy.unsubscribe_words
+        if text and source and is_unsubscribe(text, words):
+            from .store.optout import OptOut
+
+            def added(_: Any) -> None:
+                self.counters["optouts"] += 1
+                log.info("{src} opted out of {acct} (MO reply)", src=mask(source),
+                         acct=account)
+                self._enqueue(account, pdu, MO, ack)
+
+            def failed(f: Any) -> None:
+                self.counters["store_errors"] += 1
+                log.warn("opt-out of {src} for {acct} not stored: {err}; operator asked to "
+                         "retry", src=mask(source), acct=account, err=f.getErrorMessage())
+                ack(_RX_T_APPN)
+
+            OptOut(self.node.store).add(account, source).addCallbacks(added, failed)
+            return
+        self._enqueue(account, pdu, MO, ack)
+
+    def _mo_account(self, dest: str) -> str | None:
+        best, best_len = None, 0
+        for a in self.node.cfg.accounts:
+            for code in a.service_codes:
+                if len(code) > best_len and dest.startswith(code):
+                    best, best_len = a.system_id, len(code)
+        return best
+
+    def _enqueue(self, account: str, pdu: Any, kind: str, ack: Callable[[int], None]) -> None:
+        body = P.encode(pdu)[P.HEADER_LEN:]
+
+        def stored(_: Any) -> None:
+            self.counters["enqueued"] += 1
+            ack(_OK)
+            feed = self.feeds.get(account)
+            if feed is not None:
+                feed.next_read = 0.0
+                self._pump(feed)
+
+        def failed(f: Any) -> None:
+            self.counters["store_errors"] += 1
+            log.warn("{kind} for {acct} not stored: {err}; operator asked to retry",
+                     kind="receipt" if kind == RECEIPT else "MO", acct=account,
+                     err=f.getErrorMessage())
+            ack(_RX_T_APPN)
+
+        self.rs.enqueue(account, pdu.command_id, body, kind).addCallbacks(stored, failed)
+
+    # --- receiver binds ---------------------------------------------------------------------
+    def session_ready(self, session: Any) -> None:
+        if not session.can_receive:
+            return
+        account = session.account.system_id
+        feed = self.feeds.get(account)
+        if feed is None:
+            feed = self.feeds[account] = _Feed(account)
+            log.info("consuming deliveries of {acct} as {consumer}", acct=account,
+                     consumer=self.consumer)
+        feed.sessions.setdefault(session, 0)
+        feed.next_read = 0.0
+        self._pump(feed)
+
+    def session_gone(self, session: Any) -> None:
+        if session.account is None:
+            return
+        feed = self.feeds.get(session.account.system_id)
+        if feed is not None and session in feed.sessions and self._drop_session(feed, session):
+            self._pump(feed)
+
+    def _drop_session(self, feed: _Feed, session: Any) -> bool:
+        """Forget a receiver; its deliveries in flight go back to the queue. False when it
+        was the last one here (the feed is gone)."""
+        del feed.sessions[session]
+        for eid, (e, s, _, _) in list(feed.inflight.items()):
+            if s is session:        # not an attempt the client failed: no backoff
+                del feed.inflight[eid]
+                feed.requeue(e)
+        if feed.sessions:
+            return True
+        # no receiver here any more: what this node holds stays in its pending list, taken
+        # back when a receiver binds here again, or by another node once idle
+        if self.feeds.get(feed.account) is feed:
+            del self.feeds[feed.account]
+        if feed.known:
+            log.info("no receiver of {acct} left on this node; {n} deliveries stay pending",
+                     acct=feed.account, n=len(feed.known))
+        return False
+
+    # --- delivering -------------------------------------------------------------------------
+    def _pump(self, feed: _Feed) -> None:
+        if self.feeds.get(feed.account) is not feed:
+            return
+        for session in [x for x in feed.sessions if not _alive(x)]:
+            if not self._drop_session(feed, session):
+                return
+        now = self.clock.seconds()
+        window = self.window
+        if feed.queue and feed.sessions:
+            sessions = list(feed.sessions)
+            keep: list[Entry] = []
+            queue = feed.queue
+            i = 0
+            for i, e in enumerate(queue):
+                if e.not_before > now:
+                    keep.append(e)
+                    continue
+                session = self._pick(feed, sessions, window)
+                if session is None:
+                    keep.extend(queue[i:])
+                    break
+                self._send(feed, e, session, now)
+            feed.queue = keep
+        held = len(feed.queue) + len(feed.inflight)
+        if (not feed.reading and now >= feed.next_read
+                and held < 2 * feed.capacity(window)):
+            self._read(feed, 2 * feed.capacity(window) - held)
+
+    def _pick(self, feed: _Feed, sessions: list, window: int) -> Any:
+        n = len(sessions)
+        best = None
+        for k in range(n):
+            s = sessions[(feed.rr + k) % n]
+            load = feed.sessions[s]
+            if load < window and (best is None or load < feed.sessions[best]):
+                best = s
+                if load == 0:
+                    break
+        feed.rr += 1
+        return best
+
+    def _send(self, feed: _Feed, e: Entry, session: Any, now: float) -> None:
+        feed.sends += 1
+        n = feed.sends
+        feed.inflight[e.id] = (e, session, now + self.resp_timeout_s, n)
+        feed.sessions[session] += 1
+
+        def on_resp(status: int) -> None:
+            self._answered(feed, e, session, n, status)
+
+        session.deliver(e.command_id, e.body, on_resp)
+
+    def _answered(self, feed: _Feed, e: Entry, session: Any, n: int, status: int) -> None:
+        cur = feed.inflight.get(e.id)
+        if cur is None or cur[3] != n:
+            return      # timed out or requeued already; a late answer changes nothing
+        del feed.inflight[e.id]
+        if session in feed.sessions:
+            feed.sessions[session] -= 1
+        if status == _OK:
+            feed.known.discard(e.id)
+            self.counters["delivered"] += 1
+            self._ack(feed.account, e.id)
+        elif session not in feed.sessions or not _alive(session):
+            feed.requeue(e)     # the connection went: not the client's refusal
+        else:
+            self._failed(feed, e, "client answered %s" % C.status_name(status))
+        self._pump(feed)
+
+    def _failed(self, feed: _Feed, e: Entry, why: str) -> None:
+        e.attempts += 1
+        if e.attempts >= self.max_attempts:
+            self.counters["dropped"] += 1
+            feed.known.discard(e.id)
+            log.error("delivery {id} to {acct} dropped after {n} attempts: {why}",
+                      id=e.id, acct=feed.account, n=e.attempts, why=why)
+            self._ack(feed.account, e.id)
+            return
+        self.counters["retried"] += 1
+        delay = min(self.backoff_max_s, 2.0 ** (e.attempts - 1))
+        e.not_before = self.clock.seconds() + delay
+        log.info("delivery {id} to {acct}: {why}; retry {n} in {d:.0f}s", id=e.id,
+                 acct=feed.account, why=why, n=e.attempts, d=delay)
+        feed.requeue(e)
+
+    def _ack(self, account: str, eid: str) -> None:
+        self._acks.setdefault(account, []).append(eid)
+        if self._ack_call is None:
+            self._ack_call = self.clock.callLater(0, self._flush_acks)
+
+    def _flush_acks(self) -> defer.Deferred:
+        self._ack_call = None
+        acks, self._acks = self._acks, {}
+        ds = []
+        for account, ids in acks.items():
+            def failed(f: Any, account: str = account, ids: list = ids) -> None:
+                # they stay in this node's pending list; taken again once idle (may repeat)
+                log.warn("XACK of {n} deliveries of {acct} failed: {err}", n=len(ids),
+                         acct=account, err=f.getErrorMessage())
+            ds.append(self.rs.ack(account, ids).addErrback(failed))
+        return defer.DeferredList(ds) if ds else defer.succeed(None)
+
+    # --- reading the stream -----------------------------------------------------------------
+    def _read(self, feed: _Feed, count: int) -> None:
+        feed.reading = True
+        history = feed.history
+        account = feed.account
+
+        def got(result: tuple) -> None:
+            feed.reading = False
+            entries, gone = result
+            if gone:
+                self._expired(account, gone)
+            if history:
+                if entries or gone:
+                    feed.cursor = max([e.id for e in entries] + gone,
+                                      key=lambda i: tuple(int(x) for x in i.split("-")))
+                if len(entries) + len(gone) < count:
+                    feed.history = False
+            if self.feeds.get(account) is not feed:
+                return      # read into our pending list; found again by the next feed
+            added = feed.add(entries)
+            if not added and not history:
+                feed.next_read = self.clock.seconds() + self.poll_s
+            self._pump(feed)
+
+        def failed(f: Any) -> None:
+            feed.reading = False
+            feed.next_read = self.clock.seconds() + 1.0
+            log.warn("reading deliveries of {acct} failed: {err}", acct=account,
+                     err=f.getErrorMessage())
+
+        d = self.rs.ensure_group(account)
+        d.addCallback(lambda _: self.rs.read(account, self.consumer, count, history,
+                                             feed.cursor))
+        d.addCallbacks(got, failed)
+
+    def _expired(self, account: str, ids: list[str]) -> None:
+        self.counters["expired"] += len(ids)
+        log.warn("{n} deliveries of {acct} expired (older than the TTL) before a client "
+                 "took them", n=len(ids), acct=account)
+        for eid in ids:
+            self._ack(account, eid)
+
+    # --- timers -----------------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self.clock.seconds()
+        if self._retries:
+            due = [r for r in self._retries if r[0] <= now]
+            if due:
+                self._retries = [r for r in self._retries if r[0] > now]
+                for _, up, keys, pdu, ack, tries in due:
+                    self._lookup(up, keys, pdu, ack, tries)
+        for feed in list(self.feeds.values()):
+            for eid, (e, session, deadline, _) in list(feed.inflight.items()):
+                if deadline <= now:
+                    del feed.inflight[eid]
+                    if session in feed.sessions:
+                        feed.sessions[session] -= 1
+                    self.counters["timeouts"] += 1
+                    self._failed(feed, e, "no deliver_sm_resp within %.0fs"
+                                 % self.resp_timeout_s)
+            self._pump(feed)
+        if now - self._last_touch >= self.claim_idle_s / 3.0:
+            self._last_touch = now
+            for feed in list(self.feeds.values()):
+                self._touch(feed)
+        if now - self._last_claim >= min(5.0, self.claim_idle_s / 4.0):
+            self._last_claim = now
+            for feed in list(self.feeds.values()):
+                if not feed.history:
+                    self._claim(feed)
+
+    def _touch(self, feed: _Feed) -> None:
+        ids = list(feed.known)
+        if not ids:
+            return
+
+        def still(ours: set) -> None:
+            lost = [i for i in ids if i not in ours and i in feed.known
+                    and i not in feed.inflight]
+            if not lost:
+                return
+            feed.known.difference_update(lost)
+            lost_set = set(lost)
+            feed.queue = [e for e in feed.queue if e.id not in lost_set]
+            log.warn("{n} deliveries of {acct} held here were taken over or expired",
+                     n=len(lost), acct=feed.account)
+
+        self.rs.touch(feed.account, self.consumer, ids).addCallbacks(
+            still, lambda f: log.warn("touching deliveries of {acct} failed: {err}",
+                                      acct=feed.account, err=f.getErrorMessage()))
+
+    def _claim(self, feed: _Feed) -> None:
+        room = 2 * feed.capacity(self.window) - len(feed.queue) - len(feed.inflight)
+        if room <= 0:
+            return
+
+        def got(result: tuple) -> None:
+            entries, gone = result
+            if gone:
+                self._expired(feed.account, gone)
+            if self.feeds.get(feed.account) is not feed:
+                return
+            n = feed.add(entries)
+            if n:
+                self.counters["claimed"] += n
+                log.info("took over {n} idle deliveries of {acct}", n=n, acct=feed.account)
+                self._pump(feed)
+
+        self.rs.claim_idle(feed.account, self.consumer, self.claim_idle_s, room).addCallbacks(
+            got, lambda f: log.warn("claiming deliveries of {acct} failed: {err}",
+                                    acct=feed.account, err=f.getErrorMessage()))
