@@ -187,9 +187,13 @@ class Relay:
                 return
         text = message_text(pdu) if self.policy is not None else None
         msg = build_message(account, pdu, text)
+        metrics = self.metrics
+        t0 = self.clock.seconds() if metrics is not None else 0.0
 
         def done(status: int, ids: list, refusal: Refusal | None, ok: int) -> None:
             reply(status, ids[0] if status == _OK else b"")
+            if metrics is not None:
+                metrics.submit_latency(account.system_id, self.clock.seconds() - t0)
 
         self.send(account, msg, [(pdu, body)], done)
 

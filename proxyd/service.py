@@ -61,6 +61,14 @@ class ProxydService(service.MultiService):
         self.router = Router(self.upstreams)
         self.policy = self._policy(cfg)
         self.relay = Relay(cfg, self.router, self.registry, reactor, policy=self.policy)
+        self.metrics: Any = None
+        try:
+            from .metrics import Metrics
+        except ImportError:
+            pass
+        else:
+            self.metrics = Metrics(self)
+            self.relay.metrics = self.metrics
         if cfg.store.url == "embedded":
             from .store.embedded import EmbeddedServer
             self.store_server = EmbeddedServer(cfg.store.dir, cfg.store.appendfsync, reactor)
