@@ -1,0 +1,430 @@
+"""The legacy HTTP API: Kannel's /cgi-bin/sendsms and Jasmin's /send, /balance, /rate.
+
+    GET|POST /cgi-bin/sendsms   Kannel smsbox: 202 "0: Accepted for delivery", ...
+    GET|POST /send              Jasmin: 200 Success "<id>" / Error "<text>"
+    GET      /balance           Jasmin: {"balance": <fen>, "sms_count": "ND"}
+    GET      /rate              Jasmin: {"unit_rate": <fen per part>, "submit_sm_count": n}
+
+Every message goes through `Relay.send` (policy, opt-out, ledger, routing, upstream) like an
+SMPP one; one Message per recipient. The reply is written when the relay's `done` fires
+(after the operator took every part, or with the reason it did not), so a 202/200 means the
+message is at the operator. A request whose client went away is simply not answered.
+
+Request size: the request line (GET parameters) and the body (POST form) are each limited to
+`[http] max_request_bytes`; beyond, 413 and the connection is closed. No access log (URLs
+carry passwords and text); one log line per refused request, numbers masked.
+"""
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import http, resource, server
+
+from proxyd.relay import build_message, mask
+from proxyd.smpp import pdu as P
+from proxyd.text.split import TooManyParts
+from proxyd.text.udh import parse_concat, split_udh
+
+from . import params as PR
+from . import replies as R
+
+log = Logger(namespace="proxyd.http")
+
+_TEXT = b"text/plain; charset=utf-8"
+_HTML = b"text/html; charset=utf-8"
+_JSON = b"application/json"
+
+
+# --- transport: size limits, no access log ---------------------------------------------------
+
+class _Channel(http.HTTPChannel):
+    """HTTPChannel answering 413 (and closing) when the request line or body is too big."""
+
+    _refused = False
+
+    def connectionMade(self) -> None:
+        limit = self.site.max_request_bytes
+        self.MAX_LENGTH = limit + 64                 # request line: method, target, version
+        self.totalHeadersSize = limit + 16384
+        super().connectionMade()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._too_large()
+
+    def allHeadersReceived(self) -> None:
+        super().allHeadersReceived()
+        if self.length is not None and self.length > self.site.max_request_bytes:
+            self._too_large()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    def _too_large(self) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        body = b"Request too large"
+        self.transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\n"
+                             b"Content-Type: text/plain; charset=utf-8\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (len(body), body))
+        self.transport.loseConnection()
+
+
+class _Request(server.Request):
+    _received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        channel = self.channel
+        if channel is not None and self._received > channel.site.max_request_bytes:
+            channel._too_large()
+            return
+        super().handleContentChunk(data)
+
+
+class _Site(server.Site):
+    noisy = False
+    protocol = _Channel
+    requestFactory = _Request
+
+    def __init__(self, root: resource.Resource, max_request_bytes: int) -> None:
+        super().__init__(root, timeout=120)
+        self.max_request_bytes = max_request_bytes
+
+    def log(self, request: Any) -> None:     # no access log: URLs hold passwords and text
+        pass
+
+
+def make_site(node: Any) -> server.Site:
+    return _Site(Api(node), node.cfg.http.max_request_bytes)
+
+
+# --- replies --------------------------------------------------------------------------------
+
+def _write(request: Any, status: int, body: str | bytes, ctype: bytes = _TEXT,
+           headers: tuple = ()) -> None:
+    if request.channel is None or request.finished:     # the client went away
+        return
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", ctype)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    for k, v in headers:
+        request.setHeader(k, v)
+    request.write(body)
+    request.finish()
+
+
+class _HttpSession:
+    """What `Relay.submit` needs of a session: the account (for client-built UDHs)."""
+    __slots__ = ("account",)
+
+    def __init__(self, account: Any) -> None:
+        self.account = account
+
+
+class _Fanout:
+    """One request's messages in flight (one per recipient) and their outcomes."""
+    __slots__ = ("api", "request", "account", "sub", "recipients", "outcomes", "left",
+                 "parts")
+
+    def __init__(self, api: "Api", request: Any, account: Any, sub: PR.Submission,
+                 parts: int) -> None:
+        self.api = api
+        self.request = request
+        self.account = account
+        self.sub = sub
+        self.recipients = sub.recipients
+        self.outcomes: list = [None] * len(sub.recipients)
+        self.left = len(sub.recipients)
+        self.parts = parts
+
+    def done(self, i: int, outcome: R.Outcome) -> None:
+        self.outcomes[i] = outcome
+        self.left -= 1
+        if self.left == 0:
+            self.api._answer(self)
+
+
+# --- the resource ---------------------------------------------------------------------------
+
+class Api(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.node = node
+        self._ref = random.randrange(256)
+        self._routes = {
+            b"/cgi-bin/sendsms": (self._kannel, (b"GET", b"POST")),
+            b"/send": (self._jasmin, (b"GET", b"POST")),
+            b"/balance": (self._balance, (b"GET",)),
+            b"/rate": (self._rate, (b"GET",)),
+        }
+
+    def render(self, request: Any) -> Any:
+        route = self._routes.get(request.path)
+        if route is None:
+            _write(request, 404, "Not Found")
+            return server.NOT_DONE_YET
+        handler, methods = route
+        if request.method not in methods:
+            request.setHeader(b"allow", b", ".join(methods))
+            _write(request, 405, "Method Not Allowed")
+            return server.NOT_DONE_YET
+        try:
+            handler(request)
+        except Exception:
+            log.failure("HTTP request failed")
+            _write(request, 500, "Internal error")
+        return server.NOT_DONE_YET
+
+    # --- shared ------------------------------------------------------------------------------
+    def _next_ref(self) -> int:
+        self._ref = (self._ref + 1) & 0xFF
+        return self._ref
+
+    def _refused(self, api: str, who: str, dest: str, status: int, why: str) -> None:
+        log.info("http {api} refused {acct} -> {dest}: {status} {why}", api=api, acct=who,
+                 dest=mask(dest) if dest else "-", status=status, why=why)
+
+    def _authenticate(self, user: str, password: str, ok: Any, fail: Any) -> None:
+        def checked(result: tuple) -> None:
+            status, account = result
+            if status != 0 or account is None:
+                fail(403)
+            else:
+                ok(account)
+
+        def error(f: Any) -> None:
+            log.warn("authentication error: {err}", err=f.getErrorMessage())
+            fail(503)
+
+        self.node.registry.authenticate(user, password).addCallbacks(checked, error)
+
+    # --- Kannel ------------------------------------------------------------------------------
+    def _kannel(self, request: Any) -> None:
+        creds = PR.kannel_credentials(request.args)
+
+        def fail(status: int) -> None:
+            who = creds[0] if creds else "-"
+            if status == 403:
+                self._refused("kannel", who, "", 403, "authorization failed")
+                _write(request, 403, PR.K_AUTH_FAILED, _HTML)
+            else:
+                _write(request, 503, R.K_TEMPORAL, _HTML)
+
+        if creds is None:
+            fail(403)
+            return
+        self._authenticate(creds[0], creds[1], lambda acct: self._kannel_send(request, acct),
+                           fail)
+
+    def _kannel_send(self, request: Any, account: Any) -> None:
+        try:
+            sub = PR.parse_kannel(request.args)
+            if not sub.source and not account.service_codes:
+                raise PR.Invalid(400, PR.K_NO_SENDER)
+            enc = PR.build_payloads(sub, account.max_parts, self._next_ref())
+        except PR.Invalid as e:
+            self._refused("kannel", account.system_id, "", e.status, e.text)
+            _write(request, e.status, e.text, _HTML)
+            return
+        except TooManyParts as e:
+            text = "Message too long: %d parts, at most %d allowed, rejected" % (
+                e.parts_needed, e.max_parts or 0)
+            self._refused("kannel", account.system_id, "", 400, "too many parts")
+            _write(request, 400, text, _HTML)
+            return
+        self._send(request, account, sub, enc)
+
+    # --- Jasmin ------------------------------------------------------------------------------
+    def _jasmin(self, request: Any) -> None:
+        try:
+            sub = PR.parse_jasmin(request.args)
+        except PR.Invalid as e:
+            self._refused("jasmin", "-", "", e.status, e.text)
+            _write(request, e.status, R.jasmin_error(e.text))
+            return
+
+        def fail(status: int) -> None:
+            if status == 403:
+                self._refused("jasmin", sub.username, "", 403, "authentication failure")
+                _write(request, 403, R.jasmin_error(
+                    "Authentication failure for username:%s" % sub.username))
+            else:
+                _write(request, 503, R.jasmin_error(
+                    "Service temporarily unavailable, try again later"))
+
+        self._authenticate(sub.username, sub.password,
+                           lambda acct: self._jasmin_send(request, acct, sub), fail)
+
+    def _jasmin_send(self, request: Any, account: Any, sub: PR.Submission) -> None:
+        try:
+            enc = PR.build_payloads(sub, account.max_parts, self._next_ref())
+        except PR.Invalid as e:
+            self._refused("jasmin", account.system_id, "", e.status, e.text)
+            _write(request, e.status, R.jasmin_error(e.text))
+            return
+        except TooManyParts as e:
+            self._refused("jasmin", account.system_id, "", 400, "too many parts")
+            _write(request, 400, R.jasmin_error(
+                "Content too long: %d parts, at most %d allowed" % (e.parts_needed,
+                                                                   e.max_parts or 0)))
+            return
+        self._send(request, account, sub, enc)
+
+    # --- through the relay -------------------------------------------------------------------
+    def _send(self, request: Any, account: Any, sub: PR.Submission, enc: PR.Encoded) -> None:
+        source = sub.source or (account.service_codes[0] if account.service_codes else "")
+        fan = _Fanout(self, request, account, sub, len(enc.payloads))
+        concat = False
+        if sub.udh:
+            try:
+                c = parse_concat(split_udh(sub.udh)[0])
+                concat = c is not None and c[1] > 1
+            except ValueError:
+                concat = False
+        relay = self.node.relay
+        rd = sub.dlr.registered_delivery if sub.dlr is not None else 0
+        for i, dest in enumerate(sub.recipients):
+            parts = self._parts(source, dest, sub, enc, rd)
+            if parts is None:
+                from proxyd.policy.optout import BAD_DESTINATION
+                fan.done(i, R.Refused(BAD_DESTINATION))
+                continue
+            if concat:
+                def reply(status: int, mid: bytes, i: int = i) -> None:
+                    fan.done(i, R.outcome_from_status(status, mid))
+                pdu, body = parts[0]
+                relay.submit(_HttpSession(account), pdu, body, reply)
+                continue
+            msg = build_message(account, parts[0][0], enc.text, len(parts), "http")
+
+            def done(status: int, ids: list, refusal: Any, ok: int, i: int = i,
+                     n: int = len(parts)) -> None:
+                if status == 0:
+                    fan.done(i, R.Accepted(tuple(ids)))
+                elif refusal is not None:
+                    fan.done(i, R.Refused(refusal))
+                else:
+                    fan.done(i, R.Failed(status, ok, n))
+            relay.send(account, msg, parts, done)
+
+    @staticmethod
+    def _parts(source: str, dest: str, sub: PR.Submission, enc: PR.Encoded,
+               rd: int) -> list | None:
+        number, ton = (dest[1:], 1) if dest[:1] == "+" else (dest, 0)
+        if not number or len(number) > 20 or len(source) > 20:
+            return None
+        base = P.SubmitSm(
+            seq=0, source_addr_ton=0, source_addr_npi=1, source_addr=source.encode("latin-1"),
+            dest_addr_ton=ton, dest_addr_npi=1, destination_addr=number.encode("latin-1"),
+            esm_class=enc.esm_class, priority_flag=sub.priority,
+            schedule_delivery_time=sub.deferred, validity_period=sub.validity,
+            registered_delivery=rd, data_coding=enc.data_coding)
+        out = []
+        for payload in enc.payloads:
+            pdu = base._replace(short_message=payload)
+            out.append((pdu, P.encode(pdu)[P.HEADER_LEN:]))
+        return out
+
+    def _answer(self, fan: _Fanout) -> None:
+        sub = fan.sub
+        account = fan.account
+        hook = getattr(self.node.relay.receipts, "expect_http_dlr", None)
+        for dest, o in zip(fan.recipients, fan.outcomes):
+            if type(o) is R.Accepted:
+                if sub.dlr is not None and hook is not None:
+                    hook(account.system_id, dest, o.ids, sub.dlr)
+            elif type(o) is R.Failed:
+                self._refused(sub.api, account.system_id, dest, o.status,
+                              "operator error after %d of %d parts" % (o.ok_parts, o.parts))
+        ids = " ".join(b",".join(o.ids).decode() for o in fan.outcomes
+                       if type(o) is R.Accepted)
+        headers = ((b"x-proxyd-message-id", ids.encode()),) if ids else ()
+        if sub.api == PR.KANNEL:
+            if len(fan.recipients) == 1:
+                status, text = R.kannel_reply(fan.outcomes[0])
+            else:
+                status, text = R.kannel_multi(fan.recipients, fan.outcomes)
+            _write(fan.request, status, text, _HTML, headers)
+        else:
+            status, text = R.jasmin_reply(fan.outcomes[0])
+            _write(fan.request, status, text, _TEXT, headers)
+
+    # --- Jasmin /balance and /rate -----------------------------------------------------------
+    def _json_query(self, request: Any, mandatory: tuple, then: Any) -> None:
+        try:
+            got = PR.parse_jasmin_query(request.args, mandatory)
+        except PR.Invalid as e:
+            self._refused("jasmin", "-", "", e.status, e.text)
+            _write(request, e.status, json.dumps(e.text), _JSON)
+            return
+        user = got[b"username"].decode("utf-8", "replace")
+
+        def fail(status: int) -> None:
+            if status == 403:
+                self._refused("jasmin", user, "", 403, "authentication failure")
+                _write(request, 403, json.dumps("Authentication failure for username:%s"
+                                                % user), _JSON)
+            else:
+                _write(request, 503, json.dumps("Service temporarily unavailable"), _JSON)
+
+        self._authenticate(user, got[b"password"].decode("utf-8", "replace"),
+                           lambda acct: then(request, acct, got), fail)
+
+    def _balance(self, request: Any) -> None:
+        self._json_query(request, (b"username", b"password"), self._balance_of)
+
+    def _balance_of(self, request: Any, account: Any, got: dict) -> None:
+        ledger = self.node.ledger
+        if ledger is None:
+            _write(request, 503, json.dumps("Balance unavailable, try again later"), _JSON)
+            return
+
+        def ok(balance: int) -> None:
+            _write(request, 200, json.dumps({"balance": int(balance), "sms_count": "ND"}),
+                   _JSON)
+
+        def err(f: Any) -> None:
+            log.warn("balance of {acct}: store error {err}", acct=account.system_id,
+                     err=f.getErrorMessage())
+            _write(request, 503, json.dumps("Balance unavailable, try again later"), _JSON)
+
+        defer.maybeDeferred(ledger.balance, account.system_id).addCallbacks(ok, err)
+
+    def _rate(self, request: Any) -> None:
+        self._json_query(request, (b"username", b"password", b"to"), self._rate_of)
+
+    def _rate_of(self, request: Any, account: Any, got: dict) -> None:
+        try:
+            text, data, dc = PR.jasmin_rate_content(got)
+            if text == "" and data is None:
+                count = 1
+            else:
+                count = len(PR.encode(text, data, dc, b"", None, 255, 0).payloads)
+        except PR.Invalid as e:
+            _write(request, e.status, json.dumps(e.text), _JSON)
+            return
+        except TooManyParts as e:
+            _write(request, 400, json.dumps("Content too long: %d parts" % e.parts_needed),
+                   _JSON)
+            return
+        dest = got[b"to"].decode("ascii").lstrip("+")
+        if not self.node.router.routable(dest, account):
+            _write(request, 412, json.dumps("No route found"), _JSON)
+            return
+        _write(request, 200, json.dumps({"unit_rate": account.price,
+                                         "submit_sm_count": count}), _JSON)
