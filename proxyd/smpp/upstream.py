@@ -209,6 +209,11 @@ class Upstream(service.MultiService):
             self.services_.append(cs)
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = reactor
+        # operator rate: a token bucket shared by all binds of this upstream (per node)
+        self.tps = cfg.tps
+        self.bucket_max = max(1.0, cfg.tps / 10.0)
+        self.tokens = self.bucket_max
+        self._refilled = reactor.seconds()
 
     # --- state ----------------------------------------------------------------------------
     def bound_count(self) -> int:
@@ -255,11 +260,27 @@ class Upstream(service.MultiService):
                 best, best_free = b, f
         return best
 
+    def _take(self) -> bool:
+        """One token of the operator's rate, if there is one now (always, without tps)."""
+        if not self.tps:
+            return True
+        now = self.clock.seconds()
+        tokens = self.tokens + (now - self._refilled) * self.tps
+        self._refilled = now
+        if tokens > self.bucket_max:
+            tokens = self.bucket_max
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return True
+        self.tokens = tokens
+        return False
+
     def submit(self, command_id: int, body: bytes, on_resp: OnResp) -> None:
-        b = self._pick() if not self.waiting else None
-        if b is not None:
-            b.request(command_id, body, on_resp)
-            return
+        if not self.waiting:
+            b = self._pick()
+            if b is not None and self._take():
+                b.request(command_id, body, on_resp)
+                return
         if not self.available or len(self.waiting) >= self.queue_max or self.queue_wait_s <= 0:
             on_resp(_S["ESME_RMSGQFUL"], None)
             return
@@ -270,7 +291,7 @@ class Upstream(service.MultiService):
         waiting = self.waiting
         while waiting:
             b = self._pick()
-            if b is None:
+            if b is None or not self._take():
                 return
             _deadline, cid, body, cb = waiting.popleft()
             b.request(cid, body, cb)
@@ -279,14 +300,17 @@ class Upstream(service.MultiService):
         now = self.clock.seconds()
         for b in list(self.binds):
             b.tick(now)
+        if self.waiting:
+            self.dispatch()
         waiting = self.waiting
+        status = _S["ESME_RTHROTTLED"] if self.tps and self.free_window() else _S["ESME_RMSGQFUL"]
         while waiting and waiting[0][0] <= now:
             cb = waiting.popleft()[3]
-            cb(_S["ESME_RMSGQFUL"], None)
+            cb(status, None)
 
     def startService(self) -> None:
         super().startService()
-        self._ticker.start(0.1, now=False)
+        self._ticker.start(0.05 if self.tps else 0.1, now=False)
 
     def stopService(self) -> Any:
         if self._ticker.running:
