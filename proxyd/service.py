@@ -113,9 +113,17 @@ class ProxydService(service.MultiService):
                 log.warn("account {sid}: plain-text password in the config; store a hash "
                          "(proxyd-admin hash-password)", sid=a.system_id)
         super().startService()
+        self._install_sighup()
         d = self._connect_store()
         d.addCallback(self._start_front)
         d.addErrback(self._fatal)
+
+    def _install_sighup(self) -> None:
+        import signal
+        try:
+            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        except ValueError:  # not the main thread (tests driving the service directly)
+            pass
 
     def _connect_store(self) -> defer.Deferred:
         url = self.cfg.store.url
@@ -185,13 +193,114 @@ class ProxydService(service.MultiService):
         log.failure("proxyd cannot start: the store is unavailable", f)
         self.reactor.callLater(0, self.reactor.stop)
 
+    # --- reload (SIGHUP) --------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the config file: accounts, filters, routes and upstreams. Client binds stay
+        up; removed accounts are unbound; changed upstreams are re-bound after their in-flight
+        requests are answered. A bad config keeps the old one (logged). True if applied."""
+        try:
+            new = config_mod.load(self.cfg.path)
+            policy = self.policy.reconfigured(new) if (
+                self.policy is not None and new.policy.enabled) else self._policy(new)
+        except (config_mod.ConfigError, ValueError, OSError) as e:
+            log.error("reload refused, keeping the running config: {err}", err=str(e))
+            return False
+        old = self.cfg
+        self.cfg = new
+        self.policy = policy
+        self.registry.set_config(new)
+        self.relay.set_config(new, policy)
+        self.relay.policy = policy
+        self.client_factory.smpp = new.smpp
+        for sid, sessions in list(self.registry.sessions.items()):
+            account = new.account(sid)
+            for sess in list(sessions):
+                if account is None:
+                    log.info("reload: account {sid} removed; unbinding", sid=sid)
+                    sess.unbind()
+                else:
+                    sess.account = account
+        old_by_name = {u.cfg.name: u for u in self.upstreams}
+        new_names = {u.name for u in new.upstreams}
+        for ucfg in new.upstreams:
+            cur = old_by_name.get(ucfg.name)
+            if cur is not None and cur.cfg == ucfg:
+                continue
+            up = Upstream(ucfg, self.reactor, self.relay.on_deliver,
+                          queue_wait_s=new.relay.queue_wait_s)
+            up.setServiceParent(self)
+            self.upstreams.append(up)
+            log.info("reload: upstream {name} {what}", name=ucfg.name,
+                     what="changed, re-binding" if cur is not None else "added")
+            if cur is not None:
+                self._retire(cur)
+        for name, cur in old_by_name.items():
+            if name not in new_names:
+                log.info("reload: upstream {name} removed", name=name)
+                self._retire(cur)
+        log.info("reload applied: {n} accounts, {u} upstreams", n=len(new.accounts),
+                 u=len(new.upstreams))
+        del old
+        return True
+
+    def _retire(self, up: Upstream) -> None:
+        """Take an upstream out of routing, let its in-flight requests finish, then stop it."""
+        if up in self.upstreams:
+            self.upstreams.remove(up)
+
+        def drained() -> Any:
+            busy = any(b.inflight for b in up.binds) or up.waiting
+            if busy and self.reactor.seconds() < deadline:
+                return self.reactor.callLater(0.1, drained)
+            return up.disownServiceParent()
+
+        deadline = self.reactor.seconds() + up.cfg.response_timeout_s + 1
+        drained()
+
+    # --- stop (SIGTERM) ----------------------------------------------------------------------
     def stopService(self) -> Any:
-        # children stop in reverse order: listeners (front) first, upstreams, the store last
-        for s in list(self.client_factory.sessions):
-            s.unbind()
-        d = defer.maybeDeferred(service.MultiService.stopService, self)
-        if self.store is not None:
-            d.addBoth(lambda r: self.store.disconnect().addBoth(lambda _: r))
+        """Stop accepting, let in-flight requests be answered, unbind clients and upstreams,
+        stop the embedded store last."""
+        log.info("proxyd stopping: draining in-flight requests")
+        self.running = 0
+        listeners = [s for s in self.front if s.name and s.name.startswith(("smpp:", "http:"))]
+        d = defer.gatherResults([defer.maybeDeferred(s.stopService) for s in listeners])
+
+        def drain(_: Any) -> defer.Deferred:
+            done: defer.Deferred = defer.Deferred()
+            deadline = self.reactor.seconds() + 5.0
+
+            def check() -> None:
+                busy = sum(s.outstanding for s in self.client_factory.sessions)
+                if busy and self.reactor.seconds() < deadline:
+                    self.reactor.callLater(0.05, check)
+                else:
+                    done.callback(None)
+            check()
+            return done
+
+        def unbind_clients(_: Any) -> Any:
+            for s in list(self.client_factory.sessions):
+                s.unbind()
+            rest = [s for s in self.front if s not in listeners]
+            return defer.gatherResults([defer.maybeDeferred(s.stopService) for s in rest])
+
+        def stop_upstreams(_: Any) -> Any:
+            return defer.gatherResults([defer.maybeDeferred(u.stopService)
+                                        for u in self.upstreams])
+
+        def stop_store(_: Any) -> Any:
+            if self.store is not None:
+                self.store.disconnect()
+            if self.store_server is not None:
+                return defer.maybeDeferred(self.store_server.stopService)
+            return None
+
+        d.addCallback(drain)
+        d.addCallback(unbind_clients)
+        d.addCallback(stop_upstreams)
+        d.addCallback(stop_store)
+        d.addErrback(lambda f: log.failure("error while stopping", f))
         return d
 
 
