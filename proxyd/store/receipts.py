@@ -38,6 +38,21 @@ DEFAULT_TTL_S = 72 * 3600.0
 RECEIPT, MO = "r", "m"
 
 
+# KEYS[1] stream; ARGV group, consumer, ids...: reset the idle time of the ids that are in
+# this consumer's pending list, atomically (a plain XCLAIM would take them from anyone)
+TOUCH_LUA = """
+local ours = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if p[1] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    ours[#ours + 1] = ARGV[i]
+  end
+end
+return ours
+"""
+
+
 def rmap_key(upstream: str, upstream_id: str) -> str:
     return "rmap:{%s}:%s" % (upstream, upstream_id)
 
@@ -98,6 +113,7 @@ class ReceiptStore:
         self.clock = clock
         self.map_write_errors = 0
         self._groups: set[str] = set()
+        self._registered = False
 
     def _now_ms(self) -> int:
         t = self.clock.seconds() if self.clock is not None else time.time()
@@ -192,13 +208,19 @@ class ReceiptStore:
         return d.addCallback(parse)
 
     def touch(self, account: str, consumer: str, ids: Sequence[str]) -> defer.Deferred:
-        """Reset the idle time of entries this consumer holds; Deferred[set of ids still
-        ours] (an id missing was taken over by another node, or trimmed)."""
+        """Reset the idle time of entries this consumer still holds (never taking one from
+        another consumer); Deferred[set of ids still ours] (an id missing was taken over by
+        another node, or acknowledged, or trimmed)."""
         if not ids:
             return defer.succeed(set())
-        d = self.store.execute("XCLAIM", stream_key(account), GROUP, consumer, 0, *ids,
-                               "JUSTID")
+        self._register()
+        d = self.store.evalsha("dlv_touch", [stream_key(account)], [GROUP, consumer, *ids])
         return d.addCallback(lambda reply: {_s(x) for x in reply or ()})
+
+    def _register(self) -> None:
+        if not self._registered:
+            self.store.register_script("dlv_touch", TOUCH_LUA)
+            self._registered = True
 
     def ack(self, account: str, ids: Sequence[str]) -> defer.Deferred:
         """Delivered: out of the pending list and out of the stream."""
