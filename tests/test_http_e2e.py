@@ -226,7 +226,7 @@ def test_kannel_zero_balance_402(stack):
 
 
 def test_kannel_not_routable(stack):
-    assert kannel(stack, to="8613800000012", text="x") == (403, "Not routable. Do not try again.")
+    assert kannel(stack, to="447700900012", text="x") == (403, "Not routable. Do not try again.")
 
 
 def test_kannel_several_recipients(stack):
@@ -333,7 +333,7 @@ def test_jasmin_errors(stack):
     assert jasmin(stack, username="acme", password="s3cret", to="13800000032", content="x",
                   **{"dlr-level": "5"}) == \
         (400, 'Error "Argument [dlr-level] has an invalid value: [5]."')
-    assert jasmin(stack, username="acme", password="s3cret", to="8613800000032",
+    assert jasmin(stack, username="acme", password="s3cret", to="447700900032",
                   content="x") == (412, 'Error "No route found"')
     assert jasmin(stack, username="poor", password="poor1", to="13800000032", content="x") == \
         (403, 'Error "Cannot charge submit_sm: insufficient balance"')
@@ -349,7 +349,7 @@ def test_jasmin_balance_and_rate(stack):
     assert jasmin(stack, "/rate", username="acme", password="s3cret", to="13800000033",
                   content="x" * 200) == (200, '{"unit_rate": 5, "submit_sm_count": 2}')
     assert jasmin(stack, "/rate", username="acme", password="s3cret",
-                  to="8613800000033") == (412, '"No route found"')
+                  to="447700900033") == (412, '"No route found"')
 
 
 # --- concurrency -------------------------------------------------------------------------------
