@@ -328,13 +328,83 @@ class Relay:
                  err=f.getErrorMessage())
 
     def other_request(self, session: Any, pdu: Any, reply: Callable[[Any], None]) -> None:
-        """query_sm, cancel_sm, replace_sm, submit_multi, data_sm: a spec-valid refusal
-        until a later issue implements them."""
-        resp = P.resp_class(pdu.command_id)
+        """data_sm (relayed like a submit), submit_multi (one message per destination);
+        query_sm, cancel_sm, replace_sm: a spec-valid refusal until they are implemented."""
+        cid = pdu.command_id
+        if cid == C.DATA_SM:
+            self._data_sm(session, pdu, reply)
+            return
+        if cid == C.SUBMIT_MULTI:
+            self._submit_multi(session, pdu, reply)
+            return
+        resp = P.resp_class(cid)
         status = {C.QUERY_SM: _S["ESME_RQUERYFAIL"], C.CANCEL_SM: _S["ESME_RCANCELFAIL"],
-                  C.REPLACE_SM: _S["ESME_RREPLACEFAIL"]}.get(pdu.command_id,
-                                                             _S["ESME_RINVCMDID"])
+                  C.REPLACE_SM: _S["ESME_RREPLACEFAIL"]}.get(cid, _S["ESME_RINVCMDID"])
         reply(resp(0, status))
+
+    def _data_sm(self, session: Any, pdu: Any, reply: Callable[[Any], None]) -> None:
+        account = session.account
+        text = message_text(pdu) if self.policy is not None else None
+        msg = build_message(account, pdu, text)
+        body = P.encode(pdu)[P.HEADER_LEN:]
+
+        def done(status: int, ids: list, refusal: Refusal | None, ok: int) -> None:
+            reply(P.DataSmResp(0, status, ids[0] if status == _OK else b""))
+
+        self.send(account, msg, [(pdu, body)], done)
+
+    def _submit_multi(self, session: Any, pdu: Any, reply: Callable[[Any], None]) -> None:
+        """Each SME destination is its own message through the whole path (checks, charge,
+        route); distribution lists are not supported (ESME_RINVDLNAME)."""
+        account = session.account
+        dests = pdu.dest_addresses
+        if not dests:
+            reply(P.SubmitMultiResp(0, _S["ESME_RINVNUMDESTS"]))
+            return
+        unsuccess: list = []
+        first_id: list = []
+        state = {"left": len(dests), "sent": False}
+        fields = dict(zip(P.SubmitMulti._fields, pdu))
+
+        def finish() -> None:
+            if state["sent"]:
+                return
+            state["sent"] = True
+            status = _OK if first_id or not unsuccess else unsuccess[0][3]
+            reply(P.SubmitMultiResp(0, status, first_id[0] if first_id else b"",
+                                    tuple(unsuccess)))
+
+        for d in dests:
+            if d[0] != 1:
+                unsuccess.append((0, 0, d[1], _S["ESME_RINVDLNAME"]))
+                state["left"] -= 1
+                continue
+            _flag, ton, npi, addr = d
+            one = P.SubmitSm(0, 0, fields["service_type"], fields["source_addr_ton"],
+                             fields["source_addr_npi"], fields["source_addr"], ton, npi, addr,
+                             fields["esm_class"], fields["protocol_id"],
+                             fields["priority_flag"], fields["schedule_delivery_time"],
+                             fields["validity_period"], fields["registered_delivery"],
+                             fields["replace_if_present_flag"], fields["data_coding"],
+                             fields["sm_default_msg_id"], fields["short_message"],
+                             fields["tlvs"])
+            text = message_text(one) if self.policy is not None else None
+
+            def done(status: int, ids: list, refusal: Any, ok: int, ton: int = ton,
+                     npi: int = npi, addr: bytes = addr) -> None:
+                if status == _OK:
+                    if not first_id:
+                        first_id.append(ids[0])
+                else:
+                    unsuccess.append((ton, npi, addr, status))
+                state["left"] -= 1
+                if state["left"] == 0:
+                    finish()
+
+            self.send(account, build_message(account, one, text),
+                      [(one, P.encode(one)[P.HEADER_LEN:])], done)
+        if state["left"] == 0:
+            finish()
 
     # --- receipts and MO -------------------------------------------------------------------
     def remember(self, upstream: str, upstream_id: bytes, account: str, mid: bytes) -> None:

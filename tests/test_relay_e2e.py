@@ -249,7 +249,7 @@ def test_malformed_body_gets_specific_status(stack):
     assert read_record(stack["record"]) == []
 
 
-def test_not_yet_implemented_requests_get_valid_responses(stack):
+def test_unimplemented_requests_get_valid_responses(stack):
     s = raw_bound(stack["port"])
     for seq, pdu, resp_id in [
         (20, P.QuerySm(seq=20, message_id=b"abc", source_addr=b"10690001"), C.QUERY_SM_RESP),
@@ -305,3 +305,38 @@ def test_upstream_killed_mid_traffic(stack):
     assert errors, "the kill happened mid-traffic, some must have failed"
     assert all(r.status in (C.STATUS["ESME_RSYSERR"], C.STATUS["ESME_RMSGQFUL"])
                for r in errors)
+
+
+def test_submit_multi_expanded_per_destination(stack):
+    s = raw_bound(stack["port"])
+    pdu = P.SubmitMulti(seq=60, source_addr_ton=1, source_addr_npi=1, source_addr=b"10690001",
+                        dest_addresses=((1, 1, 1, b"13800000001"), (1, 1, 1, b"13800000002"),
+                                        (1, 1, 1, b"12ab"), (2, b"friends")),
+                        short_message=b"multi")
+    s.sendall(P.encode(pdu))
+    r = read_pdu(s)
+    assert (r.command_id, r.seq, r.status) == (C.SUBMIT_MULTI_RESP, 60, 0)
+    assert r.message_id
+    refused = {addr: st for _t, _n, addr, st in r.unsuccess_smes}
+    assert refused == {b"12ab": C.STATUS["ESME_RINVDSTADR"],
+                       b"friends": C.STATUS["ESME_RINVDLNAME"]}
+    s.close()
+    wait_for(lambda: len(read_record(stack["record"])) >= 2, 10, "two messages")
+    got = sorted(P.decode_body(C.SUBMIT_SM, 0, 1, bytes.fromhex(x["body"])).destination_addr
+                 for x in read_record(stack["record"]))
+    assert got == [b"13800000001", b"13800000002"]
+
+
+def test_data_sm_relayed(stack):
+    s = raw_bound(stack["port"])
+    pdu = P.DataSm(seq=61, source_addr=b"10690001", destination_addr=b"13800000003",
+                   data_coding=8, tlvs=((C.TAG_MESSAGE_PAYLOAD, "数据短信".encode("utf-16-be")),))
+    s.sendall(P.encode(pdu))
+    r = read_pdu(s)
+    assert (r.command_id, r.seq, r.status) == (C.DATA_SM_RESP, 61, 0) and r.message_id
+    s.close()
+    wait_for(lambda: len(read_record(stack["record"])) >= 1, 10, "data_sm at the simulator")
+    rec = read_record(stack["record"])[0]
+    assert rec.get("cmd") == "data_sm"
+    assert P.decode_body(C.DATA_SM, 0, 1, bytes.fromhex(rec["body"])).tlv(
+        C.TAG_MESSAGE_PAYLOAD) == "数据短信".encode("utf-16-be")
