@@ -1,0 +1,134 @@
+"""The admin site (`[admin] listen`): /metrics for Prometheus, /health for load balancers.
+
+    GET /metrics   200, Prometheus text format (`proxyd.metrics`)
+    GET /health    200 "ok" when at least one upstream is bound and the store answers PING
+                   within HEALTH_TIMEOUT_S (or `[store] url = "none"`); otherwise 503 with
+                   one line naming the first problem found
+    anything else  404 (other methods on those paths: 405)
+
+Keep this listener on a private interface: it tells anyone who asks about accounts and
+traffic. Requests are not access-logged (a scraper every few seconds would flood the log).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.web import resource, server
+
+HEALTH_TIMEOUT_S = 1.0
+
+
+class AdminResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, node: Any, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+        super().__init__()
+        self.node = node
+        self.timeout_s = timeout_s
+
+    def render_GET(self, request: Any) -> Any:
+        path = request.path
+        if path == b"/metrics":
+            return self._metrics(request)
+        return self._health(request)
+
+    def render(self, request: Any) -> Any:
+        if request.path not in (b"/metrics", b"/health"):
+            return _text(request, 404, "not found")
+        return super().render(request)
+
+    # --- /metrics ---------------------------------------------------------------------------
+    def _metrics(self, request: Any) -> bytes:
+        metrics = getattr(self.node, "metrics", None)
+        if metrics is None:
+            return _text(request, 503, "metrics not enabled")
+        body = metrics.exposition()
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", metrics.content_type.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+    # --- /health ----------------------------------------------------------------------------
+    def _health(self, request: Any) -> Any:
+        node = self.node
+        if not any(u.available for u in node.upstreams):
+            return _text(request, 503, "no upstream bound")
+        if node.cfg.store.url == "none":
+            return _text(request, 200, "ok")
+        store = node.store
+        if store is None:
+            return _text(request, 503, "store not connected")
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+        self.check_store(store).addCallback(self._answer, request, finished)
+        return server.NOT_DONE_YET
+
+    def check_store(self, store: Any) -> defer.Deferred:
+        """Deferred[str]: "" when the store answered PING in time, else why not. Never
+        errbacks; the PING itself is left to finish (or time out) in the store client."""
+        clock = self.node.reactor
+        metrics = getattr(self.node, "metrics", None)
+        out: defer.Deferred = defer.Deferred()
+        t0 = clock.seconds()
+
+        def timed_out() -> None:
+            if not out.called:
+                out.callback("store: no answer to PING in %gs" % self.timeout_s)
+
+        timer = clock.callLater(self.timeout_s, timed_out)
+
+        def answered(reply: Any) -> None:
+            if metrics is not None:
+                metrics.store_latency(clock.seconds() - t0)
+            if timer.active():
+                timer.cancel()
+            if not out.called:
+                out.callback("")
+
+        def failed(f: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if not out.called:
+                msg = " ".join((f.getErrorMessage() or f.type.__name__).split())
+                out.callback("store: %s" % msg)
+
+        try:
+            d = store.ping()
+        except Exception:  # noqa: BLE001 - a broken client is an unhealthy store
+            failed(_failure())
+        else:
+            d.addCallbacks(answered, failed)
+        return out
+
+    @staticmethod
+    def _answer(problem: str, request: Any, finished: list) -> None:
+        if finished:      # the client went away
+            return
+        request.write(_text(request, 503 if problem else 200, problem or "ok"))
+        request.finish()
+
+
+def _failure() -> Any:
+    from twisted.python.failure import Failure
+    return Failure()
+
+
+def _text(request: Any, code: int, line: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return (line + "\n").encode()
+
+
+class AdminSite(server.Site):
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+def make_admin_site(node: Any) -> server.Site:
+    """The site for `[admin] listen` endpoints of `node` (a ProxydService)."""
+    return AdminSite(AdminResource(node))
