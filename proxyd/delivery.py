@@ -397,6 +397,8 @@ class Delivery(service.Service):
             self._ack_call = self.clock.callLater(0, self._flush_acks)
 
     def _flush_acks(self) -> defer.Deferred:
+        if self._ack_call is not None and self._ack_call.active():
+            self._ack_call.cancel()
         self._ack_call = None
         acks, self._acks = self._acks, {}
         ds = []

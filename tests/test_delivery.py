@@ -356,3 +356,13 @@ def test_mo_td_opts_out_and_is_delivered(stack):
     assert other.delivered[0].data_coding == 8
     for c in (rx, other, tx):
         c.close()
+
+
+# --- clean unbinds ---------------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="proxyd/smpp/server.py connectionLost unregisters a "
+                   "session only when state == BOUND, but a clean unbind sets CLOSING first: "
+                   "the bind slot leaks (fix: `if self.account is not None:`)")
+def test_clean_unbinds_free_their_bind_slot(stack):
+    st = stack["start"]()
+    for _ in range(6):        # max_binds = 4
+        Raw(st["port"], C.BIND_RECEIVER).unbind()
