@@ -5,6 +5,7 @@
     proxyd-admin --config conf/proxyd.toml ledger ACCOUNT [--limit N]
     proxyd-admin --config conf/proxyd.toml adjust ACCOUNT DELTA --note TEXT
     proxyd-admin --config conf/proxyd.toml refund-all ACCOUNT --note TEXT
+    proxyd-admin --config conf/proxyd.toml optout add|remove|list ACCOUNT [NUMBER]
     proxyd-admin hash-password            (password from stdin, or asked for on a terminal)
 
 Amounts are integers in minor units (fen). It talks to the store of the config with the
@@ -25,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from proxyd.config import Config, ConfigError, load
 from proxyd.passwords import hash_password
+from proxyd.store import journal as J
 from proxyd.store import ledger as L
 from proxyd.store.embedded import EmbeddedServerError, ping_blocking, socket_path_for, \
     start_blocking
@@ -86,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("refund-all", help="take an account's whole balance out (to 0)")
     s.add_argument("account")
     s.add_argument("--note", required=True)
+    s = sub.add_parser("optout", help="an account's opt-out list: add, remove, list")
+    s.add_argument("action", choices=("add", "remove", "list"))
+    s.add_argument("account")
+    s.add_argument("number", nargs="?", default=None)
     sub.add_parser("hash-password", help="print the scrypt hash of a password")
     return p
 
@@ -134,6 +140,41 @@ def run_script(client: Any, name: str, account: str, *extra: Any) -> Any:
         return client.evalsha(L.SHAS[name], len(keys), *keys, *args)
 
 
+def journal_days(client: Any, account: str) -> list[str]:
+    """The days that have a journal for `account`, oldest first."""
+    return sorted(client.hkeys(L.jhead_key(account)))
+
+
+def read_day(client: Any, account: str, day: str) -> list[J.Record]:
+    """One day's journal of one account, oldest first."""
+    out: list[J.Record] = []
+    start = "-"
+    while True:
+        recs = J.records_from_stream(client.xrange(L.journal_key(account, day), start, "+",
+                                                   count=10000), account, day)
+        out += recs
+        if len(recs) < 10000:
+            return out
+        start = "(" + recs[-1].id
+
+
+def ledger_entries(client: Any, account: str, limit: int) -> list[dict[str, str]]:
+    """The last `limit` money records of the journal, newest first."""
+    out: list[dict[str, str]] = []
+    for day in reversed(journal_days(client, account)):
+        end = "+"
+        while len(out) < limit:
+            recs = J.records_from_stream(client.xrevrange(L.journal_key(account, day), end,
+                                                          "-", count=500), account, day)
+            out += [L.money_entry(r) for r in recs if r.event in J.MONEY_EVENTS]
+            if len(recs) < 500:
+                break
+            end = "(" + recs[-1].id
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
 def _fmt_time(ms: str) -> str:
     try:
         t = int(ms) / 1000.0
@@ -161,19 +202,33 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
         elif args.command == "balance":
             print(int(client.get(L.balance_key(acct)) or 0), file=out)
         elif args.command == "ledger":
-            reply = client.xrevrange(L.ledger_key(acct), "+", "-", count=args.limit)
-            rows = L.stream_entries([(i, [x for kv in f.items() for x in kv])
-                                     for i, f in reply])
-            for r in reversed(rows):  # oldest first, like a statement
-                print("\t".join((_fmt_time(r.get("time", "")), r.get("op", ""),
-                                 r.get("amount", ""), "balance=" + r.get("balance_after", ""),
-                                 r.get("msg_id", ""), r.get("note", ""))), file=out)
+            for e in reversed(ledger_entries(client, acct, args.limit)):  # oldest first
+                print("\t".join((_fmt_time(e["time"]), e["op"], e["amount"],
+                                 "balance=" + e["balance_after"], e["msg_id"], e["note"])),
+                      file=out)
         elif args.command == "adjust":
             code, bal = run_script(client, "adjust", acct, args.delta, args.note)
             if int(code) != 0:
                 raise Failed("balance %d: an adjustment of %d would make it negative"
                              % (int(bal), args.delta))
             print(int(bal), file=out)
+        elif args.command == "optout":
+            from proxyd.policy.optout import normalise_number
+            from proxyd.store.optout import optout_key
+
+            key = optout_key(acct)
+            if args.action == "list":
+                for n in sorted(client.smembers(key)):
+                    print(n, file=out)
+            else:
+                if not args.number or not normalise_number(args.number):
+                    raise UsageError("optout %s needs a NUMBER" % args.action)
+                number = normalise_number(args.number)
+                if args.action == "add":
+                    client.sadd(key, number)
+                else:
+                    client.srem(key, number)
+                print(number, file=out)
         elif args.command == "refund-all":
             print(int(run_script(client, "refund_all", acct, args.note)), file=out)
         return 0

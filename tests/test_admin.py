@@ -11,6 +11,7 @@ import pytest
 
 from proxyd.admin import main
 from proxyd.passwords import hash_password, verify_password
+from proxyd.store import journal as J
 from proxyd.store import ledger as L
 from proxyd.store.embedded import ping_blocking, socket_path_for
 from tests.valkey_fixture import valkey_socket  # noqa: F401
@@ -74,18 +75,20 @@ def test_against_running_server(valkey_socket: str, tmp_path: Path) -> None:
 
     cfg = write_config(tmp_path, '[store]\nurl = "unix://%s"' % valkey_socket)
     client = valkey.Valkey(unix_socket_path=valkey_socket, decode_responses=True)
-    client.delete(L.balance_key("acme"), L.ledger_key("acme"))
+    day = L.day_of(__import__("time").time())
+    client.delete(L.balance_key("acme"), L.jhead_key("acme"), L.journal_key("acme", day))
     r = admin("--config", cfg, "topup", "acme", "300", "--note", "via admin")
     assert (r.returncode, r.stdout) == (0, "300\n")
     assert client.get(L.balance_key("acme")) == "300"
     assert admin("--config", cfg, "balance", "acme").stdout == "300\n"
     assert ping_blocking(valkey_socket)  # the admin did not stop a server it did not start
     # its journal records chain like the daemon's
-    day = L.day_of(__import__("time").time())
-    recs = client.xrange(L.journal_key("acme", day))
-    records = [dict(f, id=i) for i, f in recs]
-    assert records and records[-1]["note"] == "via admin"
-    assert L.verify_journal(records)
+    r = admin("--config", cfg, "topup", "acme", "5", "--note", "via admin")
+    assert (r.returncode, r.stdout) == (0, "305\n")
+    records = J.records_from_stream(client.xrange(L.journal_key("acme", day)), "acme", day)
+    assert [(x.event, x.amount, x.balance_after, x.note) for x in records] == [
+        ("topup", 300, 300, "via admin"), ("topup", 5, 305, "via admin")]
+    assert L.verify_journal(records, "acme", client.hget(L.jhead_key("acme"), day))
 
 
 def test_hash_password_round_trip() -> None:

@@ -4,6 +4,7 @@ These are twisted.trial TestCases (pytest runs them); each test returns a Deferr
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import signal
@@ -181,7 +182,7 @@ class TestLedger(LedgerTestBase):
             results = yield defer.gatherResults(ds)
         finally:
             del self.store.evalsha
-        self.assertEqual(calls, ["settle", "settle"])  # one per account
+        self.assertEqual(calls, ["batch", "batch"])  # one per account
         self.assertEqual(results[:300], [2 * (1 + i % 3) for i in range(300)])
         self.assertEqual(results[300:], [None, None, 1])
         refunded = sum(2 * (1 + i % 3) for i in range(0, 300, 2))
@@ -252,18 +253,26 @@ class TestLedger(LedgerTestBase):
                                  InsufficientBalance)
         yield self.ledger.count_rejected(self.a, "insufficient_balance", "m4")
         records = yield self.ledger.journal(self.a)
-        self.assertEqual([(r["event"], r["msg_id"]) for r in records],
+        self.assertEqual([(r.event, r.msg_id) for r in records],
                          [("topup", ""), ("reserved", "m1"), ("committed", "m1"),
                           ("reserved", "m2"), ("refunded", "m2"), ("rejected", "m3"),
                           ("rejected", "m4")])
-        self.assertTrue(verify_journal(records))
-        tampered = [dict(r) for r in records]
-        tampered[2]["amount"] = "1"
-        self.assertFalse(verify_journal(tampered))
-        self.assertFalse(verify_journal(records[:2] + records[3:]))
-        head = yield self.store.execute("HGET", "jhead:{%s}" % self.a,
-                                        self.ledger.day_of(reactor.seconds()))
-        self.assertEqual(head, records[-1]["h"])
+        self.assertEqual([(r.amount, r.balance_after, r.note) for r in records],
+                         [(100, 100, "年费 | a|b"), (10, 90, ""), (10, 90, ""), (10, 80, ""),
+                          (10, 90, "refused"), (0, 90, "content"),
+                          (0, 90, "insufficient_balance")])
+        day = self.ledger.day_of(reactor.seconds())
+        head = yield self.ledger.journal_head(self.a, day)
+        self.assertEqual(head, records[-1].h)
+        self.assertTrue(verify_journal(records, self.a, head))
+        # an edited amount
+        tampered = [copy.copy(r) for r in records]
+        tampered[2].d = tampered[2].d.replace("2:10,", "1:1,", 1)
+        self.assertFalse(verify_journal(tampered, self.a, head))
+        # a deleted record, in the middle and at the end; another account's chain
+        self.assertFalse(verify_journal(records[:2] + records[3:], self.a, head))
+        self.assertFalse(verify_journal(records[:-1], self.a, head))
+        self.assertFalse(verify_journal(records, "other", head))
 
     @defer.inlineCallbacks
     def test_count_rejected(self) -> Any:

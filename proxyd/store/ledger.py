@@ -6,26 +6,31 @@ All amounts are integers in minor units ("fen"). Every key of one account carrie
 Key layout (``A`` = account system_id, ``D`` = day ``YYYYMMDD`` in local time)::
 
     bal:{A}              string   balance, in fen; never negative
-    res:{A}              hash     msg_id -> "<amount>:<reserved at, ms since epoch>"
-    resq:{A}             zset     msg_id scored by reserved-at ms (for the sweeper)
-    ledger:{A}           stream   every money operation: time (ms), op, amount, balance_after,
-                                  msg_id, note. op is reserve | commit | refund | topup |
-                                  adjust | refund_all. amount is the (positive) sum the op is
-                                  about, except adjust where it is the signed change;
-                                  commit does not move the balance (reserve already did).
+    res:{A}              hash     open reservations: msg_id -> "<amount>:<reserved at, ms>"
+                                  (only the parts in flight; the sweeper reads it whole)
     stats:{A}:D          hash     daily counters: submitted, reserved, committed, refunded,
-                                  rejected:<reason> (counts), charged, refunded_amount, topup,
+                                  rejected:<reason> (parts), charged, refunded_amount, topup,
                                   adjust, refund_all (amounts in fen)
-    journal:{A}:D        stream   one record per event: ts (ms), account, msg_id, event
-                                  (reserved | committed | refunded | rejected | topup | adjust |
-                                  refund_all), amount, balance_after, note, h
+    journal:{A}:D        stream   one hash-chained record per event (see
+                                  `proxyd.store.journal`): reserved, committed, refunded,
+                                  rejected, topup, adjust, refund_all, and the state events of
+                                  `journal_event` (receipts, ...)
     jhead:{A}            hash     D -> h of the last journal record of that day
+    optout:{A}           set      opted-out numbers (`proxyd.store.optout`), read by admit
 
-Journal hash chain: ``h = sha1(prev_h .. enc(ts) .. enc(account) .. enc(msg_id) .. enc(event)
-.. enc(amount) .. enc(balance_after) .. enc(note))`` with ``enc(s) = <byte length>:s,`` and
-``prev_h`` the h of the previous record of the same day ("" for the first). It is computed
-inside the same script that moves the money, so a charge never exists without its record;
-`verify_journal` checks a day's chain.
+The journal is the ledger: each money record carries time, event, amount, balance after,
+msg id and note, so there is no second stream (`Ledger.entries` and ``proxyd-admin ledger``
+read the money records of the journal). Daily keys (journal, stats, the day's jhead field)
+expire ``retention_days`` (default 90) after their last write; ``proxyd-admin export`` writes
+a day to JSON lines for archival before that.
+
+One script, ``batch``, does all the per-message work of one account and reactor turn: admits
+(opt-out check + one reservation per part), commits, refunds, rejections and state events, in
+the order they were queued. Inside it the balance, the chain head, the reservation changes
+and the counters are Lua locals, read once and written once per call; each event costs one
+XADD. The figures per message: ~2 server commands (XADD for the reserve, XADD for the
+commit) plus ~12 per call (GET/SET balance, HGET/HSET/HEXPIRE jhead, HMGET/HSET/HDEL res,
+SMISMEMBER optout, HINCRBY per counter, EXPIRE).
 
 Accounting identity per account: topups + adjusts - refund_all - charged (committed) - sum of
 open reservations = balance.
@@ -36,10 +41,11 @@ Semantics:
   nothing at all if the balance is too small (``InsufficientBalance``): the caller records
   that outcome with ``count_rejected(account, reason, msg_id)`` like any other refusal. A
   second reserve of an open msg_id is refused (``DuplicateReservation``).
-* Counters: ``submitted`` = successful reserves + ``count_rejected`` calls.
+* ``admit`` is the relay's: opt-out check and reservation, and a refusal is counted and
+  journaled (one "rejected" record per part) in the same step.
+* Counters: ``submitted`` = reserved parts + rejected parts.
 * ``commit`` / ``refund`` settle a reservation once; settling an unknown or already settled
-  msg_id is a no-op that returns None. Calls made during one reactor turn go to the server as
-  one EVALSHA per account (``settle``); each caller's Deferred gets its own result.
+  msg_id is a no-op that returns None.
 * ``sweep`` refunds reservations older than ``max_age_s`` with the note "outcome unknown".
 """
 from __future__ import annotations
@@ -53,15 +59,17 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from proxyd.store import journal as J
 from proxyd.store.client import Store, StoreError, StoreUnavailable
 
 __all__ = ["Ledger", "LedgerSweeper", "LedgerError", "InsufficientBalance",
            "DuplicateReservation", "SCRIPTS", "SHAS", "account_keys", "script_call",
-           "day_of", "verify_journal", "UNKNOWN_OUTCOME"]
+           "day_of", "verify_journal", "UNKNOWN_OUTCOME", "RETENTION_DAYS"]
 
 log = Logger()
 
-UNKNOWN_OUTCOME = "outcome unknown"
+UNKNOWN_OUTCOME = J.UNKNOWN_OUTCOME
+RETENTION_DAYS = 90
 
 
 class LedgerError(StoreError):
@@ -84,29 +92,19 @@ class DuplicateReservation(LedgerError):
 
 
 # --- Lua ----------------------------------------------------------------------------------
-# KEYS: bal, res, resq, ledger, stats(day), journal(day), jhead
-# ARGV: account, now (ms), day, then the script's own arguments from ARGV[4]
+# KEYS: bal, res, stats(day), journal(day), jhead, optout
+# ARGV: account, now (ms), day, retention (s, 0 = keep), then the script's own from ARGV[5]
 
 _PRELUDE = r"""
-local K_BAL, K_RES, K_RESQ, K_LEDGER = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_STATS, K_JOURNAL, K_JHEAD = KEYS[5], KEYS[6], KEYS[7]
-local ACCT, NOW, DAY = ARGV[1], ARGV[2], ARGV[3]
+local K_BAL, K_RES, K_STATS, K_JOURNAL, K_JHEAD, K_OPTOUT =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local ACCT, NOW, DAY, TTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function fmt(n) return string.format('%d', n) end
-local function get_balance() return tonumber(redis.call('GET', K_BAL) or '0') end
-local function stat(field, n) redis.call('HINCRBY', K_STATS, field, n) end
-local function ledger(op, amount, bal, msg_id, note)
-  redis.call('XADD', K_LEDGER, '*', 'time', NOW, 'op', op, 'amount', fmt(amount),
-             'balance_after', fmt(bal), 'msg_id', msg_id, 'note', note)
-end
 local function enc(s) return #s .. ':' .. s .. ',' end
-local function journal(event, msg_id, amount, bal, note)
-  local prev = redis.call('HGET', K_JHEAD, DAY) or ''
-  local a, b = fmt(amount), fmt(bal)
-  local h = redis.sha1hex(prev .. enc(NOW) .. enc(ACCT) .. enc(msg_id) .. enc(event) ..
-                          enc(a) .. enc(b) .. enc(note))
-  redis.call('XADD', K_JOURNAL, '*', 'ts', NOW, 'account', ACCT, 'msg_id', msg_id,
-             'event', event, 'amount', a, 'balance_after', b, 'note', note, 'h', h)
-  redis.call('HSET', K_JHEAD, DAY, h)
+local E_ACCT, E_NOW = enc(ACCT), enc(NOW)
+local CHUNK = 1000
+local function chunks(list, fn)
+  for i = 1, #list, CHUNK do fn({unpack(list, i, math.min(i + CHUNK - 1, #list))}) end
 end
 local function int_arg(i)
   local n = tonumber(ARGV[i])
@@ -115,163 +113,259 @@ local function int_arg(i)
   end
   return n
 end
+-- the balance: read once, written once by finish()
+local bal0, bal = nil, nil
+local function balance()
+  if bal == nil then
+    bal0 = tonumber(redis.call('GET', K_BAL) or '0')
+    bal = bal0
+  end
+  return bal
+end
+-- daily counters: summed here, one HINCRBY per field in finish()
+local st, st_keys, st_base = {}, {}, {}
+local function stat(f, n)
+  if st[f] == nil then st[f] = 0; st_keys[#st_keys + 1] = f end
+  st[f] = st[f] + n
+end
+local function stat_total(f)
+  if st_base[f] == nil then st_base[f] = tonumber(redis.call('HGET', K_STATS, f) or '0') end
+  return st_base[f] + (st[f] or 0)
+end
+-- the journal: the day's chain head read once, written once
+local head, journaled = nil, false
+local function journal(event, msg_id, n, amount, b, note)
+  if head == nil then head = redis.call('HGET', K_JHEAD, DAY) or '' end
+  local d = E_NOW .. enc(event) .. enc(msg_id) .. enc(fmt(n)) .. enc(fmt(amount)) ..
+            enc(fmt(b)) .. enc(note)
+  head = redis.sha1hex(head .. E_ACCT .. d)
+  redis.call('XADD', K_JOURNAL, '*', 'd', d, 'h', head)
+  journaled = true
+end
+-- open reservations: res[id] = value | false (none); loaded with HMGET, written in finish()
+local res, res_orig, touched = {}, {}, {}
+local function res_load(ids)
+  local want = {}
+  for _, id in ipairs(ids) do
+    if res[id] == nil then res[id] = false; res_orig[id] = false; want[#want + 1] = id end
+  end
+  chunks(want, function(c)
+    local vals = redis.call('HMGET', K_RES, unpack(c))
+    for j, id in ipairs(c) do res[id] = vals[j] or false; res_orig[id] = res[id] end
+  end)
+end
+local function res_set(id, v)
+  if res[id] == nil then res_load({id}) end
+  touched[#touched + 1] = id
+  res[id] = v
+end
+local function finish()
+  if bal ~= nil and bal ~= bal0 then redis.call('SET', K_BAL, fmt(bal)) end
+  local hset, hdel, done = {}, {}, {}
+  for _, id in ipairs(touched) do
+    if not done[id] then
+      done[id] = true
+      local v = res[id]
+      if v ~= res_orig[id] then
+        if v then hset[#hset + 1] = id; hset[#hset + 1] = v else hdel[#hdel + 1] = id end
+      end
+    end
+  end
+  chunks(hset, function(c) redis.call('HSET', K_RES, unpack(c)) end)
+  chunks(hdel, function(c) redis.call('HDEL', K_RES, unpack(c)) end)
+  if #st_keys > 0 then
+    for _, f in ipairs(st_keys) do
+      if st[f] ~= 0 then redis.call('HINCRBY', K_STATS, f, st[f]) end
+    end
+    if TTL > 0 then redis.call('EXPIRE', K_STATS, TTL) end
+  end
+  if journaled then
+    redis.call('HSET', K_JHEAD, DAY, head)
+    if TTL > 0 then
+      redis.call('EXPIRE', K_JOURNAL, TTL)
+      redis.call('HEXPIRE', K_JHEAD, TTL, 'FIELDS', 1, DAY)
+    end
+  end
+end
 -- settle one reservation: op 'c' commits, anything else refunds. Returns the amount or -1.
 local function settle(op, msg_id, note)
-  local r = redis.call('HGET', K_RES, msg_id)
-  redis.call('ZREM', K_RESQ, msg_id)
+  local r = res[msg_id]
+  if r == nil then res_load({msg_id}); r = res[msg_id] end
   if not r then return -1 end
-  redis.call('HDEL', K_RES, msg_id)
+  res_set(msg_id, false)
   local amount = tonumber(string.match(r, '^(%d+)'))
   if op == 'c' then
-    local bal = get_balance()
     stat('committed', 1)
     stat('charged', amount)
-    ledger('commit', amount, bal, msg_id, note)
-    journal('committed', msg_id, amount, bal, note)
+    journal('committed', msg_id, 1, amount, balance(), note)
   else
-    local bal = redis.call('INCRBY', K_BAL, amount)
+    bal = balance() + amount
     stat('refunded', 1)
     stat('refunded_amount', amount)
-    ledger('refund', amount, bal, msg_id, note)
-    journal('refunded', msg_id, amount, bal, note)
+    journal('refunded', msg_id, 1, amount, bal, note)
   end
   return amount
 end
 """
 
-_RESERVE = r"""
--- ARGV[4] msg_id, ARGV[5] parts, ARGV[6] price -> {0, balance} | {-1, balance} | {-2, balance}
-local msg_id = ARGV[4]
-local parts, price = int_arg(5), int_arg(6)
-if type(parts) == 'table' then return parts end
-if type(price) == 'table' then return price end
-local amount = parts * price
-if redis.call('HEXISTS', K_RES, msg_id) == 1 then return {-2, get_balance()} end
-local bal = get_balance()
-if bal < amount then return {-1, bal} end
-bal = redis.call('DECRBY', K_BAL, amount)
-stat('submitted', 1)
-redis.call('HSET', K_RES, msg_id, fmt(amount) .. ':' .. NOW)
-redis.call('ZADD', K_RESQ, NOW, msg_id)
-stat('reserved', 1)
-ledger('reserve', amount, bal, msg_id, '')
-journal('reserved', msg_id, amount, bal, '')
-return {0, bal}
-"""
-
-_ADMIT = r"""
--- KEYS[8] the account's opt-out set.
--- ARGV[4..]: groups of: price, number ('' = no opt-out check), n, then n msg_ids (one per
--- part). Per group, all or nothing: {0, balance} reserved (price per part) | {-1, balance}
--- insufficient | {-3, balance} opted out | {-2, balance} duplicate msg_id.
-local out = {}
-local i = 4
+_BATCH = r"""
+-- ARGV[5..]: operations, done in order; one result each:
+--   'a' price number n id*n   admit: opt-out check ('' = none) and one reservation per part,
+--                             all or nothing -> {code, balance}: 0 reserved | -1 insufficient
+--                             | -3 opted out (both counted and journaled as rejected, per
+--                             part) | -2 duplicate id (nothing recorded)
+--   'v' price number n id*n   the same without counting or journaling a refusal (reserve)
+--   'c' id note | 'r' id note commit | refund -> amount, or -1 if nothing was open
+--   'x' reason id parts       a refusal before charging -> today's count for that reason
+--   'e' event id note         a state event (no money) -> 0
+local MONEY = {reserved = 1, committed = 1, refunded = 1, rejected = 1, topup = 1,
+               adjust = 1, refund_all = 1}
+local ids, numbers, nset = {}, {}, {}
+local i = 5
 while i <= #ARGV do
-  local price, number, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
-  local first = i + 3
-  i = first + n
-  local bal = get_balance()
-  local code = 0
-  if number ~= '' and redis.call('SISMEMBER', KEYS[8], number) == 1 then
-    code = -3
-  elseif bal < price * n then
-    code = -1
+  local op = ARGV[i]
+  if op == 'a' or op == 'v' then
+    local number, n = ARGV[i + 2], tonumber(ARGV[i + 3])
+    if number ~= '' and not nset[number] then nset[number] = true; numbers[#numbers + 1] = number end
+    for j = i + 4, i + 3 + n do ids[#ids + 1] = ARGV[j] end
+    i = i + 4 + n
+  elseif op == 'c' or op == 'r' then
+    ids[#ids + 1] = ARGV[i + 1]
+    i = i + 3
+  elseif op == 'x' or op == 'e' then
+    i = i + 4
   else
-    for j = first, first + n - 1 do
-      if redis.call('HEXISTS', K_RES, ARGV[j]) == 1 then code = -2 end
-    end
+    return redis.error_reply('ERR unknown batch operation ' .. tostring(op))
   end
-  if code == 0 then
-    for j = first, first + n - 1 do
-      local msg_id = ARGV[j]
-      bal = redis.call('DECRBY', K_BAL, price)
-      stat('submitted', 1)
-      redis.call('HSET', K_RES, msg_id, fmt(price) .. ':' .. NOW)
-      redis.call('ZADD', K_RESQ, NOW, msg_id)
-      stat('reserved', 1)
-      ledger('reserve', price, bal, msg_id, '')
-      journal('reserved', msg_id, price, bal, '')
-    end
-  elseif code ~= -2 then
-    local reason = (code == -3) and 'optout' or 'insufficient_balance'
-    stat('submitted', n)
-    redis.call('HINCRBY', K_STATS, 'rejected:' .. reason, n)
-    journal('rejected', ARGV[first], 0, bal, reason)
-  end
-  out[#out + 1] = {code, bal}
 end
-return out
-"""
-
-_SETTLE = r"""
--- ARGV[4..]: triples op ('c' commit | 'r' refund), msg_id, note -> amounts (-1: no-op)
+res_load(ids)
+local opted = {}
+chunks(numbers, function(c)
+  local r = redis.call('SMISMEMBER', K_OPTOUT, unpack(c))
+  for j, number in ipairs(c) do opted[number] = (r[j] == 1) end
+end)
 local out = {}
-for i = 4, #ARGV, 3 do
-  out[#out + 1] = settle(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+i = 5
+while i <= #ARGV do
+  local op = ARGV[i]
+  if op == 'a' or op == 'v' then
+    local price, number, n = tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+    local first, last = i + 4, i + 3 + n
+    i = last + 1
+    local b = balance()
+    local code = 0
+    if number ~= '' and opted[number] then
+      code = -3
+    elseif b < price * n then
+      code = -1
+    else
+      local seen = {}
+      for j = first, last do
+        local id = ARGV[j]
+        if res[id] or seen[id] then code = -2 end
+        seen[id] = true
+      end
+    end
+    if code == 0 then
+      for j = first, last do
+        local id = ARGV[j]
+        b = b - price
+        res_set(id, fmt(price) .. ':' .. NOW)
+        journal('reserved', id, 1, price, b, '')
+      end
+      bal = b
+      stat('submitted', n)
+      stat('reserved', n)
+    elseif code ~= -2 and op == 'a' then
+      local reason = (code == -3) and 'optout' or 'insufficient_balance'
+      stat('submitted', n)
+      stat('rejected:' .. reason, n)
+      for j = first, last do journal('rejected', ARGV[j], 1, 0, b, reason) end
+    end
+    out[#out + 1] = {code, b}
+  elseif op == 'c' or op == 'r' then
+    out[#out + 1] = settle(op, ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  elseif op == 'x' then
+    local reason, id, parts = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    stat('submitted', parts)
+    stat('rejected:' .. reason, parts)
+    journal('rejected', id, parts, 0, balance(), reason)
+    out[#out + 1] = stat_total('rejected:' .. reason)
+    i = i + 4
+  else
+    local event, id, note = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    if MONEY[event] then
+      return redis.error_reply('ERR ' .. event .. ' is recorded by the ledger itself')
+    end
+    journal(event, id, 1, 0, balance(), note)
+    out[#out + 1] = 0
+    i = i + 4
+  end
 end
+finish()
 return out
 """
 
 _TOPUP = r"""
--- ARGV[4] amount (> 0), ARGV[5] note -> balance after
-local amount = int_arg(4)
+-- ARGV[5] amount (> 0), ARGV[6] note -> balance after
+local amount = int_arg(5)
 if type(amount) == 'table' then return amount end
 if amount <= 0 then return redis.error_reply('ERR top-up amount must be > 0') end
-local bal = redis.call('INCRBY', K_BAL, amount)
+bal = balance() + amount
 stat('topup', amount)
-ledger('topup', amount, bal, '', ARGV[5])
-journal('topup', '', amount, bal, ARGV[5])
+journal('topup', '', 1, amount, bal, ARGV[6])
+finish()
 return bal
 """
 
 _ADJUST = r"""
--- ARGV[4] signed delta, ARGV[5] note -> {0, balance after} | {-1, balance} (would go < 0)
-local delta = int_arg(4)
+-- ARGV[5] signed delta, ARGV[6] note -> {0, balance after} | {-1, balance} (would go < 0)
+local delta = int_arg(5)
 if type(delta) == 'table' then return delta end
-local bal = get_balance()
-if bal + delta < 0 then return {-1, bal} end
-bal = redis.call('INCRBY', K_BAL, delta)
+local b = balance()
+if b + delta < 0 then return {-1, b} end
+bal = b + delta
 stat('adjust', delta)
-ledger('adjust', delta, bal, '', ARGV[5])
-journal('adjust', '', delta, bal, ARGV[5])
+journal('adjust', '', 1, delta, bal, ARGV[6])
+finish()
 return {0, bal}
 """
 
 _REFUND_ALL = r"""
--- ARGV[4] note -> the amount taken out (the balance before); open reservations stay open
-local bal = get_balance()
-redis.call('SET', K_BAL, '0')
-stat('refund_all', bal)
-ledger('refund_all', bal, 0, '', ARGV[4])
-journal('refund_all', '', bal, 0, ARGV[4])
-return bal
-"""
-
-_COUNT_REJECTED = r"""
--- ARGV[4] reason, ARGV[5] msg_id -> count of that reason today
-stat('submitted', 1)
-local n = redis.call('HINCRBY', K_STATS, 'rejected:' .. ARGV[4], 1)
-journal('rejected', ARGV[5], 0, get_balance(), ARGV[4])
-return n
+-- ARGV[5] note -> the amount taken out (the balance before); open reservations stay open
+local b = balance()
+bal = 0
+stat('refund_all', b)
+journal('refund_all', '', 1, b, 0, ARGV[5])
+finish()
+return b
 """
 
 _SWEEP = r"""
--- ARGV[4] cutoff (ms), ARGV[5] max count, ARGV[6] note -> flat {msg_id, amount, ...}
-local ids = redis.call('ZRANGEBYSCORE', K_RESQ, '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
+-- ARGV[5] cutoff (ms), ARGV[6] max count, ARGV[7] note -> flat {msg_id, amount, ...}
+local cutoff, max = tonumber(ARGV[5]), tonumber(ARGV[6])
+local all = redis.call('HGETALL', K_RES)
 local out = {}
-for _, msg_id in ipairs(ids) do
-  local amount = settle('r', msg_id, ARGV[6])
-  if amount >= 0 then
-    out[#out + 1] = msg_id
+for k = 1, #all, 2 do
+  if #out >= 2 * max then break end
+  local id, v = all[k], all[k + 1]
+  local ts = tonumber(string.match(v, ':(%d+)$') or '0')
+  if ts <= cutoff then
+    res[id] = v
+    res_orig[id] = v
+    local amount = settle('r', id, ARGV[7])
+    out[#out + 1] = id
     out[#out + 1] = amount
   end
 end
+finish()
 return out
 """
 
 SCRIPTS: dict[str, str] = {name: _PRELUDE + body for name, body in (
-    ("reserve", _RESERVE), ("admit", _ADMIT), ("settle", _SETTLE), ("topup", _TOPUP), ("adjust", _ADJUST),
-    ("refund_all", _REFUND_ALL), ("count_rejected", _COUNT_REJECTED), ("sweep", _SWEEP))}
+    ("batch", _BATCH), ("topup", _TOPUP), ("adjust", _ADJUST),
+    ("refund_all", _REFUND_ALL), ("sweep", _SWEEP))}
 SHAS: dict[str, str] = {name: hashlib.sha1(src.encode("utf-8")).hexdigest()
                         for name, src in SCRIPTS.items()}
 
@@ -287,8 +381,8 @@ def balance_key(account: str) -> str:
     return "bal:{%s}" % account
 
 
-def ledger_key(account: str) -> str:
-    return "ledger:{%s}" % account
+def reservations_key(account: str) -> str:
+    return "res:{%s}" % account
 
 
 def stats_key(account: str, day: str) -> str:
@@ -299,52 +393,45 @@ def journal_key(account: str, day: str) -> str:
     return "journal:{%s}:%s" % (account, day)
 
 
+def jhead_key(account: str) -> str:
+    return "jhead:{%s}" % account
+
+
 def account_keys(account: str, day: str) -> list[str]:
     """KEYS of every ledger script, in order."""
     t = "{%s}" % account
-    return ["bal:" + t, "res:" + t, "resq:" + t, "ledger:" + t,
-            "stats:%s:%s" % (t, day), "journal:%s:%s" % (t, day), "jhead:" + t]
+    return ["bal:" + t, "res:" + t, "stats:%s:%s" % (t, day), "journal:%s:%s" % (t, day),
+            "jhead:" + t, "optout:" + t]
 
 
-def script_call(account: str, now: float, day: str,
-                *extra: Any) -> tuple[list[str], list[str]]:
+def script_call(account: str, now: float, day: str, *extra: Any,
+                retention_days: int = RETENTION_DAYS) -> tuple[list[str], list[Any]]:
     """(KEYS, ARGV) for a ledger script; `extra` are the script's own arguments."""
     return (account_keys(account, day),
-            [account, str(int(now * 1000)), day] + [str(x) for x in extra])
+            [account, int(now * 1000), day, int(retention_days * 86400), *extra])
 
 
-def _enc(s: str) -> bytes:
-    b = s.encode("utf-8")
-    return str(len(b)).encode() + b":" + b + b","
+def verify_journal(records: Sequence[J.Record], account: str | None = None,
+                   head: str | None = None) -> bool:
+    """True if the records (one day of one account, oldest first) form an unbroken chain
+    (and end at `head`, if given)."""
+    if not records:
+        return not head
+    acct = account if account is not None else records[0].account
+    if head is None:
+        head = records[-1].h
+    return J.verify(acct, records, head) is None
 
 
-def verify_journal(records: Iterable[dict[str, str]]) -> bool:
-    """True if the records (one day of one account, oldest first) form an unbroken chain."""
-    prev = ""
-    for r in records:
-        data = prev.encode() + b"".join(_enc(r[k]) for k in (
-            "ts", "account", "msg_id", "event", "amount", "balance_after", "note"))
-        h = hashlib.sha1(data).hexdigest()
-        if r.get("h") != h:
-            return False
-        prev = h
-    return True
+def money_entry(r: J.Record) -> dict[str, str]:
+    """A journal money record as a ledger entry (the old ``ledger:{A}`` stream's fields)."""
+    return {"id": r.id, "time": str(r.ts), "op": J.MONEY_EVENTS[r.event],
+            "amount": str(r.amount), "balance_after": str(r.balance_after),
+            "msg_id": r.msg_id, "note": r.note}
 
 
-def stream_entries(reply: Any) -> list[dict[str, str]]:
-    """XRANGE/XREVRANGE reply -> [{"id": ..., field: value, ...}, ...]."""
-    out = []
-    for item in reply or []:
-        entry_id, flat = item[0], item[1] or []
-        if isinstance(entry_id, bytes):
-            entry_id = entry_id.decode()
-        d = {"id": entry_id}
-        for i in range(0, len(flat) - 1, 2):
-            k, v = flat[i], flat[i + 1]
-            d[k.decode() if isinstance(k, bytes) else str(k)] = (
-                v.decode() if isinstance(v, bytes) else str(v))
-        out.append(d)
-    return out
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 def _int(x: Any) -> int:
@@ -353,11 +440,16 @@ def _int(x: Any) -> int:
 
 # --- the Twisted side -----------------------------------------------------------------------
 
+# kinds of queued operations
+_ADMIT, _RESERVE, _SETTLE, _COUNT, _EVENT = range(5)
+
+
 class Ledger:
     """Balance operations of all accounts over one `Store`."""
 
     def __init__(self, store: Store | None, reactor: Any = None,
-                 day_of: Callable[[float], str] = day_of, batch_max: int = 500) -> None:
+                 day_of: Callable[[float], str] = day_of, batch_max: int = 500,
+                 retention_days: int = RETENTION_DAYS) -> None:
         """`store` may be None until `attach` (calls fail with StoreUnavailable till then)."""
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -365,9 +457,9 @@ class Ledger:
         self.reactor = reactor
         self.day_of = day_of
         self.batch_max = batch_max
-        self._pending: dict[str, list[tuple[str, str, str, defer.Deferred]]] = {}
-        self._admits: dict[str, list] = {}
-        self._admit_call: Any = None
+        self.retention_days = retention_days
+        # account -> [(kind, args tuple, target, info)], sent once per reactor turn
+        self._queue: dict[str, list[tuple[int, tuple, Any, Any]]] = {}
         self._flush_call: Any = None
         self.store: Store | None = None
         if store is not None:
@@ -384,9 +476,13 @@ class Ledger:
             raise StoreUnavailable("the store is not started")
         return self.store
 
-    def _call(self, name: str, account: str, *extra: Any) -> defer.Deferred:
+    def _args(self, account: str, *extra: Any) -> tuple[list[str], list[Any]]:
         now = self.reactor.seconds()
-        keys, args = script_call(account, now, self.day_of(now), *extra)
+        return script_call(account, now, self.day_of(now), *extra,
+                           retention_days=self.retention_days)
+
+    def _call(self, name: str, account: str, *extra: Any) -> defer.Deferred:
+        keys, args = self._args(account, *extra)
         try:
             return self._store().evalsha(name, keys, args)
         except StoreUnavailable as e:
@@ -398,113 +494,124 @@ class Ledger:
         except StoreUnavailable as e:
             return defer.fail(e)
 
-    # -- per message ----------------------------------------------------------------------
+    # -- the per-turn batch ---------------------------------------------------------------
 
-    def reserve(self, account: str, msg_id: str, parts: int, price: int) -> defer.Deferred:
-        """Take parts*price from the balance for `msg_id`. Deferred[int]: the balance after.
-        Errbacks InsufficientBalance, DuplicateReservation, StoreUnavailable."""
-        def done(r: list) -> int:
-            code, bal = int(r[0]), int(r[1])
-            if code == 0:
-                return bal
-            if code == -1:
-                raise InsufficientBalance(account, bal, parts * price)
-            raise DuplicateReservation(account, msg_id)
-        return self._call("reserve", account, msg_id, int(parts), int(price)).addCallback(done)
+    def _queue_op(self, account: str, kind: int, args: tuple, target: Any,
+                  info: Any = None) -> None:
+        q = self._queue.get(account)
+        if q is None:
+            q = self._queue[account] = []
+        q.append((kind, args, target, info))
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self.flush)
 
-    def admit(self, account: str, msg_ids: list[str], price: int, number: str,
-              cb: Callable[[int, int], None]) -> None:
-        """Opt-out check and reservation of one message (one msg_id per part, `price` each)
-        in one atomic step, batched with the other messages of this reactor turn: one
-        EVALSHA per account and turn. cb(code, balance): 0 reserved, -1 insufficient
-        balance, -3 `number` opted out (both counted and journaled as rejected), -2
-        duplicate id; on a store failure cb(-9, 0)."""
-        self._admits.setdefault(account, []).append((price, number, msg_ids, cb))
-        if self._admit_call is None:
-            self._admit_call = self.reactor.callLater(0, self.flush_admits)
-
-    def flush_admits(self) -> None:
-        self._admit_call = None
-        pending, self._admits = self._admits, {}
+    def flush(self) -> None:
+        """Send what was queued so far: one EVALSHA per account (and `batch_max` ops)."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        pending, self._queue = self._queue, {}
         for account, items in pending.items():
             for i in range(0, len(items), self.batch_max):
                 chunk = items[i:i + self.batch_max]
                 extra: list[Any] = []
-                for price, number, ids, _cb in chunk:
-                    extra += (price, number, len(ids), *ids)
-                now = self.reactor.seconds()
-                keys, args = script_call(account, now, self.day_of(now), *extra)
-                keys.append("optout:{%s}" % account)
+                for _kind, args, _t, _i in chunk:
+                    extra += args
+                keys, argv = self._args(account, *extra)
                 try:
-                    d = self._store().evalsha("admit", keys, args)
+                    d = self._store().evalsha("batch", keys, argv)
                 except StoreUnavailable as e:
                     d = defer.fail(e)
-                d.addCallbacks(self._admitted, self._admit_failed,
-                               callbackArgs=(chunk,), errbackArgs=(chunk, account))
+                d.addCallbacks(self._done, self._failed, callbackArgs=(chunk, account),
+                               errbackArgs=(chunk, account))
+
+    flush_admits = flush  # the old name
 
     @staticmethod
-    def _admitted(results: list, chunk: list) -> None:
-        for (_p, _n, _ids, cb), r in zip(chunk, results):
-            cb(int(r[0]), int(r[1]))
+    def _done(results: list, chunk: list, account: str) -> None:
+        for (kind, _args, target, info), r in zip(chunk, results):
+            try:
+                if kind == _ADMIT:
+                    target(int(r[0]), int(r[1]))
+                elif kind == _SETTLE:
+                    r = int(r)
+                    target.callback(r if r >= 0 else None)
+                elif kind == _RESERVE:
+                    code, bal = int(r[0]), int(r[1])
+                    if code == 0:
+                        target.callback(bal)
+                    elif code == -1:
+                        target.errback(InsufficientBalance(account, bal, info[1]))
+                    else:
+                        target.errback(DuplicateReservation(account, info[0]))
+                else:
+                    target.callback(int(r))
+            except Exception:  # a caller's callback failed: not ours to stop the others
+                log.failure("ledger: callback of a batched operation failed")
 
     @staticmethod
-    def _admit_failed(f: Any, chunk: list, account: str) -> None:
-        log.warn("ledger: admit of {n} messages of {account} failed: {err}", n=len(chunk),
+    def _failed(f: Any, chunk: list, account: str) -> None:
+        log.warn("ledger: batch of {n} operations of {account} failed: {err}", n=len(chunk),
                  account=account, err=f.getErrorMessage())
-        for _p, _n, _ids, cb in chunk:
-            cb(-9, 0)
+        for kind, _args, target, _info in chunk:
+            if kind == _ADMIT:
+                target(-9, 0)
+            else:
+                target.errback(f)
+
+    # -- per message ----------------------------------------------------------------------
+
+    def admit(self, account: str, msg_ids: list[str], price: int, number: str,
+              cb: Callable[[int, int], None]) -> None:
+        """Opt-out check and reservation of one message (one msg_id per part, `price` each)
+        in one atomic step, batched with the other operations of this reactor turn: one
+        EVALSHA per account and turn. cb(code, balance): 0 reserved, -1 insufficient
+        balance, -3 `number` opted out (both counted and journaled as rejected), -2
+        duplicate id; on a store failure cb(-9, 0)."""
+        self._queue_op(account, _ADMIT, ("a", price, number, len(msg_ids), *msg_ids), cb)
+
+    def reserve(self, account: str, msg_id: str, parts: int, price: int) -> defer.Deferred:
+        """Take parts*price from the balance for `msg_id` (one reservation of the whole
+        amount). Deferred[int]: the balance after. Errbacks InsufficientBalance,
+        DuplicateReservation, StoreUnavailable. A refusal is not counted: the caller
+        does that with `count_rejected`."""
+        d: defer.Deferred = defer.Deferred()
+        parts, price = int(parts), int(price)
+        self._queue_op(account, _RESERVE, ("v", parts * price, "", 1, msg_id), d,
+                       (msg_id, parts * price))
+        return d
 
     def commit(self, account: str, msg_id: str, note: str = "") -> defer.Deferred:
         """Settle a reservation as charged. Deferred[int | None]: the amount, or None if
-        there was no open reservation (unknown or already settled)."""
-        return self._settle(account, "c", msg_id, note)
+        there was no open reservation (unknown or already settled). The relay's note:
+        ``up=<upstream name> id=<upstream message id>``."""
+        d: defer.Deferred = defer.Deferred()
+        self._queue_op(account, _SETTLE, ("c", msg_id, note), d)
+        return d
 
     def refund(self, account: str, msg_id: str, note: str = "") -> defer.Deferred:
         """Give a reservation back. Deferred[int | None]: the amount refunded, or None if
         there was no open reservation (so refunding twice is harmless)."""
-        return self._settle(account, "r", msg_id, note)
-
-    def _settle(self, account: str, op: str, msg_id: str, note: str) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
-        self._pending.setdefault(account, []).append((op, msg_id, note, d))
-        if self._flush_call is None:
-            self._flush_call = self.reactor.callLater(0, self.flush)
+        self._queue_op(account, _SETTLE, ("r", msg_id, note), d)
         return d
 
-    def flush(self) -> None:
-        """Send the commits and refunds queued so far (normally called by the reactor)."""
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush_call = None
-        pending, self._pending = self._pending, {}
-        for account, items in pending.items():
-            for i in range(0, len(items), self.batch_max):
-                chunk = items[i:i + self.batch_max]
-                extra: list[str] = []
-                for op, msg_id, note, _ in chunk:
-                    extra += (op, msg_id, note)
-                try:
-                    d = self._call("settle", account, *extra)
-                except Exception as e:  # pragma: no cover - defensive
-                    d = defer.fail(e)
-                d.addCallbacks(self._settled, self._settle_failed,
-                               callbackArgs=(chunk,), errbackArgs=(chunk,))
+    def count_rejected(self, account: str, reason: str, msg_id: str = "",
+                       parts: int = 1) -> defer.Deferred:
+        """Count (and journal) a message refused before charging, `parts` parts.
+        Deferred[int]: today's count (parts) for that reason."""
+        d: defer.Deferred = defer.Deferred()
+        self._queue_op(account, _COUNT, ("x", reason, msg_id, int(parts)), d)
+        return d
 
-    @staticmethod
-    def _settled(results: list, chunk: list) -> None:
-        for (_, _, _, d), r in zip(chunk, results):
-            r = int(r)
-            d.callback(r if r >= 0 else None)
-
-    @staticmethod
-    def _settle_failed(f: Any, chunk: list) -> None:
-        for _, _, _, d in chunk:
-            d.errback(f)
-
-    def count_rejected(self, account: str, reason: str, msg_id: str = "") -> defer.Deferred:
-        """Count (and journal) a message refused before charging. Deferred[int]: today's
-        count for that reason."""
-        return self._call("count_rejected", account, reason, msg_id).addCallback(int)
+    def journal_event(self, account: str, msg_id: str, event: str,
+                      note: str = "") -> defer.Deferred:
+        """Journal a state event of a message that moves no money (received, relayed,
+        receipt with note "STATE ERR" such as "DELIVRD 000", receipt_delivered,
+        negative_receipt, ...), batched like the rest. Deferred[0]."""
+        d: defer.Deferred = defer.Deferred()
+        self._queue_op(account, _EVENT, ("e", event, msg_id, note), d)
+        return d
 
     # -- account operations ---------------------------------------------------------------
 
@@ -534,47 +641,78 @@ class Ledger:
         """Deferred[int]: the balance in fen (0 for an account never topped up)."""
         return self._execute("GET", balance_key(account)).addCallback(_int)
 
-    def entries(self, account: str, limit: int = 50) -> defer.Deferred:
-        """Deferred[list[dict]]: the last `limit` ledger entries, newest first."""
-        return self._execute("XREVRANGE", ledger_key(account), "+", "-",
-                                  "COUNT", int(limit)).addCallback(stream_entries)
+    def days(self, account: str) -> defer.Deferred:
+        """Deferred[list[str]]: the days that have a journal, oldest first."""
+        return self._execute("HKEYS", jhead_key(account)).addCallback(
+            lambda r: sorted(_text(x) for x in r or []))
+
+    @defer.inlineCallbacks
+    def entries(self, account: str, limit: int = 50) -> Any:
+        """Deferred[list[dict]]: the last `limit` money records of the journal (fields
+        time, op, amount, balance_after, msg_id, note), newest first."""
+        out: list[dict[str, str]] = []
+        for day in reversed((yield self.days(account))):
+            end = "+"
+            while len(out) < limit:
+                reply = yield self._execute("XREVRANGE", journal_key(account, day), end,
+                                            "-", "COUNT", 500)
+                recs = J.records_from_stream(reply, account, day)
+                out += [money_entry(r) for r in recs if r.event in J.MONEY_EVENTS]
+                if len(recs) < 500:
+                    break
+                end = "(" + recs[-1].id
+            if len(out) >= limit:
+                break
+        return out[:limit]
 
     def reservations(self, account: str) -> defer.Deferred:
         """Deferred[dict[msg_id, amount]]: the open reservations."""
         def done(flat: list) -> dict[str, int]:
-            return {flat[i]: int(str(flat[i + 1]).split(":")[0])
+            return {_text(flat[i]): int(_text(flat[i + 1]).split(":")[0])
                     for i in range(0, len(flat), 2)}
-        return self._execute("HGETALL", "res:{%s}" % account).addCallback(done)
+        return self._execute("HGETALL", reservations_key(account)).addCallback(done)
 
     def stats(self, account: str, day: str | None = None) -> defer.Deferred:
         """Deferred[dict[str, int]]: the day's counters (default: today)."""
         day = day or self.day_of(self.reactor.seconds())
 
         def done(flat: list) -> dict[str, int]:
-            return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+            return {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return self._execute("HGETALL", stats_key(account, day)).addCallback(done)
 
-    def journal(self, account: str, day: str | None = None,
-                count: int = 100000) -> defer.Deferred:
-        """Deferred[list[dict]]: the day's journal records, oldest first."""
+    @defer.inlineCallbacks
+    def journal(self, account: str, day: str | None = None) -> Any:
+        """Deferred[list[Record]]: the day's journal records, oldest first."""
         day = day or self.day_of(self.reactor.seconds())
-        return self._execute("XRANGE", journal_key(account, day), "-", "+", "COUNT",
-                                  int(count)).addCallback(stream_entries)
+        out: list[J.Record] = []
+        start = "-"
+        while True:
+            reply = yield self._execute("XRANGE", journal_key(account, day), start, "+",
+                                        "COUNT", 10000)
+            recs = J.records_from_stream(reply, account, day)
+            out += recs
+            if len(recs) < 10000:
+                return out
+            start = "(" + recs[-1].id
+
+    def journal_head(self, account: str, day: str) -> defer.Deferred:
+        """Deferred[str | None]: the h of the day's last record as the scripts left it."""
+        return self._execute("HGET", jhead_key(account), day).addCallback(
+            lambda r: _text(r) if r is not None else None)
 
     # -- sweeping -------------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def accounts_with_reservations(self) -> Any:
-        """Accounts that have a reservation index (found with SCAN; single server only)."""
+        """Accounts that have open reservations (found with SCAN; single server only)."""
         found: set[str] = set()
         cursor = "0"
         while True:
-            reply = yield self._execute("SCAN", cursor, "MATCH", "resq:{*}",
-                                             "COUNT", 1000)
-            cursor, keys = str(reply[0]), reply[1]
+            reply = yield self._execute("SCAN", cursor, "MATCH", "res:{*}", "COUNT", 1000)
+            cursor, keys = _text(reply[0]), reply[1]
             for k in keys:
-                k = k.decode() if isinstance(k, bytes) else k
-                found.add(k[len("resq:{"):-1])
+                k = _text(k)
+                found.add(k[len("res:{"):-1])
             if cursor == "0":
                 return sorted(found)
 
@@ -592,10 +730,11 @@ class Ledger:
         for account in accounts:
             while True:
                 keys, args = script_call(account, now, self.day_of(now), cutoff, limit,
-                                         UNKNOWN_OUTCOME)
+                                         UNKNOWN_OUTCOME,
+                                         retention_days=self.retention_days)
                 flat = yield self._store().evalsha("sweep", keys, args)
                 for i in range(0, len(flat), 2):
-                    settled.append((account, str(flat[i]), int(flat[i + 1])))
+                    settled.append((account, _text(flat[i]), int(flat[i + 1])))
                 if len(flat) < 2 * limit:
                     break
         return settled
