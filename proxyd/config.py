@@ -211,6 +211,11 @@ def _check(cfg: Config) -> None:
         _positive(w + ".reconnect_max_s", u.reconnect_max_s, 0.01)
         _positive(w + ".weight", u.weight, 0)
         _positive(w + ".tps", u.tps, 0)
+        for c in u.carriers:
+            from .routing import known_carrier
+            if not known_carrier(c):
+                raise ConfigError("%s.carriers: unknown carrier %r (e.g. \"China Mobile\", "
+                                  "\"中国联通\", \"telecom\")" % (w, c))
         if len(u.system_id) > 15:
             raise ConfigError("%s.system_id: at most 15 characters" % w)
         if len(u.password) > 8:

@@ -276,9 +276,10 @@ class Relay:
         for i in range(len(job.parts)):
             self._send_part(job, i, ())
 
-    def _send_part(self, job: _Job, i: int, tried: tuple) -> None:
+    def _send_part(self, job: _Job, i: int, tried: tuple, up: Any = None) -> None:
         pdu, body = job.parts[i]
-        up = self.router.pick(job.msg.destination_addr, job.account, tried)
+        if up is None:
+            up = self.router.pick(job.msg.destination_addr, job.account, tried)
         if up is None:
             self._part_done(job, i, None, _S["ESME_RMSGQFUL"], None)
             return
@@ -288,7 +289,7 @@ class Relay:
             if status in _RETRYABLE and self.clock.seconds() < job.deadline:
                 nxt = self.router.pick(job.msg.destination_addr, job.account, tried + (up,))
                 if nxt is not None:
-                    self._send_part(job, i, tried + (up,))
+                    self._send_part(job, i, tried + (up,), nxt)
                     return
             if self.metrics is not None:
                 self.metrics.upstream_rtt(up.name, self.clock.seconds() - sent_at, status)

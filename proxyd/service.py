@@ -157,6 +157,8 @@ class ProxydService(service.MultiService):
             from .store.ledger import Ledger, LedgerSweeper
             from .store.optout import OptOut
             self.store = store
+            if self.metrics is not None:
+                store.on_latency = self.metrics.store_latency
             self.ledger = Ledger(store, self.reactor)
             self.relay.ledger = self.ledger
             self.relay.optout = OptOut(store)

@@ -359,9 +359,6 @@ def test_mo_td_opts_out_and_is_delivered(stack):
 
 
 # --- clean unbinds ---------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="proxyd/smpp/server.py connectionLost unregisters a "
-                   "session only when state == BOUND, but a clean unbind sets CLOSING first: "
-                   "the bind slot leaks (fix: `if self.account is not None:`)")
 def test_clean_unbinds_free_their_bind_slot(stack):
     st = stack["start"]()
     for _ in range(6):        # max_binds = 4

@@ -69,7 +69,7 @@ class ClientSession(protocol.Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.sessions.discard(self)
-        if self.state == BOUND:
+        if self.account is not None:    # bound; also after a clean unbind (state CLOSING)
             self.factory.registry.unbound(self)
             log.info("unbind {account} {mode} from {peer}", account=self.account.system_id,
                      mode=self.mode, peer=self.peer)

@@ -103,6 +103,7 @@ class Store:
         self.timeout_s = timeout_s
         self.target = target
         self._scripts: dict[str, tuple[str, str]] = {}  # name -> (source, sha1)
+        self.on_latency: Any = None   # callable(seconds) per round trip (metrics)
         self._loading: dict[str, defer.Deferred] = {}
 
     # -- making and closing ---------------------------------------------------------------
@@ -196,6 +197,10 @@ class Store:
 
     def _guard(self, d: defer.Deferred, what: str) -> defer.Deferred:
         d.addTimeout(self.timeout_s, self.reactor)
+        observe = self.on_latency
+        if observe is not None:
+            t0 = self.reactor.seconds()
+            d.addBoth(lambda r: (observe(self.reactor.seconds() - t0), r)[1])
         return d.addErrback(self._translate, what)
 
     def _translate(self, f: Any, what: str) -> Any:
