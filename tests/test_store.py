@@ -267,7 +267,7 @@ class TestLedger(LedgerTestBase):
         self.assertTrue(verify_journal(records, self.a, head))
         # an edited amount
         tampered = [copy.copy(r) for r in records]
-        tampered[2].d = tampered[2].d.replace("2:10,", "1:1,", 1)
+        tampered[2].d = tampered[2].d.replace("|10|90|", "|1|90|", 1)
         self.assertFalse(verify_journal(tampered, self.a, head))
         # a deleted record, in the middle and at the end; another account's chain
         self.assertFalse(verify_journal(records[:2] + records[3:], self.a, head))

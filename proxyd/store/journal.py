@@ -9,10 +9,11 @@ synchronous admin tool and the Twisted HTTP report compute the same figures.
 Stream ``journal:{A}:D`` (A = account, D = YYYYMMDD local time), one entry per event with two
 fields only (cheap for the server)::
 
-    d   enc(ts) enc(event) enc(msg_id) enc(n) enc(amount) enc(balance_after) enc(note)
+    d   ts|event|n|amount|balance_after|<len>:msg_id|<len>:note
     h   sha1hex(prev_h .. enc(account) .. d)
 
-with ``enc(s) = <byte length>:s,`` (netstring-like, so any byte may appear in a note),
+(numbers in decimal, event a lower-case word, msg_id and note prefixed by their length in
+bytes so any byte may appear in them; ``enc(s) = <byte length>:s,``) with
 ``prev_h`` the h of the previous record of the same account and day ("" for the first) and
 ``jhead:{A}`` (hash D -> h) the head of each day's chain, so deleting the last records of a
 day is noticed too. ts is ms since the epoch; n is the number of parts the record is about
@@ -56,8 +57,9 @@ def _enc(s: bytes) -> bytes:
 def encode(ts: int, event: str, msg_id: str, n: int, amount: int, balance_after: int,
            note: str) -> str:
     """The `d` field of a record (what the Lua scripts write)."""
-    parts = (str(ts), event, msg_id, str(n), str(amount), str(balance_after), note)
-    return b"".join(_enc(p.encode("utf-8")) for p in parts).decode("utf-8")
+    return "%d|%s|%d|%d|%d|%d:%s|%d:%s" % (ts, event, n, amount, balance_after,
+                                           len(msg_id.encode("utf-8")), msg_id,
+                                           len(note.encode("utf-8")), note)
 
 
 def chain_hash(prev: str, account: str, d: str) -> str:
@@ -104,23 +106,29 @@ class DecodeError(ValueError):
 
 
 def decode(d: str) -> list[str]:
-    """The 7 fields of a record's `d`; DecodeError if it is not well formed."""
+    """The 7 fields (ts, event, msg_id, n, amount, balance_after, note) of a record's `d`;
+    DecodeError if it is not well formed."""
     b = d.encode("utf-8")
-    out: list[str] = []
-    i = 0
-    while i < len(b):
-        colon = b.find(b":", i)
-        if colon < 0 or not b[i:colon].isdigit():
-            raise DecodeError("bad length at byte %d" % i)
-        n = int(b[i:colon])
-        end = colon + 1 + n
-        if end >= len(b) + 1 or b[end:end + 1] != b",":
-            raise DecodeError("bad field at byte %d" % i)
-        out.append(b[colon + 1:end].decode("utf-8"))
-        i = end + 1
-    if len(out) != len(FIELDS):
-        raise DecodeError("%d fields, not %d" % (len(out), len(FIELDS)))
-    return out
+    head = b.split(b"|", 5)
+    if len(head) != 6:
+        raise DecodeError("too few fields")
+    ts, event, n, amount, bal, rest = head
+    for x in (ts, n, amount, bal):
+        if not x.lstrip(b"-").isdigit():
+            raise DecodeError("not a number: %r" % x)
+    strings = []
+    for last in (False, True):
+        colon = rest.find(b":")
+        if colon < 0 or not rest[:colon].isdigit():
+            raise DecodeError("bad length")
+        end = colon + 1 + int(rest[:colon])
+        if end > len(rest) or (not last and rest[end:end + 1] != b"|") or (
+                last and end != len(rest)):
+            raise DecodeError("bad field length")
+        strings.append(rest[colon + 1:end].decode("utf-8"))
+        rest = rest[end + 1:]
+    return [ts.decode(), event.decode(), strings[0], n.decode(), amount.decode(),
+            bal.decode(), strings[1]]
 
 
 def _fields(flat: Any) -> dict[str, str]:
