@@ -1,0 +1,223 @@
+"""Issue 3 with real processes: prepaid charging is exact across nodes, refusals, crashes."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+
+from proxyd.smpp import constants as C
+from proxyd.smpp import pdu as P
+
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .test_relay_e2e import read_pdu
+
+S = C.STATUS
+PRICE = 5
+
+NODE = """
+[smpp]
+listen = ["tcp:{port}:interface=127.0.0.1"]
+window = 500
+
+[store]
+dir = "{store}"
+reservation_max_age_s = 3
+sweep_interval_s = 1
+
+[relay]
+queue_wait_s = 2
+
+[[upstream]]
+name = "op"
+connect = "tcp:host=127.0.0.1:port={sim}"
+system_id = "proxyd"
+binds = 2
+window = 100
+response_timeout_s = 5
+
+[[account]]
+system_id = "acme"
+password = "pw"
+service_codes = ["10690001"]
+price = 5
+max_binds = 8
+"""
+
+
+def balance(tmp, cfg) -> int:
+    return int(admin(tmp, cfg, "balance", "acme").stdout.split()[-1])
+
+
+def blast(port: int, n: int, tag: bytes, answers: dict, window: int = 200) -> None:
+    """Send n submits over one bind keeping `window` in flight; record every answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(P.encode(P.BindTransmitter(1, 0, b"acme", b"pw", b"", 0x34, 0, 0, b"")))
+    assert read_pdu(s).status == 0
+    sent = 0
+    got = 0
+    try:
+        while got < n:
+            burst = []
+            while sent < n and sent - got < window:
+                burst.append(P.encode(P.SubmitSm(seq=2 + sent, source_addr=b"10690001",
+                                                 destination_addr=b"13800138000",
+                                                 short_message=tag + b"%06d" % sent)))
+                sent += 1
+            if burst:
+                s.sendall(b"".join(burst))
+            r = read_pdu(s)
+            if r is None:
+                break
+            if r.command_id == C.SUBMIT_SM_RESP:
+                answers[tag + b"%06d" % (r.seq - 2)] = (r.status, r.message_id)
+                got += 1
+    except OSError:
+        pass
+    finally:
+        s.close()
+
+
+def texts(record) -> list[bytes]:
+    return [P.decode_body(C.SUBMIT_SM, 0, 1, bytes.fromhex(x["body"])).short_message
+            for x in read_record(record)]
+
+
+def test_two_nodes_one_store_exact_balance(tmp_path):
+    sim, sim_port, record = start_sim(tmp_path)
+    store = tmp_path / "shared-store"
+    ports = [free_port(), free_port()]
+    cfgs = [write_config(tmp_path, NODE.format(port=p, store=store, sim=sim_port),
+                         "node%d.toml" % i) for i, p in enumerate(ports)]
+    nodes = [start_proxyd(tmp_path, cfg, p, name="node%d" % i)
+             for i, (cfg, p) in enumerate(zip(cfgs, ports))]
+    try:
+        for n in nodes:
+            wait_for(lambda n=n: n.text().count("upstream op bound") >= 2, 20, "binds")
+        admin(tmp_path, cfgs[0], "topup", "acme", str(6000 * PRICE))
+        answers: dict = {}
+        threads = [threading.Thread(target=blast, args=(ports[i % 2], 2500, b"c%d-" % i,
+                                                        answers)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(answers) == 10000
+        ok = [k for k, (st, _) in answers.items() if st == 0]
+        poor = [k for k, (st, _) in answers.items() if st == S["PROXYD_RNOBALANCE"]]
+        assert len(ok) == 6000
+        assert len(poor) == 4000
+        wait_for(lambda: len(read_record(record)) >= 6000, 20, "6000 at the operator")
+        assert sorted(texts(record)) == sorted(ok)
+        assert balance(tmp_path, cfgs[1]) == 0
+        ledger = admin(tmp_path, cfgs[0], "ledger", "acme", "--limit", "20000").stdout
+        after = [int(f.split("=")[1]) for line in ledger.splitlines()
+                 for f in line.split("\t") if f.startswith("balance=")]
+        assert len(after) >= 12000                    # 6000 reserves + 6000 commits at least
+        assert min(after) == 0                        # never below zero at any step
+    finally:
+        for n in nodes:
+            n.stop()
+        sim.stop()
+
+
+def test_upstream_refusals_are_refunded(tmp_path):
+    sim, sim_port, record = start_sim(tmp_path, None, "--fail-every", "3",
+                                      "--fail-status", "0x45")
+    port = free_port()
+    cfg = write_config(tmp_path, NODE.format(port=port, store=tmp_path / "store", sim=sim_port))
+    proxyd = start_proxyd(tmp_path, cfg, port)
+    try:
+        wait_for(lambda: proxyd.text().count("upstream op bound") >= 2, 20, "binds")
+        start = 100000
+        admin(tmp_path, cfg, "topup", "acme", str(start))
+        answers: dict = {}
+        blast(port, 900, b"r-", answers)
+        ok = [k for k, (st, _) in answers.items() if st == 0]
+        refused = [k for k, (st, _) in answers.items() if st == S["ESME_RSUBMITFAIL"]]
+        assert len(ok) == 600 and len(refused) == 300
+        wait_for(lambda: balance(tmp_path, cfg) == start - PRICE * len(ok), 10,
+                 "balance = start - price x OKs")
+    finally:
+        proxyd.stop()
+        sim.stop()
+
+
+def test_kill9_under_load_then_sweeper(tmp_path):
+    sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "50")
+    port = free_port()
+    store = tmp_path / "store"
+    cfg = write_config(tmp_path, NODE.format(port=port, store=store, sim=sim_port))
+    proxyd = start_proxyd(tmp_path, cfg, port)
+    start = 1000000
+    try:
+        wait_for(lambda: proxyd.text().count("upstream op bound") >= 2, 20, "binds")
+        admin(tmp_path, cfg, "topup", "acme", str(start))
+        answers: dict = {}
+        t = threading.Thread(target=blast, args=(port, 5000, b"k-", answers))
+        t.start()
+        wait_for(lambda: len(read_record(record)) >= 500, 30, "traffic flowing")
+        proxyd.kill9()
+        t.join(60)
+        ok = sum(1 for st, _ in answers.values() if st == 0)
+        assert ok < 5000, "the kill happened too late to test anything"
+        proxyd = start_proxyd(tmp_path, cfg, port, name="proxyd-restarted")
+        # reservations in flight at the kill are refunded by the sweeper (older than 3 s)
+        wait_for(lambda: "outcome unknown" in proxyd.text(), 30, "the sweeper's refunds")
+        received = len(read_record(record))
+
+        def settled() -> bool:
+            charged = start - balance(tmp_path, cfg)
+            return PRICE * ok <= charged <= PRICE * received and charged % PRICE == 0 and \
+                not admin(tmp_path, cfg, "ledger", "acme", "--limit", "1").returncode
+        wait_for(settled, 30, "price x OKs <= charged <= price x received")
+        charged = start - balance(tmp_path, cfg)
+        assert PRICE * ok <= charged <= PRICE * received
+    finally:
+        proxyd.stop()
+        sim.stop()
+        pid = store / "valkey.pid"
+        if pid.exists():
+            try:
+                os.kill(int(pid.read_text().strip()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+
+
+def test_store_killed_and_restarted_under_load(tmp_path):
+    sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "20")
+    port = free_port()
+    store = tmp_path / "store"
+    cfg = write_config(tmp_path, NODE.format(port=port, store=store, sim=sim_port))
+    proxyd = start_proxyd(tmp_path, cfg, port)
+    start = 1000000
+    try:
+        wait_for(lambda: proxyd.text().count("upstream op bound") >= 2, 20, "binds")
+        admin(tmp_path, cfg, "topup", "acme", str(start))
+        answers: dict = {}
+        t = threading.Thread(target=blast, args=(port, 4000, b"s-", answers, 100))
+        t.start()
+        wait_for(lambda: len(read_record(record)) >= 300, 30, "traffic flowing")
+        pid = int((store / "valkey.pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        t.join(120)
+        assert len(answers) == 4000, "every request answered, store down or not"
+        statuses = {st for st, _ in answers.values()}
+        assert S["ESME_RSYSERR"] in statuses, "the store outage was not noticed"
+        assert 0 in statuses
+        wait_for(lambda: "store: starting" in proxyd.text().split("store: this process")[-1]
+                 or proxyd.text().count("store: starting") >= 2, 20, "store restarted")
+        ok = {k for k, (st, _) in answers.items() if st == 0}
+        received = texts(record)
+        assert ok <= set(received), "an OK for a message the operator never got"
+
+        def settled() -> bool:
+            r = admin(tmp_path, cfg, "balance", "acme", check=False)
+            if r.returncode:
+                return False
+            charged = start - int(r.stdout.split()[-1])
+            return PRICE * len(ok) <= charged <= PRICE * len(received)
+        wait_for(settled, 30, "no OK without a charge, no charge without a relay")
+    finally:
+        proxyd.stop()
+        sim.stop()
