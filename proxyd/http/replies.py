@@ -7,7 +7,7 @@ An outcome is one of
 
 Kannel replies are plain text in smsbox's shape; Jasmin's are ``Success "<id>"`` /
 ``Error "<text>"`` with the HTTP statuses Jasmin uses (400, 403, 412, 500, 503).
-docs/http.md lists every line of these tables.
+README.md ("HTTP API") lists every line of these tables.
 """
 from __future__ import annotations
 
