@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench venv clean
+.PHONY: run stop test bench venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,15 +18,26 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-run: $(STAMP)
+run: $(STAMP) stop
 	@mkdir -p var
-	$(VENV)/bin/twistd --pidfile=var/smsc.pid --logfile=var/smsc.log proxyd-smsc
-	@echo "simulator on 127.0.0.1:2776 (log var/smsc.log)"
-	@echo "proxyd on SMPP 127.0.0.1:2775, HTTP 127.0.0.1:13013 -- send a first message with:"
+	$(VENV)/bin/twistd --pidfile=var/smsc.pid --logfile=var/smsc.log proxyd-smsc --receipt-delay 1
+	$(VENV)/bin/twistd --pidfile=var/proxyd.pid --logfile=var/proxyd.log proxyd --config conf/proxyd.toml
+	@$(PY) -c "import sys; sys.path.insert(0, 'tests'); from procs import wait_port; wait_port(2775, deadline_s=60); wait_port(13013)"
+	@test "$$($(VENV)/bin/proxyd-admin --config conf/proxyd.toml balance demo)" != "0" || \
+	  $(VENV)/bin/proxyd-admin --config conf/proxyd.toml topup demo 10000 --note "demo funds" >/dev/null
+	@echo
+	@echo "proxyd is running: SMPP 127.0.0.1:2775, HTTP 127.0.0.1:13013, /metrics on 127.0.0.1:8080"
+	@echo "the SMSC simulator is on 127.0.0.1:2776; logs in var/proxyd.log and var/smsc.log"
+	@echo "account 'demo' (password 'demo', service code 10690001) has 10000 fen; send a first message:"
+	@echo
 	@echo "  curl 'http://127.0.0.1:13013/cgi-bin/sendsms?username=demo&password=demo&from=10690001&to=13800138000&text=hello'"
-	@echo "  or: $(PY) -m proxyd.tools.send --to 13800138000 --text hello"
-	@echo "(Ctrl-C stops proxyd; 'kill \$$(cat var/smsc.pid)' stops the simulator)"
-	$(VENV)/bin/twistd -n --pidfile=var/proxyd.pid proxyd --config conf/proxyd.toml
+	@echo
+	@echo "or bind any SMPP client to 127.0.0.1:2775 as demo/demo.  'make stop' stops both."
+
+stop:
+	-@test -f var/proxyd.pid && kill $$(cat var/proxyd.pid) 2>/dev/null; true
+	-@test -f var/smsc.pid && kill $$(cat var/smsc.pid) 2>/dev/null; true
+	@sleep 1
 
 bench: $(STAMP)
 	$(PY) bench/codec.py
