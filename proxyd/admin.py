@@ -6,7 +6,18 @@
     proxyd-admin --config conf/proxyd.toml adjust ACCOUNT DELTA --note TEXT
     proxyd-admin --config conf/proxyd.toml refund-all ACCOUNT --note TEXT
     proxyd-admin --config conf/proxyd.toml optout add|remove|list ACCOUNT [NUMBER]
+    proxyd-admin --config conf/proxyd.toml verify ACCOUNT [--date D]
+    proxyd-admin --config conf/proxyd.toml trace MESSAGE_ID [--account A] [--date D]
+    proxyd-admin --config conf/proxyd.toml trace --account A --to NUMBER [--date D]
+    proxyd-admin --config conf/proxyd.toml report ACCOUNT [--date D | --from D --to D] [--json]
+    proxyd-admin --config conf/proxyd.toml export [--date D] [--account A] [--output FILE]
     proxyd-admin hash-password            (password from stdin, or asked for on a terminal)
+
+Days are YYYYMMDD or YYYY-MM-DD, local time, default today. verify recomputes the hash chain
+of an account's journal day and names the first record where it breaks; report prints the
+figures of issue 8 and checks its identities (and the chain, and the daily counters against
+the journal); export writes a day's journal as JSON lines (one record a line, with its d and
+h so the chain can be checked from the file). verify and report exit 1 when a check fails.
 
 Amounts are integers in minor units (fen). It talks to the store of the config with the
 synchronous ``valkey`` client and the same Lua scripts as the daemon (`proxyd.store.ledger`).
@@ -14,12 +25,14 @@ For the embedded store it connects to ``<store.dir>/valkey.sock``; if no server 
 starts one for the duration of the command (see `proxyd.store.embedded.start_blocking`).
 
 Exit status: 0 done, 1 the store failed or refused (e.g. the adjustment would make the balance
-negative), 2 bad arguments, bad config or unknown account.
+negative) or a check failed (verify, report), 2 bad arguments, bad config or unknown account.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
+import json
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -60,6 +73,33 @@ def _signed_int(text: str) -> int:
         raise argparse.ArgumentTypeError("must be an integer (fen), got %r" % text) from None
 
 
+def _day(text: str) -> str:
+    t = text.replace("-", "")
+    try:
+        datetime.datetime.strptime(t, "%Y%m%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a day YYYYMMDD or YYYY-MM-DD, got %r"
+                                         % text) from None
+    return t
+
+
+def _days(first: str, last: str) -> list[str]:
+    d = datetime.datetime.strptime(first, "%Y%m%d").date()
+    end = datetime.datetime.strptime(last, "%Y%m%d").date()
+    if end < d:
+        raise UsageError("--to %s is before --from %s" % (last, first))
+    out = []
+    while d <= end:
+        out.append(d.strftime("%Y%m%d"))
+        d += datetime.timedelta(days=1)
+    return out
+
+
+def _next_day(day: str) -> str:
+    return (datetime.datetime.strptime(day, "%Y%m%d").date()
+            + datetime.timedelta(days=1)).strftime("%Y%m%d")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # exit status 2, as argparse does, but raised
         self.print_usage(sys.stderr)
@@ -92,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=("add", "remove", "list"))
     s.add_argument("account")
     s.add_argument("number", nargs="?", default=None)
+    s = sub.add_parser("verify", help="recompute an account's journal hash chain for a day")
+    s.add_argument("account")
+    s.add_argument("--date", type=_day, default=None)
+    s = sub.add_parser("trace", help="every journal event of a message, in time order")
+    s.add_argument("message_id", nargs="?", default=None)
+    s.add_argument("--account", default=None)
+    s.add_argument("--to", dest="number", default=None, metavar="NUMBER")
+    s.add_argument("--date", type=_day, default=None)
+    s = sub.add_parser("report", help="an account's reconciliation for a day or days")
+    s.add_argument("account")
+    s.add_argument("--date", type=_day, default=None)
+    s.add_argument("--from", dest="first", type=_day, default=None)
+    s.add_argument("--to", dest="last", type=_day, default=None)
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("export", help="a day's journal as JSON lines")
+    s.add_argument("--date", type=_day, default=None)
+    s.add_argument("--account", default=None)
+    s.add_argument("--output", default="-", metavar="FILE")
     sub.add_parser("hash-password", help="print the scrypt hash of a password")
     return p
 
@@ -183,11 +241,123 @@ def _fmt_time(ms: str) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ".%03d" % (int(ms) % 1000)
 
 
+def _today() -> str:
+    return L.day_of(time.time())
+
+
+def verify_day(client: Any, account: str, day: str) -> J.Break | None:
+    return J.verify(account, read_day(client, account, day),
+                    client.hget(L.jhead_key(account), day))
+
+
+def _record_line(r: J.Record) -> str:
+    return "\t".join((_fmt_time(str(r.ts)), r.account, r.msg_id or "-", r.event,
+                      str(r.amount), "balance=%d" % r.balance_after, r.note))
+
+
+def _journal_command(args: argparse.Namespace, cfg: Config, client: Any, out: Any) -> int:
+    accounts = [a.system_id for a in cfg.accounts]
+    if args.command == "verify":
+        day = args.date or _today()
+        brk = verify_day(client, args.account, day)
+        n = client.xlen(L.journal_key(args.account, day))
+        if brk is not None:
+            print("%s %s: BROKEN at %s" % (args.account, day, brk), file=out)
+            return 1
+        print("%s %s: %d records, chain intact" % (args.account, day, n), file=out)
+        return 0
+    if args.command == "trace":
+        if args.message_id is None and (args.number is None or args.account is None):
+            raise UsageError("trace needs a MESSAGE_ID, or --account and --to NUMBER")
+        accts = [args.account] if args.account else accounts
+        found: list[J.Record] = []
+        for acct in accts:
+            days = [args.date] if args.date else journal_days(client, acct)
+            if args.date:  # receipts may come on the next day
+                days.append(_next_day(args.date))
+            ids: set[str] | None = None
+            if args.message_id is not None:
+                ids = {args.message_id}
+            recs_by_day = {}
+            for day in days:
+                recs_by_day[day] = read_day(client, acct, day)
+            if args.number is not None:
+                from proxyd.policy.optout import normalise_number
+                want = "to=" + normalise_number(args.number)
+                ids = {r.msg_id for recs in recs_by_day.values() for r in recs
+                       if r.msg_id and want in r.note.split(" ")}
+                if args.message_id is not None:
+                    ids &= {args.message_id}
+            for recs in recs_by_day.values():
+                found += J.trace(recs, ids)
+            if found and args.message_id is not None:
+                break
+        if not found:
+            print("no journal records found", file=sys.stderr)
+            return 1
+        for r in J.trace(found):
+            print(_record_line(r), file=out)
+        return 0
+    if args.command == "report":
+        if args.date and (args.first or args.last):
+            raise UsageError("give --date or --from/--to, not both")
+        first = args.first or args.date or _today()
+        days = _days(first, args.last or args.date or first)
+        rep = report(client, cfg.account(args.account), days)
+        if args.json:
+            print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=1), file=out)
+        else:
+            print(J.format_report(rep), file=out)
+        return 0 if rep.ok else 1
+    if args.command == "export":
+        day = args.date or _today()
+        accts = [args.account] if args.account else accounts
+        f = out if args.output == "-" else open(args.output, "w", encoding="utf-8")
+        try:
+            n = 0
+            for acct in accts:
+                for r in read_day(client, acct, day):
+                    f.write(json.dumps(r.as_dict() | {"d": r.d}, ensure_ascii=False) + "\n")
+                    n += 1
+        finally:
+            if f is not out:
+                f.close()
+        if args.output != "-":
+            print("%d records of %s written to %s" % (n, day, args.output), file=out)
+        return 0
+    raise UsageError("unknown command")  # pragma: no cover
+
+
+def report(client: Any, account: Any, days: list[str]) -> J.Report:
+    """The reconciliation of `days` for an AccountConfig."""
+    acct = account.system_id
+    records = {d: read_day(client, acct, d) for d in days}
+    stats = {d: {k: int(v) for k, v in client.hgetall(L.stats_key(acct, d)).items()}
+             for d in days}
+    heads = {d: client.hget(L.jhead_key(acct), d) for d in days}
+    opened = {k: int(v.split(":")[0]) for k, v in client.hgetall(
+        L.reservations_key(acct)).items()}
+    later = set()
+    nxt = _next_day(days[-1])
+    if nxt <= _today():
+        later = {r.msg_id for r in read_day(client, acct, nxt)
+                 if r.event in ("committed", "refunded")}
+    return J.build_report(acct, account.price, days, records, stats, opened, later, heads)
+
+
 def _store_command(args: argparse.Namespace, out: Any) -> int:
     try:
         cfg = load(args.config)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if args.command in ("trace", "export"):
+        if args.account is not None and cfg.account(args.account) is None:
+            raise UsageError("unknown account %r" % args.account)
+        client, close = open_store(cfg)
+        try:
+            return _journal_command(args, cfg, client, out)
+        finally:
+            close()
     if cfg.account(args.account) is None:
         known = ", ".join(a.system_id for a in cfg.accounts) or "none"
         raise UsageError("unknown account %r (accounts in %s: %s)"
@@ -231,6 +401,8 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
                 print(number, file=out)
         elif args.command == "refund-all":
             print(int(run_script(client, "refund_all", acct, args.note)), file=out)
+        elif args.command in ("verify", "report"):
+            return _journal_command(args, cfg, client, out)
         return 0
     except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
         raise Failed("store unavailable: %s" % e) from None

@@ -21,12 +21,13 @@ day is noticed too. ts is ms since the epoch; n is the number of parts the recor
 
 Events and what they do to the balance (``DELTA``):
 
-    reserved     -amount  a part was reserved (charged provisionally) before relaying
+    reserved     -amount  a part was reserved (charged provisionally) before relaying;
+                          note "to=NUMBER" (the normalised destination) when known
     committed       0     the upstream accepted the part; note "up=NAME id=UPSTREAM_ID"
     refunded     +amount  the upstream refused it, or its outcome never came (note
                           "outcome unknown", by the sweeper)
-    rejected        0     refused before charging; note = reason (optout, content, ...),
-                          n = parts
+    rejected        0     refused before charging; note = reason (optout, content, ...)
+                          and "to=NUMBER" when known, n = parts
     topup        +amount  adjust  +amount (signed)  refund_all  -amount
     any other       0     state events without money: received, relayed, receipt (note
                           "STATE ERR", e.g. "DELIVRD 000"), receipt_delivered,
@@ -375,10 +376,11 @@ def build_report(account: str, price: int, days: Sequence[str],
                     cnt("refunded", 1)
                     cnt("refunded_amount", r.amount)
             elif e == "rejected":
+                reason = r.note.split(" ", 1)[0]
                 rep.submitted += r.n
-                rep.refused[r.note] = rep.refused.get(r.note, 0) + r.n
+                rep.refused[reason] = rep.refused.get(reason, 0) + r.n
                 cnt("submitted", r.n)
-                cnt("rejected:" + r.note, r.n)
+                cnt("rejected:" + reason, r.n)
             elif e == "topup":
                 rep.topups += r.amount
                 cnt("topup", r.amount)

@@ -214,11 +214,12 @@ _BATCH = r"""
 -- ARGV[5]: the operations, packed into one string of fields separated by \31 (fewer
 -- arguments to encode and parse on the client); done in order; one result each, returned
 -- as one string of results separated by ',':
---   a price number n id*n   admit: opt-out check ('' = none) and one reservation per part,
+--   a price number to n id*n  admit: opt-out check of number ('' = none) and one
+--                           reservation per part, journaled with note "to=<to or number>",
 --                           all or nothing -> "code:balance": 0 reserved | -1 insufficient
 --                           | -3 opted out (both counted and journaled as rejected, per
 --                           part) | -2 duplicate id (nothing recorded)
---   v price number n id*n   the same without counting or journaling a refusal (reserve)
+--   v price number to n id*n  the same without counting or journaling a refusal
 --   c id note | r id note   commit | refund -> amount, or -1 if nothing was open
 --   x reason id parts       a refusal before charging -> today's count for that reason
 --   e event id note         a state event (no money) -> 0
@@ -240,13 +241,13 @@ while i <= #A do
   local op = A[i]
   -- everything is checked before anything is written: a script is not rolled back
   if op == 'a' or op == 'v' then
-    local number, n = A[i + 2], tonumber(A[i + 3])
+    local number, n = A[i + 2], tonumber(A[i + 4])
     if not tonumber(A[i + 1]) or not n or n < 1 then
       return redis.error_reply('ERR bad admit operation at field ' .. i)
     end
     if number ~= '' and not nset[number] then nset[number] = true; numbers[#numbers + 1] = number end
-    for j = i + 4, i + 3 + n do ids[#ids + 1] = A[j] end
-    i = i + 4 + n
+    for j = i + 5, i + 4 + n do ids[#ids + 1] = A[j] end
+    i = i + 5 + n
   elseif op == 'c' or op == 'r' then
     ids[#ids + 1] = A[i + 1]
     i = i + 3
@@ -274,8 +275,10 @@ i = 1
 while i <= #A do
   local op = A[i]
   if op == 'a' or op == 'v' then
-    local price, number, n = tonumber(A[i + 1]), A[i + 2], tonumber(A[i + 3])
-    local first, last = i + 4, i + 3 + n
+    local price, number, to, n = tonumber(A[i + 1]), A[i + 2], A[i + 3], tonumber(A[i + 4])
+    local first, last = i + 5, i + 4 + n
+    if to == '' then to = number end
+    local note = (to ~= '') and ('to=' .. to) or ''
     i = last + 1
     local b = balance()
     local code = 0
@@ -297,7 +300,7 @@ while i <= #A do
         local id = A[j]
         b = b - price
         res_set(id, v)
-        journal('reserved', id, 1, price, b, '')
+        journal('reserved', id, 1, price, b, note)
       end
       bal = b
       stat('submitted', n)
@@ -306,7 +309,9 @@ while i <= #A do
       local reason = (code == -3) and 'optout' or 'insufficient_balance'
       stat('submitted', n)
       stat('rejected:' .. reason, n)
-      for j = first, last do journal('rejected', A[j], 1, 0, b, reason) end
+      local reason_note = reason
+      if note ~= '' then reason_note = reason .. ' ' .. note end
+      for j = first, last do journal('rejected', A[j], 1, 0, b, reason_note) end
     end
     out[#out + 1] = code .. ':' .. fmt(b)
   elseif op == 'c' or op == 'r' then
@@ -545,13 +550,18 @@ class Ledger:
         self._flush_call = None
         pending, self._queue = self._queue, {}
         for account, queued in pending.items():
-            # the admits first, in a call of their own: their answers are what the relay
-            # waits for before relaying; commits and refunds follow in a second call
-            admits = [q for q in queued if q[0] <= _RESERVE]
-            items = admits + [q for q in queued if q[0] > _RESERVE] if (
-                0 < len(admits) < len(queued)) else queued
-            n_admits = len(admits) if len(admits) < len(queued) else len(items)
-            for i in self._cuts(len(items), n_admits):
+            # commits and refunds in a second call after the rest: the admits' answers are
+            # what the relay waits for before relaying. (Kept in one call, in order, when
+            # one settles a message admitted in this same turn.)
+            settles = [q for q in queued if q[0] == _SETTLE]
+            items, n_first = queued, len(queued)
+            if 0 < len(settles) < len(queued):
+                firsts = [q for q in queued if q[0] != _SETTLE]
+                admitted = {m for q in firsts if q[0] == _ADMIT for m in q[3]}
+                admitted.update(q[3][0] for q in firsts if q[0] == _RESERVE)
+                if not admitted or not any(q[3] in admitted for q in settles):
+                    items, n_first = firsts + settles, len(firsts)
+            for i in self._cuts(len(items), n_first):
                 chunk = items[i[0]:i[1]]
                 keys, argv = self._args(account, _SEP.join([c[1] for c in chunk]))
                 try:
@@ -613,17 +623,18 @@ class Ledger:
     # -- per message ----------------------------------------------------------------------
 
     def admit(self, account: str, msg_ids: list[str], price: int, number: str,
-              cb: Callable[[int, int], None]) -> None:
+              cb: Callable[[int, int], None], to: str = "") -> None:
         """Opt-out check and reservation of one message (one msg_id per part, `price` each)
         in one atomic step, batched with the other operations of this reactor turn: one
         EVALSHA per account and turn. cb(code, balance): 0 reserved, -1 insufficient
         balance, -3 `number` opted out (both counted and journaled as rejected), -2
-        duplicate id; on a store failure cb(-9, 0)."""
+        duplicate id; on a store failure cb(-9, 0). The reserved records of the parts carry
+        the note "to=<to or number>" (for ``proxyd-admin trace --to``)."""
         ids = _SEP.join(msg_ids)
-        if _SEP in number or ids.count(_SEP) != len(msg_ids) - 1 or not msg_ids:
+        if _SEP in number or _SEP in to or ids.count(_SEP) != len(msg_ids) - 1 or not msg_ids:
             raise ValueError("bad message ids or number")
-        self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%d\x1f%s" % (
-            price, number, len(msg_ids), ids), cb)
+        self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
+            price, number, to, len(msg_ids), ids), cb, msg_ids)
 
     def reserve(self, account: str, msg_id: str, parts: int, price: int) -> defer.Deferred:
         """Take parts*price from the balance for `msg_id` (one reservation of the whole
@@ -632,7 +643,7 @@ class Ledger:
         does that with `count_rejected`."""
         d: defer.Deferred = defer.Deferred()
         parts, price = int(parts), int(price)
-        self._queue_op(account, _RESERVE, _pack("v", parts * price, "", 1, _field(msg_id)),
+        self._queue_op(account, _RESERVE, _pack("v", parts * price, "", "", 1, _field(msg_id)),
                        d, (msg_id, parts * price))
         return d
 
@@ -641,14 +652,16 @@ class Ledger:
         there was no open reservation (unknown or already settled). The relay's note:
         ``up=<upstream name> id=<upstream message id>``."""
         d: defer.Deferred = defer.Deferred()
-        self._queue_op(account, _SETTLE, "c\x1f%s\x1f%s" % (_field(msg_id), _field(note)), d)
+        self._queue_op(account, _SETTLE, "c\x1f%s\x1f%s" % (_field(msg_id), _field(note)), d,
+                       msg_id)
         return d
 
     def refund(self, account: str, msg_id: str, note: str = "") -> defer.Deferred:
         """Give a reservation back. Deferred[int | None]: the amount refunded, or None if
         there was no open reservation (so refunding twice is harmless)."""
         d: defer.Deferred = defer.Deferred()
-        self._queue_op(account, _SETTLE, "r\x1f%s\x1f%s" % (_field(msg_id), _field(note)), d)
+        self._queue_op(account, _SETTLE, "r\x1f%s\x1f%s" % (_field(msg_id), _field(note)), d,
+                       msg_id)
         return d
 
     def count_rejected(self, account: str, reason: str, msg_id: str = "",

@@ -1,0 +1,267 @@
+"""The message journal (issue 8): hash chain, verify, trace, report, export; real valkey."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from proxyd.admin import run_script
+from proxyd.store import journal as J
+from proxyd.store import ledger as L
+from proxyd.store.client import Store
+from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+SEP = "\x1f"
+
+
+def admin(cfg: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "proxyd.admin", "--config", cfg, *args],
+                          capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=120)
+
+
+@pytest.fixture
+def setup(valkey_socket: str, tmp_path: Path) -> Any:
+    import valkey
+
+    acct = "j" + uuid.uuid4().hex[:10]
+    cfg = tmp_path / "proxyd.toml"
+    cfg.write_text('[store]\nurl = "unix://%s"\n\n[[account]]\nsystem_id = "%s"\n'
+                   'password = "pw"\nprice = 5\n' % (valkey_socket, acct))
+    client = valkey.Valkey(unix_socket_path=valkey_socket, decode_responses=True)
+    yield client, acct, str(cfg), L.day_of(time.time())
+    client.close()
+
+
+def batch(client: Any, acct: str, *ops: tuple) -> list[str]:
+    packed = SEP.join(SEP.join(str(f) for f in op) for op in ops)
+    return run_script(client, "batch", acct, packed).split(",")
+
+
+def scripted_mix(client: Any, acct: str) -> dict[str, str]:
+    """A day of one account: top-up, accepted, refused for each reason, upstream errors,
+    receipts of each state, a multipart message, an outcome that never came."""
+    run_script(client, "topup", acct, 1000, "invoice 1")
+    r = batch(client, acct,
+              ("a", 5, "13800000001", "", 1, "m1"),
+              ("a", 5, "", "13800000002", 1, "m2"),
+              ("a", 5, "13800000003", "", 3, "long1", "long2", "long3"),
+              ("a", 5, "", "", 1, "m4"),
+              ("a", 5, "", "", 1, "lost"))
+    assert r == ["0:995", "0:990", "0:975", "0:970", "0:965"]
+    client.sadd("optout:{%s}" % acct, "13900000009")
+    r = batch(client, acct,
+              ("a", 5, "13900000009", "", 2, "o1", "o2"),          # opted out, 2 parts
+              ("a", 5000, "", "", 1, "big"),                        # insufficient balance
+              ("x", "content", "", 3),                             # multipart content refusal
+              ("x", "sender", "", 1),
+              ("c", "m1", "up=sim id=U1"),
+              ("r", "m2", "up=sim status=ESME_RTHROTTLED"),
+              ("c", "long1", "up=sim id=U2"), ("c", "long2", "up=sim id=U3"),
+              ("c", "long3", "up=sim id=U4"),
+              ("e", "receipt", "m1", "DELIVRD 000"),
+              ("e", "receipt", "long1", "DELIVRD 000"),
+              ("e", "receipt", "long2", "UNDELIV 001"),
+              ("e", "receipt", "long3", "EXPIRED 000"))
+    assert r == ["-3:965", "-1:965", "3", "1", "5", "5", "5", "5", "5", "0", "0", "0", "0"]
+    run_script(client, "adjust", acct, -15, "goodwill correction")
+    # 'lost' is swept (its outcome never came); m4 stays open
+    client.hset("res:{%s}" % acct, "lost", "5:1")  # as if reserved long ago
+    assert run_script(client, "sweep", acct, 1000, 1000, J.UNKNOWN_OUTCOME) == ["lost", 5]
+    return {}
+
+
+def test_report_balances_after_a_mix(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    scripted_mix(client, acct)
+    r = admin(cfg, "report", acct, "--date", day, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    p, a = rep["parts"], rep["amounts"]
+    assert p["submitted"] == 7 + 2 + 1 + 3 + 1
+    assert p["refused_by_reason"] == {"optout": 2, "insufficient_balance": 1, "content": 3,
+                                      "sender": 1}
+    assert (p["accepted_by_upstream"], p["refused_by_upstream"], p["outcome_unknown"],
+            p["pending"]) == (4, 1, 1, 1)
+    assert (p["delivered"], p["undelivered"]) == (2, 2)
+    assert (a["charged"], a["refunded"], a["topups"], a["adjustments"]) == (20, 10, 1000, -15)
+    assert (a["balance_start"], a["balance_end"]) == (0, 1000 - 35 + 10 - 15)
+    assert all(i["holds"] for i in rep["identities"]) and rep["ok"]
+    text = admin(cfg, "report", acct, "--from", day, "--to", day)
+    assert text.returncode == 0 and "[FAIL]" not in text.stdout and "[ok]" in text.stdout
+    assert admin(cfg, "verify", acct, "--date", day).returncode == 0
+
+
+def test_trace_shows_every_event_in_order(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    scripted_mix(client, acct)
+    r = admin(cfg, "trace", "long2")
+    assert r.returncode == 0, r.stderr
+    events = [line.split("\t")[3] for line in r.stdout.splitlines()]
+    assert events == ["reserved", "committed", "receipt"]
+    assert "up=sim id=U3" in r.stdout and "UNDELIV 001" in r.stdout
+    # by destination: every part of the multipart message, each part's events in order
+    r = admin(cfg, "trace", "--account", acct, "--to", "+8613800000003", "--date", day)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert sorted({row[2] for row in rows}) == ["long1", "long2", "long3"]
+    for part in ("long1", "long2", "long3"):
+        assert [row[3] for row in rows if row[2] == part] == ["reserved", "committed",
+                                                              "receipt"]
+    # a refused message is traced too (opt-out, per part)
+    r = admin(cfg, "trace", "o2", "--account", acct)
+    assert [line.split("\t")[3] for line in r.stdout.splitlines()] == ["rejected"]
+    assert admin(cfg, "trace", "no-such-id", "--account", acct).returncode == 1
+
+
+def _rewrite(client: Any, key: str, change: Any) -> None:
+    """Rewrite a stream by hand with the same entry ids, `change(id, fields)` -> fields or
+    None (drop)."""
+    entries = client.xrange(key)
+    client.delete(key)
+    for entry_id, fields in entries:
+        fields = change(entry_id, fields)
+        if fields is not None:
+            client.xadd(key, fields, id=entry_id)
+
+
+def test_editing_a_record_breaks_verify(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    scripted_mix(client, acct)
+    key = L.journal_key(acct, day)
+    victim = client.xrange(key)[6]
+    vid = victim[0]
+    _rewrite(client, key, lambda i, f: dict(f, d=f["d"].replace("|5|", "|4|", 1))
+             if i == vid else f)
+    r = admin(cfg, "verify", acct, "--date", day)
+    assert r.returncode == 1
+    assert "record 7" in r.stdout and vid in r.stdout and "BROKEN" in r.stdout
+    r = admin(cfg, "report", acct, "--date", day)
+    assert r.returncode == 1 and "broken" in r.stdout
+
+
+def test_deleting_a_record_breaks_verify(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    scripted_mix(client, acct)
+    key = L.journal_key(acct, day)
+    entries = client.xrange(key)
+    assert client.xdel(key, entries[3][0]) == 1
+    r = admin(cfg, "verify", acct, "--date", day)
+    assert r.returncode == 1
+    # named: the record that follows the gap, which no longer chains
+    assert "record 4" in r.stdout and entries[4][0] in r.stdout
+    # deleting the last record is noticed through the day's head
+    client.delete(key)  # restored: intact again
+    for entry_id, fields in entries:
+        client.xadd(key, fields, id=entry_id)
+    assert admin(cfg, "verify", acct, "--date", day).returncode == 0
+    client.xdel(key, entries[-1][0])
+    r = admin(cfg, "verify", acct, "--date", day)
+    assert r.returncode == 1 and "deleted" in r.stdout
+
+
+def test_changing_a_counter_fails_the_report(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    scripted_mix(client, acct)
+    client.hincrby(L.stats_key(acct, day), "charged", -5)
+    r = admin(cfg, "report", acct, "--date", day)
+    assert r.returncode == 1 and "counters disagree" in r.stdout
+
+
+def test_unsettled_reservation_that_is_not_open_is_named(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    scripted_mix(client, acct)
+    client.hdel("res:{%s}" % acct, "m4")  # a reservation that vanished without a record
+    r = admin(cfg, "report", acct, "--date", day)
+    assert r.returncode == 1
+    assert "offending ids: m4" in r.stdout
+
+
+def test_export_json_lines(setup: Any, tmp_path: Path) -> None:
+    client, acct, cfg, day = setup
+    scripted_mix(client, acct)
+    out = tmp_path / "export.jsonl"
+    r = admin(cfg, "export", "--date", day, "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == client.xlen(L.journal_key(acct, day))
+    assert rows[0]["event"] == "topup" and rows[0]["account"] == acct
+    # the chain can be checked from the file alone
+    recs = J.records_from_stream([(x["id"], {"d": x["d"], "h": x["h"]}) for x in rows],
+                                 acct, day)
+    assert J.verify(acct, recs, rows[-1]["h"]) is None
+
+
+def test_retention_expires_daily_keys(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    scripted_mix(client, acct)
+    for key in (L.journal_key(acct, day), L.stats_key(acct, day)):
+        assert 89 * 86400 < client.ttl(key) <= 90 * 86400
+    ttl = client.execute_command("HTTL", L.jhead_key(acct), "FIELDS", 1, day)
+    assert 89 * 86400 < ttl[0] <= 90 * 86400
+
+
+def test_record_format_round_trip() -> None:
+    d = J.encode(1700000000123, "committed", "id|with:odd,chars", 1, 5, 90,
+                 "up=sim id=7|8 年")
+    assert J.decode(d) == ["1700000000123", "committed", "id|with:odd,chars", "1", "5",
+                           "90", "up=sim id=7|8 年"]
+    for bad in ("", "1|x|1|1|1|3:ab|0:", "1|x|1|1|1|2:ab|1:", "a|x|1|1|1|0:|0:"):
+        with pytest.raises(J.DecodeError):
+            J.decode(bad)
+
+
+@pytest.mark.usefixtures("valkey_class")
+class TestLedgerJournal(unittest.TestCase):
+    socket_path: str
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.store = yield Store.connect(self.socket_path, pool_size=2, timeout_s=5.0,
+                                         reactor=reactor)
+        self.addCleanup(self.store.disconnect)
+        self.ledger = L.Ledger(self.store, reactor)
+        self.a = "k" + uuid.uuid4().hex[:10]
+
+    @defer.inlineCallbacks
+    def test_events_of_one_turn_are_one_call_in_order(self) -> Any:
+        yield self.ledger.topup(self.a, 100)
+        results: list = []
+        self.ledger.admit(self.a, ["p1", "p2"], 5, "13800000001",
+                          lambda c, b: results.append((c, b)))
+        d1 = self.ledger.journal_event(self.a, "p1", "relayed", "up=sim")
+        d2 = self.ledger.count_rejected(self.a, "content", "", parts=2)
+        yield defer.gatherResults([d1, d2])
+        self.assertEqual(results, [(0, 90)])
+        yield self.ledger.commit(self.a, "p1", "up=sim id=9")
+        yield self.ledger.journal_event(self.a, "p1", "receipt", "DELIVRD 000")
+        recs = yield self.ledger.journal(self.a)
+        self.assertEqual([(r.event, r.msg_id, r.note) for r in recs], [
+            ("topup", "", ""), ("reserved", "p1", "to=13800000001"),
+            ("reserved", "p2", "to=13800000001"), ("relayed", "p1", "up=sim"),
+            ("rejected", "", "content"), ("committed", "p1", "up=sim id=9"),
+            ("receipt", "p1", "DELIVRD 000")])
+        self.assertEqual(recs[4].n, 2)
+        head = yield self.ledger.journal_head(self.a, recs[0].day)
+        self.assertTrue(L.verify_journal(recs, self.a, head))
+        stats = yield self.ledger.stats(self.a)
+        self.assertEqual(stats["rejected:content"], 2)
+        self.assertEqual(stats["submitted"], 4)
+        entries = yield self.ledger.entries(self.a, 10)
+        self.assertEqual([e["op"] for e in entries], ["commit", "reserve", "reserve", "topup"])
+
+    @defer.inlineCallbacks
+    def test_money_events_cannot_be_forged(self) -> Any:
+        for event in ("committed", "topup", "rejected", "Bad", "a|b", ""):
+            yield self.assertFailure(self.ledger.journal_event(self.a, "x", event),
+                                     ValueError)
