@@ -1,6 +1,7 @@
 """Real processes for integration tests: the simulator and proxyd under twistd."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -38,6 +39,17 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, deadline_s: float
     raise RuntimeError("nothing listening on %d after %ss" % (port, deadline_s))
 
 
+_ALL: list = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Safety net: no test process outlives the test run, whatever failed."""
+    for proc in _ALL:
+        if proc.p.poll() is None:
+            proc.p.kill()
+
+
 class Proc:
     """A child process with its log file; stopped (SIGTERM, then SIGKILL) on stop()."""
 
@@ -52,6 +64,7 @@ class Proc:
             e.update(env)
         self.p = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
                                   cwd=str(cwd or ROOT), env=e)
+        _ALL.append(self)
 
     def wait_port(self, port: int, deadline_s: float = 30.0) -> None:
         wait_port(port, self.p, deadline_s, self.log)
@@ -81,7 +94,11 @@ def start_sim(tmp: Path, port: int | None = None, *extra: str, name: str = "sim"
     proc = Proc([str(BIN / "python"), "-m", "proxyd.sim", "--listen",
                  "tcp:%d:interface=127.0.0.1" % port, "--record", str(record), *extra],
                 tmp / ("%s.log" % name))
-    proc.wait_port(port)
+    try:
+        proc.wait_port(port)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, port, record
 
 
@@ -102,7 +119,11 @@ def start_proxyd(tmp: Path, config: Path, port: int, name: str = "proxyd",
                  wait_for: int | None = None) -> Proc:
     proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-",
                  "proxyd", "--config", str(config)], tmp / ("%s.log" % name), cwd=tmp)
-    proc.wait_port(wait_for or port, 60)
+    try:
+        proc.wait_port(wait_for or port, 60)
+    except BaseException:
+        proc.stop()
+        raise
     return proc
 
 

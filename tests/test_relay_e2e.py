@@ -46,15 +46,19 @@ max_binds = 2
 @pytest.fixture
 def stack(tmp_path):
     sim, sim_port, record = start_sim(tmp_path)
-    port = free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port))
-    proxyd = start_proxyd(tmp_path, cfg, port)
-    wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "upstream binds")
-    admin(tmp_path, cfg, "topup", "acme", "1000000", "--note", "test funds")
-    yield {"port": port, "sim": sim, "sim_port": sim_port, "record": record,
-           "proxyd": proxyd, "tmp": tmp_path}
-    proxyd.stop()
-    sim.stop()
+    proxyd = None
+    try:
+        port = free_port()
+        cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port))
+        proxyd = start_proxyd(tmp_path, cfg, port)
+        wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+        admin(tmp_path, cfg, "topup", "acme", "1000000", "--note", "test funds")
+        yield {"port": port, "sim": sim, "sim_port": sim_port, "record": record,
+               "proxyd": proxyd, "tmp": tmp_path}
+    finally:
+        if proxyd is not None:
+            proxyd.stop()
+        sim.stop()
 
 
 def client(port: int) -> smpplib.client.Client:
