@@ -80,6 +80,11 @@ class UpstreamBind(protocol.Protocol):
         was_bound = self.bound
         self.bound = False
         inflight, self.inflight = self.inflight, {}
+        if not was_bound and not self.closing:
+            why = reason.getErrorMessage() if reason is not None else "?"
+            log.warn("upstream {name}: connection lost before bound: {why}",
+                     name=self.upstream.name, why=why)
+            inflight = {k: v for k, v in inflight.items() if v[1] != self._bind_resp}
         self.upstream.bind_lost(self, was_bound, len(inflight))
         for _deadline, cb in inflight.values():
             cb(_S["ESME_RSYSERR"], None)

@@ -1,0 +1,112 @@
+"""TLS is configuration: an ssl: client listener and a tls: upstream with verification."""
+from __future__ import annotations
+
+import datetime
+import socket
+import ssl
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from proxyd.smpp import constants as C
+from proxyd.smpp import pdu as P
+
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .test_relay_e2e import read_pdu
+
+
+def make_ca_and_cert(d):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxyd test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (d / "ca").mkdir()
+    (d / "ca" / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption()))
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return d / "ca", d / "key.pem", d / "cert.pem"
+
+
+CONFIG = """
+[smpp]
+listen = ["ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"]
+
+[[upstream]]
+name = "secure"
+connect = "tls:host=localhost:port={sim}:trustRoots={ca}"
+system_id = "proxyd"
+
+[[account]]
+system_id = "acme"
+password = "pw"
+service_codes = ["10690001"]
+"""
+
+
+def test_tls_listener_and_verified_tls_upstream(tmp_path):
+    ca, key, cert = make_ca_and_cert(tmp_path)
+    sim_port = free_port()
+    sim, _, record = start_sim(tmp_path, sim_port, "--listen",
+                               "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s"
+                               % (sim_port, key, cert))
+    port = free_port()
+    cfg = write_config(tmp_path, CONFIG.format(port=port, key=key, cert=cert, sim=sim_port,
+                                               ca=ca))
+    proxyd = start_proxyd(tmp_path, cfg, port)
+    try:
+        wait_for(lambda: "upstream secure bound" in proxyd.text(), 20, "TLS upstream bind")
+        admin(tmp_path, cfg, "topup", "acme", "1000")
+        ctx = ssl.create_default_context(cafile=str(ca / "ca.pem"))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        s.sendall(P.encode(P.BindTransceiver(1, 0, b"acme", b"pw", b"", 0x34, 0, 0, b"")))
+        assert read_pdu(s).status == 0
+        s.sendall(P.encode(P.SubmitSm(seq=2, source_addr=b"10690001",
+                                      destination_addr=b"13800138000",
+                                      short_message=b"over tls")))
+        r = read_pdu(s)
+        assert (r.command_id, r.status) == (C.SUBMIT_SM_RESP, 0)
+        s.close()
+        wait_for(lambda: len(read_record(record)) == 1, 10, "message at the operator")
+    finally:
+        proxyd.stop()
+        sim.stop()
+
+
+def test_tls_upstream_with_wrong_name_is_refused(tmp_path):
+    ca, key, cert = make_ca_and_cert(tmp_path)
+    sim_port = free_port()
+    sim, _, record = start_sim(tmp_path, sim_port, "--listen",
+                               "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s"
+                               % (sim_port, key, cert))
+    port = free_port()
+    text = CONFIG.format(port=port, key=key, cert=cert, sim=sim_port, ca=ca)
+    text = text.replace("tls:host=localhost", "tls:host=127.0.0.1")   # not the cert's name
+    cfg = write_config(tmp_path, text)
+    proxyd = start_proxyd(tmp_path, cfg, port)
+    try:
+        wait_for(lambda: proxyd.text().count("connection lost before bound") >= 2, 20,
+                 "verification failures")
+        assert "VerificationError" in proxyd.text()
+        assert "upstream secure bound" not in proxyd.text()
+    finally:
+        proxyd.stop()
+        sim.stop()
