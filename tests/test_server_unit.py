@@ -1,0 +1,145 @@
+"""ClientSession without sockets: a fake clock, a string transport, a relay that we drive."""
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from proxyd.config import AccountConfig, SmppConfig
+from proxyd.smpp import constants as C
+from proxyd.smpp import pdu as P
+from proxyd.smpp.server import ClientFactory
+
+ACCOUNT = AccountConfig(system_id="acme", password="pw", service_codes=("1069",))
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.bound_sessions: list = []
+
+    def authenticate(self, sid: str, pw: str):
+        ok = sid == "acme" and pw == "pw"
+        return defer.succeed((0 if ok else C.STATUS["ESME_RINVPASWD"], ACCOUNT))
+
+    def bound(self, session, account) -> int:
+        self.bound_sessions.append(session)
+        return 0
+
+    def ready(self, session) -> None:
+        pass
+
+    def unbound(self, session) -> None:
+        self.bound_sessions.remove(session)
+
+
+class HeldRelay:
+    """Keeps every submit's reply callback; the test answers them."""
+
+    def __init__(self) -> None:
+        self.replies: list = []
+
+    def submit(self, session, pdu, body, reply) -> None:
+        self.replies.append(reply)
+
+
+def make(window: int = 3, **smpp):
+    clock = Clock()
+    relay = HeldRelay()
+    reg = Registry()
+    f = ClientFactory(SmppConfig(window=window, **smpp), reg, relay, clock)
+    t = StringTransport()
+    s = f.buildProtocol(None)
+    s.makeConnection(t)
+    return clock, relay, reg, f, s, t
+
+
+def pdus(t: StringTransport) -> list:
+    out = P.Decoder().feed(t.value())
+    t.clear()
+    return out
+
+
+def bind(s, t) -> None:
+    s.dataReceived(P.encode(P.BindTransmitter(1, 0, b"acme", b"pw", b"", 0x34, 0, 0, b"")))
+    r = pdus(t)
+    assert r[0].command_id == C.BIND_TRANSMITTER_RESP and r[0].status == 0
+
+
+def submit(seq: int) -> bytes:
+    return P.encode(P.SubmitSm(seq=seq, source_addr=b"1069", destination_addr=b"13800138000",
+                               short_message=b"x"))
+
+
+def test_window_pauses_reading_and_resumes():
+    clock, relay, reg, f, s, t = make(window=3)
+    bind(s, t)
+    s.dataReceived(b"".join(submit(10 + i) for i in range(5)))
+    assert len(relay.replies) == 3                 # the window
+    assert t.producerState == "paused"             # back-pressure, not a disconnect
+    assert not t.disconnecting
+    relay.replies[0](0, b"id0")
+    assert len(relay.replies) == 4                 # one more taken from the backlog
+    relay.replies[1](0, b"id1")
+    assert len(relay.replies) == 5
+    assert t.producerState == "producing"
+    answers = pdus(t)
+    assert [(a.seq, a.message_id) for a in answers] == [(10, b"id0"), (11, b"id1")]
+
+
+def test_inactivity_timeout_unbinds_and_closes():
+    clock, relay, reg, f, s, t = make(inactivity_s=10, enquire_link_s=100)
+    f.startFactory()
+    bind(s, t)
+    clock.advance(5)
+    assert not t.disconnecting
+    clock.advance(6)
+    assert [p.command_id for p in pdus(t)] == [C.UNBIND]
+    assert t.disconnecting
+    f.stopFactory()
+
+
+def test_enquire_link_sent_when_idle_and_unanswered_closes():
+    clock, relay, reg, f, s, t = make(inactivity_s=1000, enquire_link_s=5)
+    f.startFactory()
+    bind(s, t)
+    clock.advance(6)
+    sent = pdus(t)
+    assert [p.command_id for p in sent] == [C.ENQUIRE_LINK]
+    s.dataReceived(P.encode(P.EnquireLinkResp(seq=sent[0].seq)))
+    clock.advance(4)
+    assert not t.disconnecting                     # answered: fine
+    clock.advance(7)
+    assert [p.command_id for p in pdus(t)] == [C.ENQUIRE_LINK]
+    clock.advance(6)                               # this one is never answered
+    assert t.disconnecting
+    f.stopFactory()
+
+
+def test_no_bind_within_timeout_closes():
+    clock, relay, reg, f, s, t = make(bind_timeout_s=3)
+    f.startFactory()
+    clock.advance(2)
+    assert not t.disconnecting
+    clock.advance(2)
+    assert t.disconnecting
+    f.stopFactory()
+
+
+def test_clean_unbind_frees_the_registry():
+    clock, relay, reg, f, s, t = make()
+    bind(s, t)
+    assert reg.bound_sessions == [s]
+    s.dataReceived(P.encode(P.Unbind(seq=7)))
+    assert [(p.command_id, p.seq) for p in pdus(t)] == [(C.UNBIND_RESP, 7)]
+    s.connectionLost(None)
+    assert reg.bound_sessions == []
+
+
+def test_good_pdus_before_a_broken_header_are_handled():
+    clock, relay, reg, f, s, t = make()
+    bind(s, t)
+    s.dataReceived(submit(20) + b"\x00\x00\x00\x05" + b"\x00" * 12)
+    assert len(relay.replies) == 1                 # the submit before the bad header
+    out = pdus(t)
+    assert (out[-1].command_id, out[-1].status) == (C.GENERIC_NACK, C.STATUS["ESME_RINVCMDLEN"])
+    assert t.disconnecting
