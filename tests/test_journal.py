@@ -265,3 +265,63 @@ class TestLedgerJournal(unittest.TestCase):
         for event in ("committed", "topup", "rejected", "Bad", "a|b", ""):
             yield self.assertFailure(self.ledger.journal_event(self.a, "x", event),
                                      ValueError)
+
+
+class _Registry:
+    def __init__(self, account: Any) -> None:
+        self.account = account
+
+    def authenticate(self, system_id: str, password: str) -> defer.Deferred:
+        ok = system_id == self.account.system_id and password == "pw"
+        return defer.succeed((0 if ok else 14, self.account if ok else None))
+
+
+@pytest.mark.usefixtures("valkey_class")
+class TestReportResource(unittest.TestCase):
+    socket_path: str
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        from types import SimpleNamespace
+
+        self.store = yield Store.connect(self.socket_path, pool_size=2, timeout_s=5.0,
+                                         reactor=reactor)
+        self.addCleanup(self.store.disconnect)
+        self.ledger = L.Ledger(self.store, reactor)
+        self.account = SimpleNamespace(system_id="h" + uuid.uuid4().hex[:10], price=5)
+        self.node = SimpleNamespace(ledger=self.ledger, store=self.store,
+                                    registry=_Registry(self.account))
+
+    def get(self, **args: str) -> defer.Deferred:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from proxyd.http.report import ReportResource
+
+        req = DummyRequest([b""])
+        req.args = {k.encode(): [v.encode()] for k, v in args.items()}
+        done = req.notifyFinish()
+        ReportResource(self.node).render_GET(req)
+        return done.addCallback(lambda _: (req.responseCode or 200,
+                                           json.loads(b"".join(req.written))))
+
+    @defer.inlineCallbacks
+    def test_report_of_the_authenticated_account(self) -> Any:
+        a = self.account.system_id
+        yield self.ledger.topup(a, 100)
+        codes: list = []
+        self.ledger.admit(a, ["r1", "r2"], 5, "", lambda c, b: codes.append(c))
+        yield self.ledger.count_rejected(a, "content", "", parts=1)
+        yield self.ledger.commit(a, "r1", "up=sim id=1")
+        yield self.ledger.refund(a, "r2", "up=sim status=ESME_RSYSERR")
+        day = self.ledger.day_of(reactor.seconds())
+        code, body = yield self.get(username=a, password="pw", date=day)
+        self.assertEqual(code, 200)
+        self.assertTrue(body["ok"], body)
+        self.assertEqual(body["account"], a)
+        self.assertEqual((body["parts"]["submitted"], body["parts"]["accepted_by_upstream"],
+                          body["parts"]["refused_by_upstream"], body["amounts"]["charged"],
+                          body["amounts"]["balance_end"]), (3, 1, 1, 5, 95))
+        code, body = yield self.get(username=a, password="wrong")
+        self.assertEqual(code, 403)
+        code, body = yield self.get(username=a, password="pw", date="yesterday")
+        self.assertEqual(code, 400)

@@ -1,0 +1,125 @@
+"""GET /report: an account's own reconciliation (issue 8), read-only, as JSON.
+
+    GET /report?username=U&password=P[&date=YYYYMMDD | &from=YYYYMMDD&to=YYYYMMDD]
+
+The same figures and identity checks as ``proxyd-admin report`` (`proxyd.store.journal`),
+for the authenticated account only. 200 with the report (``"ok": false`` and the offending
+ids when an identity does not hold), 400 bad arguments, 403 bad credentials, 503 no store.
+The lead wires it: ``root.putChild(b"report", ReportResource(node))``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from proxyd.store import journal as J
+from proxyd.store.ledger import Ledger
+
+__all__ = ["ReportResource", "MAX_DAYS"]
+
+log = Logger()
+MAX_DAYS = 31
+
+
+def _arg(request: Any, name: str) -> str:
+    v = request.args.get(name.encode())
+    return v[0].decode("utf-8", "replace") if v else ""
+
+
+def _parse_day(text: str) -> str:
+    t = text.replace("-", "")
+    datetime.datetime.strptime(t, "%Y%m%d")
+    return t
+
+
+def _span(first: str, last: str) -> list[str]:
+    a = datetime.datetime.strptime(first, "%Y%m%d").date()
+    b = datetime.datetime.strptime(last, "%Y%m%d").date()
+    if b < a or (b - a).days >= MAX_DAYS:
+        raise ValueError("from/to: at most %d days, from <= to" % MAX_DAYS)
+    return [(a + datetime.timedelta(days=i)).strftime("%Y%m%d") for i in range((b - a).days + 1)]
+
+
+@defer.inlineCallbacks
+def load_report(ledger: Ledger, account: Any, days: list[str], today: str) -> Any:
+    """Deferred[journal.Report] of an AccountConfig over `days` (oldest first)."""
+    acct = account.system_id
+    records, stats, heads = {}, {}, {}
+    for d in days:
+        records[d] = yield ledger.journal(acct, d)
+        stats[d] = yield ledger.stats(acct, d)
+        heads[d] = yield ledger.journal_head(acct, d)
+    opened = yield ledger.reservations(acct)
+    later: set[str] = set()
+    nxt = (datetime.datetime.strptime(days[-1], "%Y%m%d").date()
+           + datetime.timedelta(days=1)).strftime("%Y%m%d")
+    if nxt <= today:
+        later = {r.msg_id for r in (yield ledger.journal(acct, nxt))
+                 if r.event in ("committed", "refunded")}
+    return J.build_report(acct, account.price, days, records, stats, opened, later, heads)
+
+
+class ReportResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.node = node
+
+    def _ledger(self) -> Ledger | None:
+        ledger = getattr(self.node, "ledger", None)
+        if ledger is not None:
+            return ledger
+        store = getattr(self.node, "store", None)
+        return Ledger(store, getattr(self.node, "reactor", None)) if store is not None else None
+
+    def render_GET(self, request: Any) -> Any:
+        user, password = _arg(request, "username"), _arg(request, "password")
+        try:
+            ledger = self._ledger()
+            today = ledger.day_of(ledger.reactor.seconds()) if ledger else ""
+            date, first, last = _arg(request, "date"), _arg(request, "from"), _arg(request, "to")
+            if date and (first or last):
+                raise ValueError("give date or from/to, not both")
+            if first or last:
+                days = _span(_parse_day(first or last), _parse_day(last or first))
+            else:
+                days = [_parse_day(date) if date else today]
+        except ValueError as e:
+            return self._write(request, 400, {"error": str(e)})
+        if not user:
+            return self._write(request, 403, {"error": "authorization failed"})
+        if ledger is None:
+            return self._write(request, 503, {"error": "no store"})
+
+        def authenticated(result: tuple) -> Any:
+            status, account = result
+            if status != 0 or account is None:
+                return self._write(request, 403, {"error": "authorization failed"})
+            return load_report(ledger, account, days, today).addCallback(
+                lambda rep: self._write(request, 200, rep.as_dict()))
+
+        def failed(f: Any) -> None:
+            log.warn("report for {user} failed: {err}", user=user, err=f.getErrorMessage())
+            self._write(request, 503, {"error": "store unavailable, try again later"})
+
+        self.node.registry.authenticate(user, password).addCallback(
+            authenticated).addErrback(failed)
+        return server.NOT_DONE_YET
+
+    @staticmethod
+    def _write(request: Any, code: int, body: dict) -> Any:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if getattr(request, "startedWriting", False) or getattr(request, "finished", False):
+            return server.NOT_DONE_YET
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.write(data)
+        request.finish()
+        return server.NOT_DONE_YET
