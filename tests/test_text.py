@@ -582,3 +582,9 @@ def test_join_parts_shuffled(text: str, rnd) -> None:  # type: ignore[no-untyped
             pairs.append((key[2], strip_udh(0x40, p)))
     rnd.shuffle(pairs)
     assert join_parts(pairs, dc) == text
+
+
+def test_data_coding_15_is_read_as_gbk():
+    from proxyd.text.codec import decode_text
+    assert decode_text("赌博网站".encode("gbk"), 15) == "赌博网站"
+    assert decode_text(b"\xff\xfe\x81", 15) is not None     # malformed: replaced, no raise

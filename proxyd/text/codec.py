@@ -35,6 +35,7 @@ GSM = "gsm"
 ASCII = "ascii"
 LATIN1 = "latin1"
 UCS2 = "ucs2"
+GBK = "gbk"
 BINARY = "binary"
 
 
@@ -52,6 +53,11 @@ def _decode_ucs2(data: bytes) -> str:
     return data.decode("utf-16-be", "replace")
 
 
+def _decode_gbk(data: bytes) -> str:
+    # GB18030 is a superset of GBK and GB2312
+    return data.decode("gb18030", "replace")
+
+
 def _kind_for(dc: int) -> str:
     """Map a data_coding value 0..255 to a text kind."""
     if dc == 0x00:
@@ -64,6 +70,10 @@ def _kind_for(dc: int) -> str:
         return LATIN1
     if dc == 0x08:
         return UCS2
+    if dc == 0x0F:
+        # Chinese gateways (CMPP, and SMPP clients written for them) use 15 for GBK text:
+        # read it as such so the content filter sees what the handset will show.
+        return GBK
     if dc <= 0x0F:
         # 5 JIS, 6 Cyrillic, 7 Hebrew, 9 pictogram, 10 ISO-2022-JP, 13 JIS X 0212,
         # 14 KS C 5601 and reserved values: not supported, read byte-for-byte.
@@ -96,6 +106,7 @@ _DECODERS: dict[str, Callable[[bytes], str] | None] = {
     ASCII: _decode_ascii,
     LATIN1: _decode_latin1,
     UCS2: _decode_ucs2,
+    GBK: _decode_gbk,
     BINARY: None,
 }
 
@@ -104,7 +115,7 @@ _DISPATCH: tuple[Callable[[bytes], str] | None, ...] = tuple(_DECODERS[k] for k 
 
 
 def text_kind(data_coding: int) -> str:
-    """'gsm', 'ascii', 'latin1', 'ucs2' or 'binary' for a data_coding value."""
+    """'gsm', 'ascii', 'latin1', 'ucs2', 'gbk' or 'binary' for a data_coding value."""
     if 0 <= data_coding <= 0xFF:
         return _KINDS[data_coding]
     return LATIN1
