@@ -20,10 +20,36 @@ restarted node finds its own pending entries at once.
 
 One LoopingCall drives every timer of the node: lookup retries, response timeouts, backoff,
 polling of the streams, touch and claim.
+
+Message state and HTTP receipts (keys in proxyd.store.messages): `remember` collects, per
+reactor turn, the state records (``msg:{A}:<mid>``, ENROUTE) and HTTP receipt settings
+(``dlr:{A}:<mid>``) of each account into one script call, and writes the receipt map entries
+of the turn (one script per upstream) only once those are stored: a receipt found in the map
+always finds its message's state and settings. Every receipt, the operator's or proxyd's own,
+is stored by one script in the account's slot that updates the state and then either queues
+an HTTP callback (the part was submitted over HTTP with a dlr-url: the report goes to the URL
+*instead of* the SMPP delivery stream, so an HTTP client's reports never pile up for a
+receiver bind that may never come) or appends it to ``dlv:{A}``.
+
+proxyd's own receipts (`own_receipt`): a deliver_sm in the Appendix B format, esm_class
+0x04, receipted_message_id and message_state TLVs, for parts proxyd acknowledged but did not
+get to the operator (a long message refused once complete, incomplete, or refused by the
+operator after the parts were acknowledged). The ``err:`` field:
+
+    400  content refused (PROXYD_RCONTENT)
+    401  insufficient balance (PROXYD_RNOBALANCE)
+    408  incomplete: the other parts of a long message never came (reassembly timeout)
+    nnn  otherwise the SMPP status of the refusal in decimal, modulo 1000, e.g. 011 bad or
+         opted-out destination (ESME_RINVDSTADR), 020 no upstream capacity (ESME_RMSGQFUL),
+         008 system error / outcome unknown (ESME_RSYSERR), 088 throttled
 """
 from __future__ import annotations
 
+import json
+import re
 import socket
+import time
+import uuid
 from typing import Any, Callable
 
 from twisted.application import service
@@ -36,6 +62,7 @@ from .relay import _ID_RE, mask, message_text, normalise_upstream_id, rewrite_re
 from .smpp import constants as C
 from .smpp import pdu as P
 from .smpp.server import CLOSING
+from .store.messages import STATE, STATE_NAMES, MessageStore, dlr_key, msg_key, record_value
 from .store.receipts import DEFAULT_TTL_S, MO, RECEIPT, Entry, ReceiptStore
 
 log = Logger(namespace="proxyd.delivery")
@@ -44,6 +71,39 @@ _OK = 0
 _RX_T_APPN = C.STATUS["ESME_RX_T_APPN"]
 # delays between the lookups of a receipt whose id is not mapped (yet): ~2 s in all
 LOOKUP_RETRIES = (0.2, 0.3, 0.5, 1.0)
+# a store failure while keeping one of proxyd's own receipts: tried again after these delays
+OWN_RETRIES = (1.0, 2.0, 4.0, 8.0)
+_S = C.STATUS
+_FIELDS = re.compile(rb"(sub|dlvrd|submit date|done date|stat|err):(\S*)", re.I)
+_TEXT = re.compile(rb"text:(.*)$", re.I | re.S)
+
+
+def own_err(stat: str, status: int) -> str:
+    """The 3-digit ``err:`` of proxyd's own receipts (see the module docstring)."""
+    if status == _S["PROXYD_RCONTENT"]:
+        return "400"
+    if status == _S["PROXYD_RNOBALANCE"]:
+        return "401"
+    if status == _S["ESME_RDELIVERYFAILURE"]:
+        return "408"
+    return "%03d" % (status % 1000)
+
+
+def parse_receipt(pdu: Any) -> dict:
+    """The Appendix B fields of a receipt (as str), with its state from the message_state
+    TLV or the stat text."""
+    text = getattr(pdu, "short_message", b"") or pdu.tlv(C.TAG_MESSAGE_PAYLOAD, b"") or b""
+    f = {k.lower().decode().replace(" ", ""): v.decode("latin-1")
+         for k, v in _FIELDS.findall(text)}
+    m = _TEXT.search(text)
+    tlv = pdu.tlv(C.TAG_MESSAGE_STATE)
+    state = tlv[0] if tlv else STATE.get(f.get("stat", "").upper(), 7)
+    stat = f.get("stat", "").upper() or STATE_NAMES.get(state, "UNKNOWN")
+    return {"state": state, "stat": stat, "err": f.get("err", "") or "000",
+            "sub": f.get("sub", ""), "dlvrd": f.get("dlvrd", ""),
+            "subdate": f.get("submitdate", ""), "donedate": f.get("donedate", ""),
+            "text": m.group(1).decode("latin-1") if m else "",
+            "reply": text.decode("latin-1")}
 
 
 def _opt(cfg: Any, section: str, name: str, default: Any) -> Any:
@@ -117,6 +177,16 @@ class Delivery(service.Service):
         ttl = ttl_s or _opt(cfg, "store", "receipt_ttl_s", None) or \
             _opt(cfg, "delivery", "ttl_s", DEFAULT_TTL_S)
         self.rs = ReceiptStore(node.store, ttl, clock=self.clock)
+        self.messages = MessageStore(node.store, ttl, clock=self.clock)
+        from .http.dlr import DlrCaller
+        self.dlr = DlrCaller(self.messages, self.clock, self._accounts,
+                             concurrency=_opt(cfg, "delivery", "dlr_concurrency", 20),
+                             timeout_s=_opt(cfg, "delivery", "dlr_timeout_s", 10.0),
+                             max_attempts=_opt(cfg, "delivery", "dlr_max_attempts", 12),
+                             backoff_s=_opt(cfg, "delivery", "dlr_backoff_s", 1.0))
+        self._records: dict[str, list] = {}         # account -> [(key, value)] this turn
+        self._maps: dict[str, list] = {}            # account -> [(upstream, id, mid)]
+        self._record_call: Any = None
         self.tick_s = tick_s
         self.poll_s = poll_s
         self.consumer = consumer or self._consumer_name(cfg)
@@ -131,7 +201,7 @@ class Delivery(service.Service):
         self.counters: dict[str, int] = dict.fromkeys((
             "receipts", "receipts_unknown", "mo", "mo_unrouted", "optouts", "enqueued",
             "store_errors", "delivered", "retried", "timeouts", "dropped", "expired",
-            "claimed"), 0)
+            "claimed", "own_receipts", "http_receipts", "record_errors"), 0)
 
     @staticmethod
     def _consumer_name(cfg: Any) -> str:
@@ -144,19 +214,88 @@ class Delivery(service.Service):
         super().startService()
         if not self._ticker.running:
             self._ticker.start(self.tick_s, now=False)
+        self.dlr.start()
 
     def stopService(self) -> Any:
         super().stopService()
         if self._ticker.running:
             self._ticker.stop()
+        self.dlr.stop()
+        self._flush_records()
         for due, up, keys, pdu, ack, tries in self._retries:
             ack(_RX_T_APPN)     # not stored: the operator sends it again
         self._retries = []
         return self._flush_acks()
 
     # --- from the relay ---------------------------------------------------------------------
+    def _accounts(self) -> list[str]:
+        return [a.system_id for a in self.node.cfg.accounts]
+
     def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes) -> None:
-        self.rs.remember(upstream, upstream_id, account, mid)
+        """The operator took a part that asked for a receipt: its state (ENROUTE) and its
+        receipt map entry, written with the others of this reactor turn."""
+        m = mid.decode("latin-1")
+        self._records.setdefault(account, []).append(
+            (msg_key(account, m), record_value(1, upstream, upstream_id,
+                                               self.messages.now_ms())))
+        self._maps.setdefault(account, []).append((upstream, upstream_id, mid))
+        self._schedule_records()
+
+    def _schedule_records(self) -> None:
+        if self._record_call is None:
+            self._record_call = self.clock.callLater(0, self._flush_records)
+
+    def _flush_records(self) -> None:
+        if self._record_call is not None and self._record_call.active():
+            self._record_call.cancel()
+        self._record_call = None
+        records, self._records = self._records, {}
+        maps, self._maps = self._maps, {}
+        for account in set(records) | set(maps):
+            items = records.get(account)
+            entries = maps.get(account, [])
+            d = self.messages.record(account, items) if items else defer.succeed(None)
+
+            def failed(f: Any, account: str = account, n: int = len(items or ())) -> None:
+                self.counters["record_errors"] += 1
+                log.warn("state of {n} messages of {acct} not stored: {err}; query_sm and "
+                         "HTTP receipts will not know them", n=n, acct=account,
+                         err=f.getErrorMessage())
+
+            def mapped(_: Any, account: str = account, entries: list = entries) -> None:
+                for upstream, upstream_id, mid in entries:
+                    self.rs.remember(upstream, upstream_id, account, mid)
+            d.addErrback(failed).addCallback(mapped)
+
+    def expect_http_dlr(self, account_id: str, number: str, part_ids: Any,
+                        settings: Any) -> None:
+        """An HTTP-submitted message with dlr settings was taken by the operator (called
+        by proxyd.http.api): keep the settings per part, so its receipts go to the URL, and
+        queue the SMSC-level report (Kannel mask 8, Jasmin level 1) now."""
+        if not getattr(settings, "url", ""):
+            return
+        sj = json.dumps({"api": settings.api, "url": settings.url, "mask": settings.mask,
+                         "level": settings.level, "method": settings.method,
+                         "acct": account_id, "to": number}, separators=(",", ":"))
+        final = settings.registered_delivery & 0x03
+        smsc = (settings.mask & 0x08) if settings.api == "kannel" else (settings.level & 1)
+        pending = {mid: (up, uid) for up, uid, mid in self._maps.get(account_id, ())}
+        now = self.clock.seconds()
+        for mid in part_ids:
+            m = mid.decode("latin-1") if isinstance(mid, bytes) else str(mid)
+            if final:
+                self._records.setdefault(account_id, []).append((dlr_key(account_id, m), sj))
+                self._schedule_records()
+            if smsc:
+                up, uid = pending.get(mid if isinstance(mid, bytes) else m.encode(), ("", ""))
+                facts = {"ev": "smsc", "mid": m, "up": up, "smsc_id": uid, "to": number,
+                         "reply": "ACK/", "t": int(now), "status": 0,
+                         "status_name": "ESME_ROK"}
+                cb_id = "%s:%s" % (m, uuid.uuid4().hex[:12])
+                self.messages.add_callback(account_id, cb_id, sj, facts).addCallbacks(
+                    lambda _: self.dlr.kick(account_id),
+                    lambda f, m=m: log.warn("SMSC-level HTTP receipt of {mid} not stored: "
+                                            "{err}", mid=m, err=f.getErrorMessage()))
 
     def on_deliver(self, upstream: Any, pdu: Any, ack: Callable[[int], None]) -> None:
         """A deliver_sm/data_sm from an operator: a receipt or an MO."""
@@ -192,7 +331,8 @@ class Delivery(service.Service):
                 ack(_OK)
                 return
             account, mid = hit
-            self._enqueue(account, rewrite_receipt(pdu, mid), RECEIPT, ack)
+            self._receipt(account, mid, rewrite_receipt(pdu, mid), parse_receipt(pdu), ack,
+                          up, keys[0])
 
         def failed(f: Any) -> None:
             self.counters["store_errors"] += 1
@@ -201,6 +341,80 @@ class Delivery(service.Service):
             ack(_RX_T_APPN)
 
         self.rs.lookup(up, keys).addCallbacks(found, failed)
+
+    def _receipt(self, account: str, mid: bytes, out: Any, info: dict,
+                 ack: Callable[[int], None], upstream: str = "", upstream_id: str = "",
+                 kind: str = "receipt") -> None:
+        """Store one receipt: message state, then the HTTP callback or the SMPP stream."""
+        m = mid.decode("latin-1")
+        now = self.clock.seconds()
+        facts = dict(info, ev="final", mid=m, up=upstream, smsc_id=upstream_id,
+                     t=int(now), to=out.source_addr.decode("latin-1"),
+                     dc=getattr(out, "data_coding", 0))
+        facts["from"] = out.destination_addr.decode("latin-1")
+        body = P.encode(out)[P.HEADER_LEN:]
+        minid = max(0, int(now * 1000) - int(self.rs.ttl_s * 1000))
+        cb_id = "%s:%s" % (m, uuid.uuid4().hex[:12])
+
+        def stored(where: int) -> None:
+            ack(_OK)
+            if where == 2:
+                self.counters["http_receipts"] += 1
+                self.dlr.kick(account)
+                return
+            self.counters["enqueued"] += 1
+            feed = self.feeds.get(account)
+            if feed is not None:
+                feed.next_read = 0.0
+                self._pump(feed)
+
+        def failed(f: Any) -> None:
+            self.counters["store_errors"] += 1
+            log.warn("{kind} {mid} for {acct} not stored: {err}", kind=kind, mid=m,
+                     acct=account, err=f.getErrorMessage())
+            ack(_RX_T_APPN)
+
+        self.messages.receipt(account, m, int(info["state"]), int(now * 1000),
+                              info["err"], minid, out.command_id, body, RECEIPT, cb_id,
+                              facts, upstream, upstream_id).addCallbacks(stored, failed)
+
+    def own_receipt(self, account_id: str, mid: bytes, submit_pdu: Any, stat: str,
+                    status: int, _try: int = 0) -> None:
+        """proxyd's own receipt for a part it acknowledged but did not get to the operator
+        (see the module docstring), delivered like an operator's."""
+        state = STATE.get(stat, 7)
+        err = own_err(stat, status)
+        date = time.strftime("%y%m%d%H%M", time.localtime(self.clock.seconds())).encode()
+        data = submit_pdu.short_message or submit_pdu.tlv(C.TAG_MESSAGE_PAYLOAD, b"") or b""
+        if submit_pdu.esm_class & C.ESM_UDHI and data:
+            data = data[data[0] + 1:]
+        sm = (b"id:%s sub:001 dlvrd:000 submit date:%s done date:%s stat:%s err:%s text:%s"
+              % (mid, date, date, stat.encode(), err.encode(), data[:20]))
+        pdu = P.DeliverSm(
+            seq=0, source_addr_ton=submit_pdu.dest_addr_ton,
+            source_addr_npi=submit_pdu.dest_addr_npi,
+            source_addr=submit_pdu.destination_addr,
+            dest_addr_ton=submit_pdu.source_addr_ton,
+            dest_addr_npi=submit_pdu.source_addr_npi, destination_addr=submit_pdu.source_addr,
+            esm_class=C.ESM_DELIVERY_RECEIPT, data_coding=submit_pdu.data_coding,
+            short_message=sm, tlvs=((C.TAG_RECEIPTED_MESSAGE_ID, mid + b"\0"),
+                                    (C.TAG_MESSAGE_STATE, bytes((state,)))))
+        info = parse_receipt(pdu)
+        info["dc"] = submit_pdu.data_coding
+
+        def ack(st: int) -> None:
+            if st == _OK:
+                self.counters["own_receipts"] += 1
+                log.info("own receipt {mid} of {acct}: stat:{stat} err:{err}",
+                         mid=mid.decode("latin-1"), acct=account_id, stat=stat, err=err)
+            elif _try < len(OWN_RETRIES):
+                self.clock.callLater(OWN_RETRIES[_try], self.own_receipt, account_id, mid,
+                                     submit_pdu, stat, status, _try + 1)
+            else:
+                log.error("own receipt {mid} of {acct} (stat:{stat}) lost: the store kept "
+                          "failing", mid=mid.decode("latin-1"), acct=account_id, stat=stat)
+
+        self._receipt(account_id, mid, pdu, info, ack, kind="own receipt")
 
     def _mo(self, upstream: Any, pdu: Any, ack: Callable[[int], None]) -> None:
         self.counters["mo"] += 1

@@ -330,7 +330,8 @@ class Relay:
 
     def other_request(self, session: Any, pdu: Any, reply: Callable[[Any], None]) -> None:
         """data_sm (relayed like a submit), submit_multi (one message per destination);
-        query_sm, cancel_sm, replace_sm: a spec-valid refusal until they are implemented."""
+        query_sm, cancel_sm, replace_sm: answered from the stored message state (see
+        `_by_stored_state`)."""
         cid = pdu.command_id
         if cid == C.DATA_SM:
             self._data_sm(session, pdu, reply)
@@ -338,10 +339,10 @@ class Relay:
         if cid == C.SUBMIT_MULTI:
             self._submit_multi(session, pdu, reply)
             return
-        resp = P.resp_class(cid)
-        status = {C.QUERY_SM: _S["ESME_RQUERYFAIL"], C.CANCEL_SM: _S["ESME_RCANCELFAIL"],
-                  C.REPLACE_SM: _S["ESME_RREPLACEFAIL"]}.get(cid, _S["ESME_RINVCMDID"])
-        reply(resp(0, status))
+        if cid in _STATE_FAIL:      # query_sm, cancel_sm, replace_sm: from stored state
+            self._by_stored_state(session, pdu, reply)
+            return
+        reply(P.resp_class(cid)(0, _S["ESME_RINVCMDID"]))
 
     def _data_sm(self, session: Any, pdu: Any, reply: Callable[[Any], None]) -> None:
         account = session.account
@@ -488,6 +489,98 @@ class Relay:
                     self.clock.callLater(5.0, self._flush, account)
 
             session.deliver(cid, body, on_resp)
+
+
+    # --- query_sm, cancel_sm, replace_sm (issue 6) ------------------------------------------
+    def _by_stored_state(self, session: Any, pdu: Any, reply: Callable[[Any], None]) -> None:
+        """query_sm: query_sm_resp from the stored state of one of the bound account's own
+        messages (proxyd.store.messages; kept for parts that asked for a receipt), else
+        ESME_RQUERYFAIL. cancel_sm / replace_sm: relayed, with the operator's id, to the
+        upstream holding the message when it is bound; else ESME_RCANCELFAIL /
+        ESME_RREPLACEFAIL (logged)."""
+        cid = pdu.command_id
+        fail = _STATE_FAIL[cid]
+        resp = P.resp_class(cid)
+        messages = getattr(self.receipts, "messages", None)
+        mid = pdu.message_id.decode("latin-1")
+        acct = session.account.system_id
+        what = C.COMMAND_NAMES.get(cid, "request")
+        if messages is None or not mid:
+            log.info("{acct}: {what} {mid} refused: no stored message state", acct=acct,
+                     what=what, mid=mid)
+            reply(resp(0, fail))
+            return
+
+        def found(rec: Any) -> None:
+            if rec is None:
+                log.info("{acct}: {what} for unknown message {mid}", acct=acct, what=what,
+                         mid=mid)
+                reply(resp(0, fail))
+            elif cid == C.QUERY_SM:
+                reply(P.QuerySmResp(0, _OK, pdu.message_id, _smpp_time(rec.final_ms),
+                                    rec.state, _error_code(rec.err)))
+            else:
+                self._relay_to_holder(acct, pdu, rec, reply, resp, fail, what, messages)
+
+        def failed(f: Any) -> None:
+            log.warn("{acct}: {what} {mid}: store error {err}", acct=acct, what=what,
+                     mid=mid, err=f.getErrorMessage())
+            reply(resp(0, fail if cid == C.QUERY_SM else _S["ESME_RSYSERR"]))
+
+        messages.get(acct, mid).addCallbacks(found, failed)
+
+    def _relay_to_holder(self, acct: str, pdu: Any, rec: Any, reply: Callable[[Any], None],
+                         resp: Any, fail: int, what: str, messages: Any) -> None:
+        mid = pdu.message_id.decode("latin-1")
+        up = next((u for u in getattr(self.router, "upstreams", ())
+                   if u.name == rec.upstream), None)
+        if rec.state in _FINAL_STATES or up is None or not up.available \
+                or not rec.upstream_id:
+            why = ("message already final" if rec.state in _FINAL_STATES else
+                   "upstream %s %s" % (rec.upstream or "?", "not bound" if up is not None
+                                       else "unknown"))
+            log.info("{acct}: {what} {mid} refused: {why}", acct=acct, what=what, mid=mid,
+                     why=why)
+            reply(resp(0, fail))
+            return
+        body = P.encode(pdu._replace(seq=0, message_id=rec.upstream_id.encode("latin-1"))
+                        )[P.HEADER_LEN:]
+
+        def on_resp(status: int, _id: Any) -> None:
+            if status in (_S["ESME_RINVCMDID"], _S["ESME_RSYSERR"], _S["ESME_RMSGQFUL"]):
+                log.info("{acct}: {what} {mid} refused: upstream {up} answered {st}",
+                         acct=acct, what=what, mid=mid, up=up.name,
+                         st=C.status_name(status))
+                status = fail
+            elif status == _OK and pdu.command_id == C.CANCEL_SM:
+                rec.state = 4                   # DELETED
+                rec.final_ms = int(self.clock.seconds() * 1000)
+                messages.set_state(acct, mid, rec).addErrback(lambda f: None)
+            reply(resp(0, status))
+
+        up.submit(pdu.command_id, body, on_resp)
+
+
+_STATE_FAIL = {C.QUERY_SM: _S["ESME_RQUERYFAIL"], C.CANCEL_SM: _S["ESME_RCANCELFAIL"],
+               C.REPLACE_SM: _S["ESME_RREPLACEFAIL"]}
+_FINAL_STATES = frozenset((2, 3, 4, 5, 8))
+
+
+def _smpp_time(ms: int) -> bytes:
+    """SMPP absolute time (UTC) of a unix time in ms; b"" for none."""
+    if not ms:
+        return b""
+    return time.strftime("%y%m%d%H%M%S", time.gmtime(ms / 1000.0)).encode() + b"000+"
+
+
+def _error_code(err: str) -> int:
+    """query_sm_resp error_code (one octet) from a receipt's 3-digit err: beyond 255 (e.g.
+    proxyd's own 400/401/408) it is 255."""
+    try:
+        n = int(err or 0)
+    except ValueError:
+        return 0
+    return n if 0 <= n <= 255 else 255
 
 
 def rewrite_receipt(pdu: Any, mid: bytes) -> Any:

@@ -1,0 +1,251 @@
+"""Per-message state (for query_sm, cancel_sm, replace_sm), HTTP receipt settings, and the
+durable queue of HTTP receipt callbacks.
+
+Key layout (``A`` = account system_id, ``mid`` = proxyd's message id; every key of an
+account carries the hash tag ``{A}``, so the scripts below touch one slot only)::
+
+    msg:{A}:<mid>   string  "state|final_ms|err|upstream|upstream_id|submit_ms", TTL = the
+                            receipt TTL. state is the SMPP message_state (1 ENROUTE,
+                            2 DELIVERED, 3 EXPIRED, 4 DELETED, 5 UNDELIVERABLE, 6 ACCEPTED,
+                            7 UNKNOWN, 8 REJECTED). Written (SET NX) when the operator takes a
+                            part with registered_delivery, before its receipt map entry, and
+                            updated by every receipt (a final state is never replaced by an
+                            intermediate one) and by proxyd's own receipts (which create it).
+    dlr:{A}:<mid>   string  the HTTP receipt settings of an HTTP-submitted part (JSON:
+                            api, url, mask, level, method, acct, to, from), TTL = receipt TTL.
+                            A receipt for such a part goes to its URL *instead of* the SMPP
+                            delivery stream (see proxyd.delivery).
+    hcb:{A}         zset    pending HTTP callbacks: callback id scored by when it is due (ms).
+                            Taken with a lease (score moved to now + lease), so a node that
+                            dies mid-call leaves it to another node once the lease passes.
+    hcbd:{A}        hash    callback id -> "<settings json>\\n<facts json>"; "<id>#n" ->
+                            attempts so far. Deleted with the zset member once answered 2xx or
+                            given up.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Sequence
+
+from twisted.internet import defer
+
+__all__ = ["MessageStore", "Record", "STATE", "STATE_NAMES", "FINAL", "msg_key", "dlr_key",
+           "cb_key", "cbdata_key"]
+
+# Appendix B stat -> SMPP message_state (5.2.28)
+STATE = {"ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "DELETED": 4, "UNDELIV": 5,
+         "ACCEPTD": 6, "UNKNOWN": 7, "REJECTD": 8}
+STATE_NAMES = {v: k for k, v in STATE.items()}
+FINAL = frozenset((2, 3, 4, 5, 8))
+
+
+def msg_key(account: str, mid: str) -> str:
+    return "msg:{%s}:%s" % (account, mid)
+
+
+def dlr_key(account: str, mid: str) -> str:
+    return "dlr:{%s}:%s" % (account, mid)
+
+
+def cb_key(account: str) -> str:
+    return "hcb:{%s}" % account
+
+
+def cbdata_key(account: str) -> str:
+    return "hcbd:{%s}" % account
+
+
+def _s(v: Any) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+# KEYS: msg:/dlr: keys of one account; ARGV[1] ttl_s, ARGV[1+i] value of KEYS[i].
+# msg: keys with NX (a receipt may have written the state already), dlr: keys plainly.
+RECORD_LUA = """
+for i = 1, #KEYS do
+  if string.sub(KEYS[i], 1, 4) == 'msg:' then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1], 'NX')
+  else
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+  end
+end
+return #KEYS
+"""
+
+# A receipt (the operator's, rewritten, or proxyd's own) for one part:
+# KEYS msg, dlr, dlv stream, hcb, hcbd
+# ARGV state, done_ms, err, ttl_s, minid, command id, body hex, kind, callback id, now_ms,
+#      facts json, upstream, upstream id
+# -> 1 put on the SMPP delivery stream, 2 queued as an HTTP callback
+RECEIPT_LUA = """
+local function final(s) return s == 2 or s == 3 or s == 4 or s == 5 or s == 8 end
+local st = tonumber(ARGV[1])
+local up, uid, sub = ARGV[12], ARGV[13], ''
+local keep = false
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local f = {}
+  for p in string.gmatch(cur .. '|', '([^|]*)|') do f[#f + 1] = p end
+  keep = final(tonumber(f[1]) or 0) and not final(st)
+  if f[4] and f[4] ~= '' then up = f[4] end
+  if f[5] and f[5] ~= '' then uid = f[5] end
+  sub = f[6] or ''
+end
+if not keep then
+  local fin = ''
+  if final(st) then fin = ARGV[2] end
+  redis.call('SET', KEYS[1], st .. '|' .. fin .. '|' .. ARGV[3] .. '|' .. up .. '|' .. uid
+             .. '|' .. sub, 'EX', ARGV[4])
+end
+local dlr = redis.call('GET', KEYS[2])
+if dlr then
+  redis.call('HSET', KEYS[5], ARGV[9], dlr .. '\\n' .. ARGV[11])
+  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
+  return 2
+end
+redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[5], '*', 'c', ARGV[6], 'b', ARGV[7],
+           'k', ARGV[8])
+return 1
+"""
+
+# KEYS hcb, hcbd; ARGV now_ms, lease_ms, count -> {id, payload, attempts, ...} now leased
+CLAIM_LUA = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, id in ipairs(ids) do
+  local p = redis.call('HGET', KEYS[2], id)
+  if p then
+    redis.call('ZADD', KEYS[1], lease, id)
+    out[#out + 1] = id
+    out[#out + 1] = p
+    out[#out + 1] = redis.call('HGET', KEYS[2], id .. '#n') or '0'
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+# KEYS hcb, hcbd; ARGV id, payload: queue one callback due now (SMSC-level receipts)
+ADD_LUA = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+class Record:
+    """The stored state of one message."""
+
+    __slots__ = ("state", "final_ms", "err", "upstream", "upstream_id", "submit_ms")
+
+    def __init__(self, state: int, final_ms: int, err: str, upstream: str,
+                 upstream_id: str, submit_ms: int) -> None:
+        self.state = state
+        self.final_ms = final_ms
+        self.err = err
+        self.upstream = upstream
+        self.upstream_id = upstream_id
+        self.submit_ms = submit_ms
+
+    @classmethod
+    def parse(cls, value: Any) -> "Record | None":
+        f = _s(value).split("|")
+        if len(f) < 6:
+            return None
+        try:
+            return cls(int(f[0]), int(f[1] or 0), f[2], f[3], f[4], int(f[5] or 0))
+        except ValueError:
+            return None
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return "Record(%s, %s@%s)" % (STATE_NAMES.get(self.state), self.upstream_id,
+                                      self.upstream)
+
+
+def record_value(state: int, upstream: str, upstream_id: str, submit_ms: int) -> str:
+    return "%d||000|%s|%s|%d" % (state, upstream, upstream_id, submit_ms)
+
+
+class MessageStore:
+    """The keys above over a `proxyd.store.client.Store`."""
+
+    def __init__(self, store: Any, ttl_s: float, clock: Any = None) -> None:
+        self.store = store
+        self.ttl_s = float(ttl_s)
+        self.clock = clock
+        for name, src in (("msg_record", RECORD_LUA), ("msg_receipt", RECEIPT_LUA),
+                          ("hcb_claim", CLAIM_LUA), ("hcb_add", ADD_LUA)):
+            store.register_script(name, src)
+
+    def now_ms(self) -> int:
+        t = self.clock.seconds() if self.clock is not None else time.time()
+        return int(t * 1000)
+
+    # --- state ------------------------------------------------------------------------------
+    def record(self, account: str, items: Sequence[tuple[str, str]]) -> defer.Deferred:
+        """One round trip for many (key, value) of one account (msg: and dlr: keys)."""
+        return self.store.evalsha("msg_record", [k for k, _ in items],
+                                  [max(1, int(self.ttl_s))] + [v for _, v in items])
+
+    def get(self, account: str, mid: str) -> defer.Deferred:
+        """Deferred[Record | None]."""
+        d = self.store.execute("GET", msg_key(account, mid))
+        return d.addCallback(lambda v: None if v is None else Record.parse(v))
+
+    def set_state(self, account: str, mid: str, rec: Record) -> defer.Deferred:
+        value = "%d|%s|%s|%s|%s|%d" % (rec.state, rec.final_ms or "", rec.err, rec.upstream,
+                                       rec.upstream_id, rec.submit_ms)
+        return self.store.execute("SET", msg_key(account, mid), value, "KEEPTTL")
+
+    def receipt(self, account: str, mid: str, state: int, done_ms: int, err: str,
+                minid: int, command_id: int, body: bytes, kind: str, cb_id: str,
+                facts: dict, upstream: str = "", upstream_id: str = "") -> defer.Deferred:
+        """Deferred[1 (SMPP stream) | 2 (HTTP callback)]: see RECEIPT_LUA."""
+        from proxyd.store.receipts import stream_key
+        keys = [msg_key(account, mid), dlr_key(account, mid), stream_key(account),
+                cb_key(account), cbdata_key(account)]
+        args = [state, done_ms, err, max(1, int(self.ttl_s)), minid, command_id, body.hex(),
+                kind, cb_id, self.now_ms(), json.dumps(facts, separators=(",", ":")),
+                upstream, upstream_id]
+        return self.store.evalsha("msg_receipt", keys, args).addCallback(int)
+
+    # --- HTTP callbacks ---------------------------------------------------------------------
+    def add_callback(self, account: str, cb_id: str, settings_json: str,
+                     facts: dict) -> defer.Deferred:
+        payload = settings_json + "\n" + json.dumps(facts, separators=(",", ":"))
+        return self.store.evalsha("hcb_add", [cb_key(account), cbdata_key(account)],
+                                  [cb_id, payload, self.now_ms()])
+
+    def claim(self, account: str, lease_s: float, count: int) -> defer.Deferred:
+        """Deferred[[(id, settings dict, facts dict, attempts)]], leased for `lease_s`."""
+        d = self.store.evalsha("hcb_claim", [cb_key(account), cbdata_key(account)],
+                               [self.now_ms(), int(lease_s * 1000), max(1, count)])
+
+        def parse(flat: Any) -> list:
+            out = []
+            flat = list(flat or ())
+            for i in range(0, len(flat) - 2, 3):
+                settings, _, facts = _s(flat[i + 1]).partition("\n")
+                try:
+                    out.append((_s(flat[i]), json.loads(settings), json.loads(facts),
+                                int(_s(flat[i + 2]))))
+                except ValueError:
+                    out.append((_s(flat[i]), None, None, 0))
+            return out
+        return d.addCallback(parse)
+
+    def callback_done(self, account: str, cb_id: str) -> defer.Deferred:
+        d1 = self.store.execute("ZREM", cb_key(account), cb_id)
+        d2 = self.store.execute("HDEL", cbdata_key(account), cb_id, cb_id + "#n")
+        return defer.gatherResults([d1, d2], consumeErrors=True)
+
+    def callback_retry(self, account: str, cb_id: str, due_ms: int) -> defer.Deferred:
+        d1 = self.store.execute("HINCRBY", cbdata_key(account), cb_id + "#n", 1)
+        d2 = self.store.execute("ZADD", cb_key(account), due_ms, cb_id)
+        return defer.gatherResults([d1, d2], consumeErrors=True)
+
+    def pending_callbacks(self, account: str) -> defer.Deferred:
+        return self.store.execute("ZCARD", cb_key(account)).addCallback(int)
