@@ -331,8 +331,8 @@ class Delivery(service.Service):
                 ack(_OK)
                 return
             account, mid = hit
-            self._receipt(account, mid, rewrite_receipt(pdu, mid), parse_receipt(pdu), ack,
-                          up, keys[0])
+            out = rewrite_receipt(pdu, mid)
+            self._receipt(account, mid, out, parse_receipt(out), ack, up, keys[0])
 
         def failed(f: Any) -> None:
             self.counters["store_errors"] += 1
