@@ -353,9 +353,15 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
     if args.command in ("trace", "export"):
         if args.account is not None and cfg.account(args.account) is None:
             raise UsageError("unknown account %r" % args.account)
+        import valkey
+
         client, close = open_store(cfg)
         try:
             return _journal_command(args, cfg, client, out)
+        except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+            raise Failed("store unavailable: %s" % e) from None
+        except valkey.exceptions.ResponseError as e:
+            raise Failed("store error: %s" % e) from None
         finally:
             close()
     if cfg.account(args.account) is None:
