@@ -185,12 +185,14 @@ def open_store(cfg: Config) -> tuple[Any, Callable[[], None]]:
     return client, close
 
 
-def run_script(client: Any, name: str, account: str, *extra: Any) -> Any:
+def run_script(client: Any, name: str, account: str, *extra: Any,
+               retention_days: int = L.RETENTION_DAYS) -> Any:
     """Run a ledger script (EVALSHA, loading it on NOSCRIPT)."""
     import valkey
 
     now = time.time()
-    keys, args = L.script_call(account, now, L.day_of(now), *extra)
+    keys, args = L.script_call(account, now, L.day_of(now), *extra,
+                               retention_days=retention_days)
     try:
         return client.evalsha(L.SHAS[name], len(keys), *keys, *args)
     except valkey.exceptions.NoScriptError:
@@ -371,10 +373,12 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
     import valkey
 
     client, close = open_store(cfg)
+    keep = getattr(cfg.store, "retention_days", L.RETENTION_DAYS)
     try:
         acct = args.account
         if args.command == "topup":
-            print(int(run_script(client, "topup", acct, args.amount, args.note)), file=out)
+            print(int(run_script(client, "topup", acct, args.amount, args.note,
+                                 retention_days=keep)), file=out)
         elif args.command == "balance":
             print(int(client.get(L.balance_key(acct)) or 0), file=out)
         elif args.command == "ledger":
@@ -383,7 +387,8 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
                                  "balance=" + e["balance_after"], e["msg_id"], e["note"])),
                       file=out)
         elif args.command == "adjust":
-            code, bal = run_script(client, "adjust", acct, args.delta, args.note)
+            code, bal = run_script(client, "adjust", acct, args.delta, args.note,
+                                   retention_days=keep)
             if int(code) != 0:
                 raise Failed("balance %d: an adjustment of %d would make it negative"
                              % (int(bal), args.delta))
@@ -406,7 +411,8 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
                     client.srem(key, number)
                 print(number, file=out)
         elif args.command == "refund-all":
-            print(int(run_script(client, "refund_all", acct, args.note)), file=out)
+            print(int(run_script(client, "refund_all", acct, args.note,
+                                 retention_days=keep)), file=out)
         elif args.command in ("verify", "report"):
             return _journal_command(args, cfg, client, out)
         return 0

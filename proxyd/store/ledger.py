@@ -631,8 +631,9 @@ class Ledger:
         duplicate id; on a store failure cb(-9, 0). The reserved records of the parts carry
         the note "to=<to or number>" (for ``proxyd-admin trace --to``)."""
         ids = _SEP.join(msg_ids)
-        if _SEP in number or _SEP in to or ids.count(_SEP) != len(msg_ids) - 1 or not msg_ids:
-            raise ValueError("bad message ids or number")
+        if ids.count(_SEP) != len(msg_ids) - 1 or not msg_ids:
+            raise ValueError("bad message ids")
+        number, to = _field(number), _field(to)
         self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
             price, number, to, len(msg_ids), ids), cb, msg_ids)
 
