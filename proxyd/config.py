@@ -83,6 +83,8 @@ class StoreConfig:
     pool_size: int = 4
     reservation_max_age_s: float = 120.0
     sweep_interval_s: float = 10.0
+    retention_days: int = 90       # journal and daily counters kept this long
+    receipt_ttl_s: float = 259200.0  # receipt map and undelivered receipts: 72 h
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("store.appendfsync: must be \"everysec\", \"always\" or \"no\"")
     _positive("store.timeout_s", cfg.store.timeout_s, 0.01)
     _positive("store.pool_size", cfg.store.pool_size)
+    _positive("store.retention_days", cfg.store.retention_days)
+    _positive("store.receipt_ttl_s", cfg.store.receipt_ttl_s, 60)
     if not (cfg.store.url in ("embedded", "none") or cfg.store.url.startswith(
             ("redis://", "rediss://", "unix://"))):
         raise ConfigError("store.url: must be \"embedded\", \"none\", redis://, rediss:// or unix://, "

@@ -245,14 +245,14 @@ class Relay:
                 self._refuse(account, job.msg, STORE_DOWN, job.done, counted=True)
 
         self.ledger.admit(account.system_id, [m.decode() for m in job.ids], account.price,
-                          number, admitted)
+                          number, admitted, to=normalise_number(job.msg.destination_addr))
 
     def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
                 counted: bool = False) -> None:
         self.counters["refused"] += 1
         if self.ledger is not None and not counted and refusal is not STORE_DOWN:
-            self.ledger.count_rejected(account.system_id, refusal.category or refusal.reason
-                                       ).addErrback(lambda f: None)
+            self.ledger.count_rejected(account.system_id, refusal.category or refusal.reason,
+                                       "", parts=max(1, msg.parts)).addErrback(lambda f: None)
         if self.metrics is not None:
             self.metrics.refused(account.system_id, refusal.reason)
         log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
@@ -304,12 +304,15 @@ class Relay:
         acct = job.account.system_id
         if status == _OK:
             if self.ledger is not None:
-                self.ledger.commit(acct, mid.decode()).addErrback(self._settle_failed, acct)
+                self.ledger.commit(acct, mid.decode(), "up=%s id=%s" % (
+                    up.name, (upstream_id or b"").decode("latin-1"))
+                ).addErrback(self._settle_failed, acct)
             if upstream_id and job.msg.registered_delivery & 0x03:
                 self.remember(up.name, upstream_id, acct, mid)
         elif self.ledger is not None:
-            self.ledger.refund(acct, mid.decode(), "upstream status %s" % C.status_name(
-                status)).addErrback(self._settle_failed, acct)
+            self.ledger.refund(acct, mid.decode(), "up=%s status=%s" % (
+                up.name if up is not None else "-", C.status_name(status))
+            ).addErrback(self._settle_failed, acct)
         job.left -= 1
         if job.left:
             return

@@ -159,7 +159,8 @@ class ProxydService(service.MultiService):
             self.store = store
             if self.metrics is not None:
                 store.on_latency = self.metrics.store_latency
-            self.ledger = Ledger(store, self.reactor)
+            self.ledger = Ledger(store, self.reactor,
+                                 retention_days=self.cfg.store.retention_days)
             self.relay.ledger = self.ledger
             self.relay.optout = OptOut(store)
             sweeper = LedgerSweeper(self.ledger, self.cfg.store.reservation_max_age_s,

@@ -171,7 +171,10 @@ class Api(resource.Resource):
             b"/send": (self._jasmin, (b"GET", b"POST")),
             b"/balance": (self._balance, (b"GET",)),
             b"/rate": (self._rate, (b"GET",)),
+            b"/report": (self._report, (b"GET",)),
         }
+        from .report import ReportResource
+        self._report_resource = ReportResource(node)
 
     def render(self, request: Any) -> Any:
         route = self._routes.get(request.path)
@@ -189,6 +192,13 @@ class Api(resource.Resource):
             log.failure("HTTP request failed")
             _write(request, 500, "Internal error")
         return server.NOT_DONE_YET
+
+    def _report(self, request: Any) -> None:
+        """GET /report: the account's own reconciliation figures (JSON, authenticated)."""
+        result = self._report_resource.render_GET(request)
+        if result is not server.NOT_DONE_YET:
+            request.write(result)
+            request.finish()
 
     # --- shared ------------------------------------------------------------------------------
     def _next_ref(self) -> int:
