@@ -246,26 +246,48 @@ class Delivery(service.Service):
             self._record_call = self.clock.callLater(0, self._flush_records)
 
     def _flush_records(self) -> None:
+        """One script per account for the states and HTTP settings of this turn; the map
+        entries of parts with HTTP settings are written once those are stored (a receipt
+        that finds them finds the settings), the others at once (no wait: an SMPP receipt
+        needs no settings, and its script creates the state if the record is late)."""
         if self._record_call is not None and self._record_call.active():
             self._record_call.cancel()
         self._record_call = None
         records, self._records = self._records, {}
         maps, self._maps = self._maps, {}
+        now_maps: dict[str, list] = {}
         for account in set(records) | set(maps):
             items = records.get(account)
-            entries = maps.get(account, [])
-            d = self.messages.record(account, items) if items else defer.succeed(None)
+            http = {k for k, _v in items or () if k.startswith("dlr:")}
+            later: list = []
+            for upstream, upstream_id, mid in maps.get(account, ()):
+                entry = (upstream_id, account, mid)
+                if http and dlr_key(account, mid.decode("latin-1")) in http:
+                    later.append((upstream, entry))
+                else:
+                    now_maps.setdefault(upstream, []).append(entry)
+            if not items:
+                continue
 
-            def failed(f: Any, account: str = account, n: int = len(items or ())) -> None:
+            def failed(f: Any, account: str = account, n: int = len(items)) -> None:
                 self.counters["record_errors"] += 1
                 log.warn("state of {n} messages of {acct} not stored: {err}; query_sm and "
                          "HTTP receipts will not know them", n=n, acct=account,
                          err=f.getErrorMessage())
 
-            def mapped(_: Any, account: str = account, entries: list = entries) -> None:
-                for upstream, upstream_id, mid in entries:
-                    self.rs.remember(upstream, upstream_id, account, mid)
-            d.addErrback(failed).addCallback(mapped)
+            def mapped(_: Any, later: list = later) -> None:
+                self._write_maps(later)
+
+            self.messages.record(account, items).addErrback(failed).addCallback(mapped)
+        for upstream, entries in now_maps.items():
+            self.rs.remember_many(upstream, entries)
+
+    def _write_maps(self, entries: list) -> None:
+        by_up: dict[str, list] = {}
+        for upstream, entry in entries:
+            by_up.setdefault(upstream, []).append(entry)
+        for upstream, items in by_up.items():
+            self.rs.remember_many(upstream, items)
 
     def expect_http_dlr(self, account_id: str, number: str, part_ids: Any,
                         settings: Any) -> None:

@@ -53,6 +53,15 @@ return ours
 """
 
 
+# KEYS rmap keys of one upstream; ARGV[1] ttl_s, ARGV[1+i] value of KEYS[i]
+REMEMBER_LUA = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
+
 def rmap_key(upstream: str, upstream_id: str) -> str:
     return "rmap:{%s}:%s" % (upstream, upstream_id)
 
@@ -127,6 +136,21 @@ class ReceiptStore:
         d = self.store.execute("SET", rmap_key(upstream, upstream_id), value, "EX",
                                max(1, int(self.ttl_s)))
         d.addErrback(self._map_failed, upstream, upstream_id)
+
+    def remember_many(self, upstream: str, items: Sequence[tuple[str, str, bytes]]) -> None:
+        """`remember` for many (upstream id, account, mid) of one upstream: one script call
+        (the keys share the upstream's hash tag)."""
+        if len(items) == 1:
+            uid, account, mid = items[0]
+            self.remember(upstream, uid, account, mid)
+            return
+        self._register()
+        keys = [rmap_key(upstream, uid) for uid, _a, _m in items]
+        args = [max(1, int(self.ttl_s))] + ["%s|%s" % (a, m.decode("latin-1"))
+                                            for _u, a, m in items]
+        d = self.store.evalsha("rmap_set", keys, args)
+        d.addErrback(self._map_failed, upstream, "%s (+%d more)" % (items[0][0],
+                                                                    len(items) - 1))
 
     def _map_failed(self, f: Any, upstream: str, upstream_id: str) -> None:
         self.map_write_errors += 1
@@ -220,6 +244,7 @@ class ReceiptStore:
     def _register(self) -> None:
         if not self._registered:
             self.store.register_script("dlv_touch", TOUCH_LUA)
+            self.store.register_script("rmap_set", REMEMBER_LUA)
             self._registered = True
 
     def ack(self, account: str, ids: Sequence[str]) -> defer.Deferred:
