@@ -33,6 +33,7 @@ import argparse
 import datetime
 import getpass
 import json
+import os
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -151,7 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--account", default=None)
     s.add_argument("--output", default="-", metavar="FILE")
     sub.add_parser("hash-password", help="print the scrypt hash of a password")
+    s = sub.add_parser("reload", help="make a running proxyd re-read its config (SIGHUP)")
+    s.add_argument("--pidfile", default="var/proxyd.pid", metavar="PATH",
+                   help="twistd pid file of the node (default: var/proxyd.pid)")
     return p
+
+
+def _reload(pidfile: str, out: Any) -> int:
+    """SIGHUP to the node named by its twistd pid file."""
+    import signal
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError) as e:
+        raise UsageError("cannot read a pid from %s: %s" % (pidfile, e)) from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as e:
+        raise Failed("cannot signal proxyd (pid %d): %s" % (pid, e)) from None
+    print("sent SIGHUP to proxyd (pid %d); the log says whether the reload applied" % pid,
+          file=out)
+    return 0
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -447,6 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(e.code or 0)
         if args.command == "hash-password":
             return _hash_password(sys.stdout)
+        if args.command == "reload":
+            return _reload(args.pidfile, sys.stdout)
         return _store_command(args, sys.stdout)
     except UsageError as e:
         print("proxyd-admin: %s" % e, file=sys.stderr)

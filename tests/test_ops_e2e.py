@@ -85,6 +85,11 @@ def test_sighup_reload_keeps_binds(tmp_path):
         c.disconnect()
         again = smpp(port, "acme", "new")
         assert send(again, "10690001", b"new password") == 0
+        # proxyd-admin reload does the same through the pid file
+        pidfile = tmp_path / "proxyd.pid"
+        pidfile.write_text(str(proxyd.p.pid))
+        admin(tmp_path, cfg, "reload", "--pidfile", str(pidfile))
+        wait_for(lambda: proxyd.text().count("reload applied") >= 2, 10, "second reload")
         for x in (old, newco, again):
             x.disconnect()
     finally:
