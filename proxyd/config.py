@@ -95,6 +95,19 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    window: int = 10               # unanswered deliver_sm per client session
+    resp_timeout_s: float = 30.0   # a client that does not answer a deliver_sm: retried
+    claim_idle_s: float = 60.0     # deliveries held by a dead node are taken over after this
+    max_attempts: int = 50         # then dropped with an error log line
+    backoff_max_s: float = 60.0
+    dlr_concurrency: int = 20      # HTTP receipt callbacks in flight per node
+    dlr_timeout_s: float = 10.0
+    dlr_max_attempts: int = 12
+    dlr_backoff_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     enabled: bool = True           # false: no inline checks at all (benchmarks only)
     filters_dir: str = "conf/filters"
@@ -126,6 +139,7 @@ class Config:
     accounts: tuple[AccountConfig, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
@@ -264,10 +278,19 @@ def _check(cfg: Config) -> None:
         raise ConfigError("store.url: must be \"embedded\", \"none\", redis://, rediss:// or unix://, "
                           "got %r" % cfg.store.url)
     _positive("relay.deadline_s", cfg.relay.deadline_s, 0.01)
+    d = cfg.delivery
+    _positive("delivery.window", d.window)
+    _positive("delivery.resp_timeout_s", d.resp_timeout_s, 0.01)
+    _positive("delivery.claim_idle_s", d.claim_idle_s, 0.01)
+    _positive("delivery.max_attempts", d.max_attempts)
+    _positive("delivery.dlr_concurrency", d.dlr_concurrency)
+    _positive("delivery.dlr_timeout_s", d.dlr_timeout_s, 0.01)
+    _positive("delivery.dlr_max_attempts", d.dlr_max_attempts)
     _positive("relay.queue_wait_s", cfg.relay.queue_wait_s, 0)
 
 
 SECTIONS = {"smpp": SmppConfig, "store": StoreConfig, "relay": RelayConfig,
+            "delivery": DeliveryConfig,
             "policy": PolicyConfig, "http": HttpConfig, "admin": AdminConfig,
             "log": LogConfig}
 
