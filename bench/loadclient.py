@@ -31,7 +31,9 @@ def submit_body(src: bytes, dst: bytes, text: bytes, dc: int = 0, rd: int = 0) -
 
 class Load(asyncio.Protocol):
     def __init__(self, body: bytes, count: int, window: int, sid: bytes, pw: bytes,
-                 done: asyncio.Future) -> None:
+                 done: asyncio.Future, receipts: bool = False) -> None:
+        self.receipts = receipts
+        self.receipts_got = 0
         self.body = body
         self.count = count
         self.window = window
@@ -45,11 +47,12 @@ class Load(asyncio.Protocol):
         self.lat: list[float] = []
         self.status: dict[int, int] = {}
         self.bound = False
+        self.answered_ok = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        transport.write(P.encode(P.BindTransmitter(1, 0, self.sid, self.pw, b"", 0x34, 0, 0,
-                                                   b"")))
+        bind = P.BindTransceiver if self.receipts else P.BindTransmitter
+        transport.write(P.encode(bind(1, 0, self.sid, self.pw, b"", 0x34, 0, 0, b"")))
 
     def _fill(self) -> None:
         out = []
@@ -72,7 +75,12 @@ class Load(asyncio.Protocol):
                     self.lat.append(now - t)
                     self.answered += 1
                     self.status[status] = self.status.get(status, 0) + 1
-            elif cid in (C.BIND_TRANSMITTER_RESP,):
+                    if status == 0:
+                        self.answered_ok += 1
+            elif cid == C.DELIVER_SM:
+                self.receipts_got += 1
+                self.transport.write(P.frame(C.DELIVER_SM_RESP, 0, seq, b"\0"))
+            elif cid in (C.BIND_TRANSMITTER_RESP, C.BIND_TRANSCEIVER_RESP):
                 if status:
                     self.done.set_exception(RuntimeError("bind refused: %s" %
                                                          C.status_name(status)))
@@ -82,7 +90,8 @@ class Load(asyncio.Protocol):
             elif cid == C.ENQUIRE_LINK:
                 self.transport.write(P.frame(C.ENQUIRE_LINK_RESP, 0, seq))
         if self.bound:
-            if self.answered >= self.count:
+            if self.answered >= self.count and (not self.receipts
+                                                or self.receipts_got >= self.answered_ok):
                 if not self.done.done():
                     self.done.set_result(time.perf_counter())
                 return
@@ -95,16 +104,16 @@ class Load(asyncio.Protocol):
 
 
 async def run(port: int, sid: str, pw: str, count: int, window: int, binds: int,
-              text: bytes, dc: int) -> dict:
+              text: bytes, dc: int, receipts: bool = False) -> dict:
     loop = asyncio.get_running_loop()
-    body = submit_body(b"10690001", b"13800138000", text, dc)
+    body = submit_body(b"10690001", b"13800138000", text, dc, 1 if receipts else 0)
     per = count // binds
     protos = []
     futs = []
     for _ in range(binds):
         fut = loop.create_future()
         _, proto = await loop.create_connection(
-            lambda fut=fut: Load(body, per, window, sid.encode(), pw.encode(), fut),
+            lambda fut=fut: Load(body, per, window, sid.encode(), pw.encode(), fut, receipts),
             "127.0.0.1", port)
         protos.append(proto)
         futs.append(fut)
@@ -125,7 +134,8 @@ async def run(port: int, sid: str, pw: str, count: int, window: int, binds: int,
     n = len(lat)
     return {"messages": n, "seconds": round(elapsed, 3), "msg_per_s": round(n / elapsed),
             "p50_ms": round(lat[n // 2] * 1000, 2), "p99_ms": round(lat[int(n * 0.99)] * 1000, 2),
-            "status": status, "window": window, "binds": binds}
+            "status": status, "window": window, "binds": binds,
+            "receipts": sum(p.receipts_got for p in protos)}
 
 
 def main() -> None:
@@ -138,9 +148,11 @@ def main() -> None:
     ap.add_argument("--binds", type=int, default=1)
     ap.add_argument("--text", default="Your verification code is 123456")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--receipts", action="store_true",
+                    help="registered_delivery=1 on a transceiver bind; wait for every receipt")
     a = ap.parse_args()
     res = asyncio.run(run(a.port, a.system_id, a.password, a.count, a.window, a.binds,
-                          a.text.encode(), 0))
+                          a.text.encode(), 0, a.receipts))
     print(json.dumps(res) if a.json else res)
 
 

@@ -47,18 +47,28 @@ VARIANTS = {
     "ledger": ('[store]\ndir = "var/{name}"\n[policy]\nenabled = false\n', True),
     "checks": ('[store]\ndir = "var/{name}"\n[policy]\nfilters_dir = "%s"\n'
                % (HERE.parent / "conf" / "filters"), True),
+    # every check, and registered_delivery=1: each message also brings a receipt back
+    # through the receipt map and the durable delivery queue to the (transceiver) client
+    "receipts": ('[store]\ndir = "var/{name}"\n[policy]\nfilters_dir = "%s"\n'
+                 % (HERE.parent / "conf" / "filters"), True),
 }
 
 
-def measure(port: int, count: int, window: int, binds: int = 1) -> dict:
+def measure(port: int, count: int, window: int, binds: int = 1,
+            receipts: bool = False) -> dict:
     return asyncio.run(loadclient.run(port, "bench", "bench", count, window, binds,
-                                      b"Your verification code is 123456", 0))
+                                      b"Your verification code is 123456", 0, receipts))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=30000)
+    ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
     a = ap.parse_args()
+    if a.only:
+        for k in list(VARIANTS):
+            if k not in a.only.split(","):
+                del VARIANTS[k]
     tmp = Path(tempfile.mkdtemp(prefix="proxyd-bench-"))
     sim, sim_port, _ = start_sim(tmp, None)
     results = []
@@ -76,9 +86,10 @@ def main() -> None:
             try:
                 if funds:
                     admin(tmp, cfg, "topup", "bench", str(10 ** 9))
-                measure(port, 2000, 100)     # warm up (binds, caches)
+                rd = name == "receipts"
+                measure(port, 2000, 100, receipts=rd)     # warm up (binds, caches)
                 for w in (10, 100):
-                    r = measure(port, a.count, w)
+                    r = measure(port, a.count, w, receipts=rd)
                     r["path"] = "proxyd-" + name
                     results.append(r)
             finally:
@@ -89,10 +100,10 @@ def main() -> None:
     print("%-18s %6s %10s %8s %8s  %s" % ("path", "window", "msg/s", "p50 ms", "p99 ms",
                                           "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
-                "proxyd-checks": "proxyd-bare"}
+                "proxyd-checks": "proxyd-bare", "proxyd-receipts": "proxyd-checks"}
     for r in results:
         base = by.get((baseline.get(r["path"], "direct"), r["window"]))
-        ratio = "" if r["path"] == "direct" else "%.2f of %s" % (
+        ratio = "" if r["path"] == "direct" or base is None else "%.2f of %s" % (
             r["msg_per_s"] / base["msg_per_s"], base["path"])
         print("%-18s %6d %10d %8.2f %8.2f  %s" % (r["path"], r["window"], r["msg_per_s"],
                                                   r["p50_ms"], r["p99_ms"], ratio))
