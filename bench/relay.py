@@ -100,7 +100,7 @@ def main() -> None:
     print("%-18s %6s %10s %8s %8s  %s" % ("path", "window", "msg/s", "p50 ms", "p99 ms",
                                           "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
-                "proxyd-checks": "proxyd-bare", "proxyd-receipts": "proxyd-checks"}
+                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
     for r in results:
         base = by.get((baseline.get(r["path"], "direct"), r["window"]))
         ratio = "" if r["path"] == "direct" or base is None else "%.2f of %s" % (
