@@ -91,9 +91,9 @@ class Proc:
 def start_sim(tmp: Path, port: int | None = None, *extra: str, name: str = "sim") -> tuple:
     port = port or free_port()
     record = tmp / ("%s-record.jsonl" % name)
-    proc = Proc([str(BIN / "python"), "-m", "proxyd.sim", "--listen",
-                 "tcp:%d:interface=127.0.0.1" % port, "--record", str(record), *extra],
-                tmp / ("%s.log" % name))
+    proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "proxyd-smsc",
+                 "--listen", "tcp:%d:interface=127.0.0.1" % port, "--record", str(record),
+                 *extra], tmp / ("%s.log" % name))
     try:
         proc.wait_port(port)
     except BaseException:
