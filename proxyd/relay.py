@@ -206,12 +206,12 @@ class Relay:
         if self.policy is not None:
             refusal = self.policy.check(msg, account)
             if refusal is not None:
-                self._refuse(account, msg, refusal, done)
+                self._refuse(account, msg, refusal, done, ids=ids)
                 return
             if account.sender_mode == "prefix":
                 source = self.policy.rewrite_source(msg, account).encode()
         if not self.router.routable(msg.destination_addr, account):
-            self._refuse(account, msg, NO_ROUTE, done)
+            self._refuse(account, msg, NO_ROUTE, done, ids=ids)
             return
         if ids is None:
             ids = [self.ids.next() for _ in parts]
@@ -248,11 +248,17 @@ class Relay:
                           number, admitted, to=normalise_number(job.msg.destination_addr))
 
     def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
-                counted: bool = False) -> None:
+                counted: bool = False, ids: list | None = None) -> None:
         self.counters["refused"] += 1
         if self.ledger is not None and not counted and refusal is not STORE_DOWN:
-            self.ledger.count_rejected(account.system_id, refusal.category or refusal.reason,
-                                       "", parts=max(1, msg.parts)).addErrback(lambda f: None)
+            reason = refusal.category or refusal.reason
+            if ids:     # parts that already have ids (a long message): a record each
+                for mid in ids:
+                    self.ledger.count_rejected(account.system_id, reason, mid.decode(),
+                                               parts=1).addErrback(lambda f: None)
+            else:
+                self.ledger.count_rejected(account.system_id, reason, "",
+                                           parts=max(1, msg.parts)).addErrback(lambda f: None)
         if self.metrics is not None:
             self.metrics.refused(account.system_id, refusal.reason)
         log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,

@@ -49,10 +49,11 @@ def balance(tmp, cfg) -> int:
     return int(admin(tmp, cfg, "balance", "acme").stdout.split()[-1])
 
 
-def blast(port: int, n: int, tag: bytes, answers: dict, window: int = 200) -> None:
+def blast(port: int, n: int, tag: bytes, answers: dict, window: int = 200,
+          sid: bytes = b"acme", src: bytes = b"10690001") -> None:
     """Send n submits over one bind keeping `window` in flight; record every answer."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    s.sendall(P.encode(P.BindTransmitter(1, 0, b"acme", b"pw", b"", 0x34, 0, 0, b"")))
+    s.sendall(P.encode(P.BindTransmitter(1, 0, sid, b"pw", b"", 0x34, 0, 0, b"")))
     assert read_pdu(s).status == 0
     sent = 0
     got = 0
@@ -60,7 +61,7 @@ def blast(port: int, n: int, tag: bytes, answers: dict, window: int = 200) -> No
         while got < n:
             burst = []
             while sent < n and sent - got < window:
-                burst.append(P.encode(P.SubmitSm(seq=2 + sent, source_addr=b"10690001",
+                burst.append(P.encode(P.SubmitSm(seq=2 + sent, source_addr=src,
                                                  destination_addr=b"13800138000",
                                                  short_message=tag + b"%06d" % sent)))
                 sent += 1
