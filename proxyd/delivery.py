@@ -63,7 +63,7 @@ from .smpp import constants as C
 from .smpp import pdu as P
 from .smpp.server import CLOSING
 from .store.messages import STATE, STATE_NAMES, MessageStore, dlr_key, msg_key, record_value
-from .store.receipts import DEFAULT_TTL_S, MO, RECEIPT, Entry, ReceiptStore
+from .store.receipts import DEFAULT_TTL_S, GROUP, MO, RECEIPT, Entry, ReceiptStore
 
 log = Logger(namespace="proxyd.delivery")
 
@@ -76,6 +76,11 @@ OWN_RETRIES = (1.0, 2.0, 4.0, 8.0)
 _S = C.STATUS
 _FIELDS = re.compile(rb"(sub|dlvrd|submit date|done date|stat|err):(\S*)", re.I)
 _TEXT = re.compile(rb"text:(.*)$", re.I | re.S)
+_STAT = re.compile(rb"stat:(\S*)", re.I)
+_ERR = re.compile(rb"err:(\S*)", re.I)
+# entries of an account this node may hold (read, not yet answered) at least, whatever the
+# number of its receivers here: enough for a turn's receipts to be read in one go
+HOLD_MIN = 256
 
 
 def own_err(stat: str, status: int) -> str:
@@ -104,6 +109,35 @@ def parse_receipt(pdu: Any) -> dict:
             "subdate": f.get("submitdate", ""), "donedate": f.get("donedate", ""),
             "text": m.group(1).decode("latin-1") if m else "",
             "reply": text.decode("latin-1")}
+
+
+def receipt_state(pdu: Any) -> tuple[int, str]:
+    """(message_state, err) of a receipt, as `parse_receipt` finds them (cheaper: the
+    stored state needs no more)."""
+    tlv = pdu.tlv(C.TAG_MESSAGE_STATE)
+    text = getattr(pdu, "short_message", b"") or pdu.tlv(C.TAG_MESSAGE_PAYLOAD, b"") or b""
+    if tlv:
+        state = tlv[0]
+    else:
+        stat = _STAT.findall(text)
+        state = STATE.get(stat[-1].decode("latin-1").upper(), 7) if stat else 7
+    err = _ERR.findall(text)
+    return state, (err[-1].decode("latin-1") if err else "") or "000"
+
+
+def expand_facts(facts: dict) -> dict:
+    """The facts of an HTTP receipt callback (see proxyd.http.dlr) from what the receipt
+    script keeps ({"ev": "final", mid, up, smsc_id, t, c: command id, hex: PDU body});
+    facts already complete are returned as they are."""
+    if facts is None or "hex" not in facts:
+        return facts
+    out = P.decode_body(int(facts["c"]), 0, 0, bytes.fromhex(facts["hex"]))
+    full = dict(parse_receipt(out), ev=facts.get("ev", "final"), mid=facts.get("mid", ""),
+                up=facts.get("up", ""), smsc_id=facts.get("smsc_id", ""),
+                t=int(facts.get("t", 0)), to=out.source_addr.decode("latin-1"),
+                dc=getattr(out, "data_coding", 0))
+    full["from"] = out.destination_addr.decode("latin-1")
+    return full
 
 
 def _opt(cfg: Any, section: str, name: str, default: Any) -> Any:
@@ -183,7 +217,8 @@ class Delivery(service.Service):
                              concurrency=_opt(cfg, "delivery", "dlr_concurrency", 20),
                              timeout_s=_opt(cfg, "delivery", "dlr_timeout_s", 10.0),
                              max_attempts=_opt(cfg, "delivery", "dlr_max_attempts", 12),
-                             backoff_s=_opt(cfg, "delivery", "dlr_backoff_s", 1.0))
+                             backoff_s=_opt(cfg, "delivery", "dlr_backoff_s", 1.0),
+                             expand=expand_facts)
         self._records: dict[str, list] = {}         # account -> [(key, value)] this turn
         self._maps: dict[str, list] = {}            # account -> [(upstream, id, mid)]
         self._record_call: Any = None
@@ -192,6 +227,13 @@ class Delivery(service.Service):
         self.consumer = consumer or self._consumer_name(cfg)
         self.feeds: dict[str, _Feed] = {}
         self._retries: list[tuple] = []             # (due, upstream, keys, pdu, ack, tries)
+        self._lk: dict[str, list] = {}              # upstream -> receipts to look up
+        self._lk_busy: set[str] = set()             # upstreams with a lookup in flight
+        self._rb: dict[str, list] = {}              # account -> receipts to store
+        self._rb_busy: set[str] = set()             # accounts with a store call in flight
+        self._turn_call: Any = None
+        self._cb_prefix = uuid.uuid4().hex[:6]      # callback ids: mid:<node><counter>
+        self._cb_n = 0
         self._acks: dict[str, list[str]] = {}
         self._ack_call: Any = None
         self._last_touch = 0.0
@@ -225,6 +267,17 @@ class Delivery(service.Service):
         for due, up, keys, pdu, ack, tries in self._retries:
             ack(_RX_T_APPN)     # not stored: the operator sends it again
         self._retries = []
+        if self._turn_call is not None and self._turn_call.active():
+            self._turn_call.cancel()
+        self._turn_call = None
+        lk, self._lk = self._lk, {}
+        rb, self._rb = self._rb, {}
+        for items in lk.values():
+            for _keys, _pdu, ack, _tries in items:
+                ack(_RX_T_APPN)
+        for items in rb.values():
+            for item in items:
+                item[8](_RX_T_APPN)
         return self._flush_acks()
 
     # --- from the relay ---------------------------------------------------------------------
@@ -339,66 +392,168 @@ class Delivery(service.Service):
             return
         self._mo(upstream, pdu, ack)
 
+    # --- the receipts of a turn -------------------------------------------------------------
+    #
+    # Receipts are gathered per reactor turn: one MGET per upstream for their map entries
+    # (the keys share the upstream's hash tag), then one script per account (RECEIPTS_LUA,
+    # the account's hash tag) that stores the state of every part and appends each receipt
+    # to the account's stream (or queues its HTTP callback) and, when this node is consuming
+    # the account, reads the stream for it in the same step: what this node just wrote
+    # comes back as ids only. Each step has at most one call in flight per upstream /
+    # account; what arrives meanwhile goes with the next call. The operator's deliver_sm are
+    # acknowledged when the account's call returns. Two calls, not one, so that the keys of
+    # each stay in one hash slot (Redis Cluster).
+
+    def _schedule_turn(self) -> None:
+        if self._turn_call is None:
+            self._turn_call = self.clock.callLater(0, self._turn)
+
+    def _turn(self) -> None:
+        self._turn_call = None
+        for up in list(self._lk):
+            if up not in self._lk_busy:
+                self._lookup_batch(up)
+        for account in list(self._rb):
+            if account not in self._rb_busy:
+                self._store_batch(account)
+
     def _lookup(self, up: str, keys: list, pdu: Any, ack: Callable[[int], None],
                 tries: int) -> None:
-        def found(hit: Any) -> None:
-            if hit is None:
-                if tries < len(LOOKUP_RETRIES):
-                    self._retries.append((self.clock.seconds() + LOOKUP_RETRIES[tries], up,
-                                          keys, pdu, ack, tries + 1))
-                    return
-                self.counters["receipts_unknown"] += 1
-                log.warn("receipt from {up} for unknown id {rid}; acknowledged and dropped",
-                         up=up, rid=keys[0])
-                ack(_OK)
-                return
-            account, mid = hit
-            out = rewrite_receipt(pdu, mid)
-            self._receipt(account, mid, out, parse_receipt(out), ack, up, keys[0])
+        self._lk.setdefault(up, []).append((keys, pdu, ack, tries))
+        self._schedule_turn()
+
+    def _lookup_batch(self, up: str) -> None:
+        items = self._lk.pop(up, None)
+        if not items:
+            return
+        self._lk_busy.add(up)
+
+        def found(hits: list) -> None:
+            self._lk_busy.discard(up)
+            now = self.clock.seconds()
+            for (keys, pdu, ack, tries), hit in zip(items, hits):
+                if hit is None:
+                    if tries < len(LOOKUP_RETRIES):
+                        self._retries.append((now + LOOKUP_RETRIES[tries], up, keys, pdu,
+                                              ack, tries + 1))
+                        continue
+                    self.counters["receipts_unknown"] += 1
+                    log.warn("receipt from {up} for unknown id {rid}; acknowledged and "
+                             "dropped", up=up, rid=keys[0])
+                    ack(_OK)
+                    continue
+                account, mid = hit
+                out = rewrite_receipt(pdu, mid)
+                self._receipt(account, mid, out, receipt_state(out), ack, up, keys[0])
+            if up in self._lk:
+                self._lookup_batch(up)
 
         def failed(f: Any) -> None:
-            self.counters["store_errors"] += 1
-            log.warn("receipt lookup for {up}:{rid} failed: {err}; operator asked to retry",
-                     up=up, rid=keys[0], err=f.getErrorMessage())
-            ack(_RX_T_APPN)
+            self._lk_busy.discard(up)
+            self.counters["store_errors"] += len(items)
+            log.warn("receipt lookup for {n} receipts of {up} ({rid}...) failed: {err}; "
+                     "operator asked to retry", n=len(items), up=up, rid=items[0][0][0],
+                     err=f.getErrorMessage())
+            for _keys, _pdu, ack, _tries in items:
+                ack(_RX_T_APPN)
+            if up in self._lk:
+                self._schedule_turn()
 
-        self.rs.lookup(up, keys).addCallbacks(found, failed)
+        self.rs.lookup_many(up, [it[0] for it in items]).addCallbacks(found, failed)
 
-    def _receipt(self, account: str, mid: bytes, out: Any, info: dict,
+    def _receipt(self, account: str, mid: bytes, out: Any, state_err: tuple,
                  ack: Callable[[int], None], upstream: str = "", upstream_id: str = "",
                  kind: str = "receipt") -> None:
-        """Store one receipt: message state, then the HTTP callback or the SMPP stream."""
+        """Store one receipt with the others of this turn for the account: message state,
+        then the HTTP callback or the SMPP stream; `ack(status)` once stored (or not)."""
+        self._cb_n += 1
         m = mid.decode("latin-1")
-        now = self.clock.seconds()
-        facts = dict(info, ev="final", mid=m, up=upstream, smsc_id=upstream_id,
-                     t=int(now), to=out.source_addr.decode("latin-1"),
-                     dc=getattr(out, "data_coding", 0))
-        facts["from"] = out.destination_addr.decode("latin-1")
-        body = P.encode(out)[P.HEADER_LEN:]
-        minid = max(0, int(now * 1000) - int(self.rs.ttl_s * 1000))
-        cb_id = "%s:%s" % (m, uuid.uuid4().hex[:12])
+        self._rb.setdefault(account, []).append(
+            (m, state_err[0], state_err[1], upstream, upstream_id, out.command_id,
+             P.encode(out)[P.HEADER_LEN:], "%s:%s%x" % (m, self._cb_prefix, self._cb_n),
+             ack, kind))
+        self._schedule_turn()
 
-        def stored(where: int) -> None:
-            ack(_OK)
-            if where == 2:
-                self.counters["http_receipts"] += 1
+    def _store_batch(self, account: str) -> None:
+        items = self._rb.pop(account, None)
+        if not items:
+            return
+        self._rb_busy.add(account)
+        now_ms = int(self.clock.seconds() * 1000)
+        keys: list = []
+        args: list = []
+        for m, state, err, up, uid, cid, body, cb_id, _ack, _kind in items:
+            keys.append(msg_key(account, m))
+            keys.append(dlr_key(account, m))
+            args += (state, now_ms, err, up, uid, cid, body.hex(), RECEIPT, cb_id, m)
+        feed = self.feeds.get(account)
+        count = 0
+        if (feed is not None and feed.sessions and not feed.reading and not feed.history
+                and self.rs.has_group(account)):
+            count = self._room(feed)
+            if count > 0:
+                feed.reading = True
+            else:
+                count = 0
+        d = self.messages.receipts(account, keys, args, GROUP,
+                                   self.consumer if count else "", count)
+
+        def stored(result: tuple) -> None:
+            self._rb_busy.discard(account)
+            ids, own, other, err = result
+            http = 0
+            by_id: dict = {}
+            for item, eid in zip(items, ids):
+                item[8](_OK)
+                if eid:
+                    by_id[eid] = item
+                else:
+                    http += 1
+            self.counters["enqueued"] += len(by_id)
+            if http:
+                self.counters["http_receipts"] += http
                 self.dlr.kick(account)
-                return
-            self.counters["enqueued"] += 1
-            feed = self.feeds.get(account)
-            if feed is not None:
-                feed.next_read = 0.0
-                self._pump(feed)
+            f = self.feeds.get(account)
+            if count:
+                feed.reading = False
+                if err is not None:
+                    if "NOGROUP" in err:
+                        self.rs.forget_group(account)
+                    log.warn("reading deliveries of {acct} failed: {err}", acct=account,
+                             err=err)
+                entries = [Entry(eid, by_id[eid][5], by_id[eid][6], RECEIPT) for eid in own]
+                for eid, c, b, k in other:
+                    try:
+                        entries.append(Entry(eid, int(c), bytes.fromhex(b), k))
+                    except ValueError:
+                        log.warn("unreadable delivery entry {id}; dropped", id=eid)
+                        self._ack(account, eid)
+                if f is feed:
+                    feed.add(entries)
+                    if len(own) + len(other) >= count or err is not None:
+                        feed.next_read = 0.0      # more may wait in the stream
+            elif f is not None and by_id:
+                f.next_read = 0.0
+            if f is not None:
+                self._pump(f)
+            if account in self._rb:
+                self._store_batch(account)
 
-        def failed(f: Any) -> None:
-            self.counters["store_errors"] += 1
-            log.warn("{kind} {mid} for {acct} not stored: {err}", kind=kind, mid=m,
-                     acct=account, err=f.getErrorMessage())
-            ack(_RX_T_APPN)
+        def failed(fl: Any) -> None:
+            self._rb_busy.discard(account)
+            if count:
+                feed.reading = False
+                feed.next_read = self.clock.seconds() + 1.0
+            self.counters["store_errors"] += len(items)
+            log.warn("{n} receipts for {acct} ({kind} {mid}...) not stored: {err}",
+                     n=len(items), kind=items[0][9], mid=items[0][0], acct=account,
+                     err=fl.getErrorMessage())
+            for item in items:
+                item[8](_RX_T_APPN)
+            if account in self._rb:
+                self._schedule_turn()
 
-        self.messages.receipt(account, m, int(info["state"]), int(now * 1000),
-                              info["err"], minid, out.command_id, body, RECEIPT, cb_id,
-                              facts, upstream, upstream_id).addCallbacks(stored, failed)
+        d.addCallbacks(stored, failed)
 
     def own_receipt(self, account_id: str, mid: bytes, submit_pdu: Any, stat: str,
                     status: int, _try: int = 0) -> None:
@@ -421,9 +576,6 @@ class Delivery(service.Service):
             esm_class=C.ESM_DELIVERY_RECEIPT, data_coding=submit_pdu.data_coding,
             short_message=sm, tlvs=((C.TAG_RECEIPTED_MESSAGE_ID, mid + b"\0"),
                                     (C.TAG_MESSAGE_STATE, bytes((state,)))))
-        info = parse_receipt(pdu)
-        info["dc"] = submit_pdu.data_coding
-
         def ack(st: int) -> None:
             if st == _OK:
                 self.counters["own_receipts"] += 1
@@ -436,7 +588,7 @@ class Delivery(service.Service):
                 log.error("own receipt {mid} of {acct} (stat:{stat}) lost: the store kept "
                           "failing", mid=mid.decode("latin-1"), acct=account_id, stat=stat)
 
-        self._receipt(account_id, mid, pdu, info, ack, kind="own receipt")
+        self._receipt(account_id, mid, pdu, (state, err), ack, kind="own receipt")
 
     def _mo(self, upstream: Any, pdu: Any, ack: Callable[[int], None]) -> None:
         self.counters["mo"] += 1
@@ -565,10 +717,15 @@ class Delivery(service.Service):
                     break
                 self._send(feed, e, session, now)
             feed.queue = keep
-        held = len(feed.queue) + len(feed.inflight)
-        if (not feed.reading and now >= feed.next_read
-                and held < 2 * feed.capacity(window)):
-            self._read(feed, 2 * feed.capacity(window) - held)
+        if not feed.reading and now >= feed.next_read:
+            room = self._room(feed)
+            if room > 0:
+                self._read(feed, room)
+
+    def _room(self, feed: _Feed) -> int:
+        """How many more entries of its account this node may read for `feed` now."""
+        return (max(2 * feed.capacity(self.window), HOLD_MIN) - len(feed.queue)
+                - len(feed.inflight))
 
     def _pick(self, feed: _Feed, sessions: list, window: int) -> Any:
         n = len(sessions)
@@ -738,7 +895,7 @@ class Delivery(service.Service):
                                       acct=feed.account, err=f.getErrorMessage()))
 
     def _claim(self, feed: _Feed) -> None:
-        room = 2 * feed.capacity(self.window) - len(feed.queue) - len(feed.inflight)
+        room = self._room(feed)
         if room <= 0:
             return
 

@@ -174,8 +174,10 @@ class DlrCaller:
     def __init__(self, messages: Any, clock: Any, accounts: Callable[[], list[str]],
                  concurrency: int = 20, timeout_s: float = 10.0, max_attempts: int = 12,
                  backoff_s: float = 1.0, backoff_max_s: float = 300.0,
-                 poll_s: float = 1.0, lease_s: float = 60.0, http: Any = None) -> None:
+                 poll_s: float = 1.0, lease_s: float = 60.0, http: Any = None,
+                 expand: Callable[[dict], dict] | None = None) -> None:
         self.messages = messages
+        self.expand = expand
         self.clock = clock
         self.accounts = accounts
         self.concurrency = concurrency
@@ -217,6 +219,13 @@ class DlrCaller:
             self._claiming.discard(account)
             self.inflight -= room
             for cb_id, settings, facts, attempts in items:
+                if self.expand is not None and facts is not None:
+                    try:
+                        facts = self.expand(facts)
+                    except Exception:
+                        log.failure("HTTP receipt {id} of {acct}: unreadable facts",
+                                    id=cb_id, acct=account)
+                        settings = facts = None
                 self._call(account, cb_id, settings, facts, attempts)
 
         def failed(f: Any) -> None:

@@ -109,6 +109,87 @@ redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[5], '*', 'c', ARGV[6], 'b', ARGV[
 return 1
 """
 
+# The receipts of one account and reactor turn (the operator's, rewritten, or proxyd's own),
+# each handled as RECEIPT_LUA does, then (optionally) this node's read of the account's
+# stream, in the same atomic step:
+# KEYS[1] dlv stream, KEYS[2] hcb, KEYS[3] hcbd, then per receipt i: KEYS[2+2i] msg,
+#      KEYS[3+2i] dlr
+# ARGV[1] ttl_s, [2] minid, [3] now_ms, [4] group, [5] consumer ('' = no read), [6] count,
+#      then 10 per receipt: state, done_ms, err, upstream, upstream id, command id,
+#      body hex, kind, callback id, mid
+# -> {entry id per receipt ('' = queued as an HTTP callback), joined by ','; ids read that
+#     this call wrote, joined by ','; "id c b k" read that others wrote, joined by '\n'}
+#    (three strings, not lists: txredisapi's pure-Python reader pays a pause/resume of the
+#    connection for every bulk element of a pipelined reply)
+# An HTTP callback keeps the facts it can be rebuilt from ({"ev":"final", mid, up, smsc_id,
+# t, c, hex}); proxyd.delivery.expand_facts turns them into the full facts when it is taken.
+RECEIPTS_LUA = """
+local function final(s) return s == 2 or s == 3 or s == 4 or s == 5 or s == 8 end
+local n = (#KEYS - 3) / 2
+local now = tonumber(ARGV[3])
+local ids, mine = {}, {}
+for i = 1, n do
+  local a = 6 + (i - 1) * 10
+  local st = tonumber(ARGV[a + 1])
+  local up, uid, sub = ARGV[a + 4], ARGV[a + 5], ''
+  local mk, dk = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local keep = false
+  local cur = redis.call('GET', mk)
+  if cur then
+    local f = {}
+    for p in string.gmatch(cur .. '|', '([^|]*)|') do f[#f + 1] = p end
+    keep = final(tonumber(f[1]) or 0) and not final(st)
+    if f[4] and f[4] ~= '' then up = f[4] end
+    if f[5] and f[5] ~= '' then uid = f[5] end
+    sub = f[6] or ''
+  end
+  if not keep then
+    local fin = ''
+    if final(st) then fin = ARGV[a + 2] end
+    redis.call('SET', mk, st .. '|' .. fin .. '|' .. ARGV[a + 3] .. '|' .. up .. '|' .. uid
+               .. '|' .. sub, 'EX', ARGV[1])
+  end
+  local dlr = redis.call('GET', dk)
+  if dlr then
+    local facts = cjson.encode({ev = 'final', mid = ARGV[a + 10], up = ARGV[a + 4],
+                                smsc_id = ARGV[a + 5], t = math.floor(now / 1000),
+                                c = tonumber(ARGV[a + 6]), hex = ARGV[a + 7]})
+    redis.call('HSET', KEYS[3], ARGV[a + 9], dlr .. '\\n' .. facts)
+    redis.call('ZADD', KEYS[2], now, ARGV[a + 9])
+    ids[i] = ''
+  else
+    local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'c', ARGV[a + 6],
+                          'b', ARGV[a + 7], 'k', ARGV[a + 8])
+    ids[i] = id
+    mine[id] = true
+  end
+end
+local own, other = {}, {}
+if ARGV[5] ~= '' then
+  local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[4], ARGV[5], 'COUNT', ARGV[6],
+                        'STREAMS', KEYS[1], '>')
+  if type(r) == 'table' and r.err then
+    return {table.concat(ids, ','), '', '', r.err}
+  end
+  if r and r[1] then
+    for _, e in ipairs(r[1][2]) do
+      if mine[e[1]] then
+        own[#own + 1] = e[1]
+      else
+        local c, b, k = '', '', 'm'
+        local f = e[2] or {}
+        for j = 1, #f - 1, 2 do
+          if f[j] == 'c' then c = f[j + 1] elseif f[j] == 'b' then b = f[j + 1]
+          elseif f[j] == 'k' then k = f[j + 1] end
+        end
+        other[#other + 1] = e[1] .. ' ' .. c .. ' ' .. b .. ' ' .. k
+      end
+    end
+  end
+end
+return {table.concat(ids, ','), table.concat(own, ','), table.concat(other, '\\n')}
+"""
+
 # KEYS hcb, hcbd; ARGV now_ms, lease_ms, count -> {id, payload, attempts, ...} now leased
 CLAIM_LUA = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
@@ -177,7 +258,8 @@ class MessageStore:
         self.ttl_s = float(ttl_s)
         self.clock = clock
         for name, src in (("msg_record", RECORD_LUA), ("msg_receipt", RECEIPT_LUA),
-                          ("hcb_claim", CLAIM_LUA), ("hcb_add", ADD_LUA)):
+                          ("msg_receipts", RECEIPTS_LUA), ("hcb_claim", CLAIM_LUA),
+                          ("hcb_add", ADD_LUA)):
             store.register_script(name, src)
 
     def now_ms(self) -> int:
@@ -211,6 +293,27 @@ class MessageStore:
                 kind, cb_id, self.now_ms(), json.dumps(facts, separators=(",", ":")),
                 upstream, upstream_id]
         return self.store.evalsha("msg_receipt", keys, args).addCallback(int)
+
+    def receipts(self, account: str, keys: list, args: list, group: str = "",
+                 consumer: str = "", count: int = 0) -> defer.Deferred:
+        """Many receipts of one account in one call (RECEIPTS_LUA): `keys` holds the msg:
+        and dlr: key of each receipt, `args` its 10 values, in order. With a
+        `consumer`, the account's stream is then read for it (at most `count` entries).
+        Deferred[(entry ids, own ids read, [(id, c, b, k)] read, error or None)]."""
+        from proxyd.store.receipts import stream_key
+        head_k = [stream_key(account), cb_key(account), cbdata_key(account)]
+        head_a = [max(1, int(self.ttl_s)), max(0, self.now_ms() - int(self.ttl_s * 1000)),
+                  self.now_ms(), group, consumer, max(1, count)]
+        d = self.store.evalsha("msg_receipts", head_k + keys, head_a + args)
+
+        def parse(reply: Any) -> tuple:
+            ids = _s(reply[0] or "").split(",")
+            own = _s(reply[1]).split(",") if reply[1] else []
+            other = [tuple(x.split(" ")) for x in _s(reply[2]).split("\n")] \
+                if reply[2] else []
+            err = _s(reply[3]) if len(reply) > 3 and reply[3] else None
+            return ids, own, other, err
+        return d.addCallback(parse)
 
     # --- HTTP callbacks ---------------------------------------------------------------------
     def add_callback(self, account: str, cb_id: str, settings_json: str,

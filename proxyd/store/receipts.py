@@ -62,6 +62,39 @@ return #KEYS
 """
 
 
+# KEYS[1] stream; ARGV group, ids...: delivered: out of the pending list and the stream
+ACK_LUA = """
+local n = 0
+for i = 2, #ARGV, 500 do
+  local last = math.min(#ARGV, i + 499)
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, last))
+  n = n + redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
+end
+return n
+"""
+
+
+# KEYS the rmap keys of several receipts of one upstream (every form of each id); ARGV the
+# number of forms of each receipt -> one string: per receipt the first value found, or '',
+# joined by '\n' (one bulk reply, see proxyd.store.messages.RECEIPTS_LUA)
+LOOKUP_LUA = """
+local out = {}
+local k = 1
+for i = 1, #ARGV do
+  local hit = ''
+  for j = 1, tonumber(ARGV[i]) do
+    if hit == '' then
+      local v = redis.call('GET', KEYS[k])
+      if v then hit = v end
+    end
+    k = k + 1
+  end
+  out[i] = hit
+end
+return table.concat(out, '\\n')
+"""
+
+
 def rmap_key(upstream: str, upstream_id: str) -> str:
     return "rmap:{%s}:%s" % (upstream, upstream_id)
 
@@ -172,6 +205,22 @@ class ReceiptStore:
             return None
         return d.addCallback(found)
 
+    def lookup_many(self, upstream: str, forms: Sequence[Sequence[str]]) -> defer.Deferred:
+        """`lookup` for many receipts of one upstream in one call (LOOKUP_LUA; the keys
+        share the upstream's hash tag): Deferred[[(account, mid: bytes) | None per
+        receipt]]."""
+        self._register()
+        keys = [rmap_key(upstream, k) for ks in forms for k in ks]
+        d = self.store.evalsha("rmap_get", keys, [len(ks) for ks in forms])
+
+        def found(reply: Any) -> list:
+            out: list = []
+            for v in _s(reply or "").split("\n"):
+                account, sep, mid = v.partition("|")
+                out.append((account, mid.encode("latin-1")) if sep else None)
+            return out
+        return d.addCallback(found)
+
     # --- delivery streams -------------------------------------------------------------------
     def enqueue(self, account: str, command_id: int, body: bytes, kind: str) -> defer.Deferred:
         """Deferred[entry id] once the delivery is in the account's stream (durable as the
@@ -196,6 +245,14 @@ class ReceiptStore:
         d = self.store.execute("XGROUP", "CREATE", stream_key(account), GROUP, "0",
                                "MKSTREAM")
         return d.addErrback(busy).addCallback(made)
+
+    def has_group(self, account: str) -> bool:
+        """True once this store made (or found) the account's consumer group."""
+        return account in self._groups
+
+    def forget_group(self, account: str) -> None:
+        """The group is gone (NOGROUP): `ensure_group` makes it again."""
+        self._groups.discard(account)
 
     def read(self, account: str, consumer: str, count: int, history: bool = False,
              after: str = "0") -> defer.Deferred:
@@ -245,15 +302,14 @@ class ReceiptStore:
         if not self._registered:
             self.store.register_script("dlv_touch", TOUCH_LUA)
             self.store.register_script("rmap_set", REMEMBER_LUA)
+            self.store.register_script("dlv_ack", ACK_LUA)
+            self.store.register_script("rmap_get", LOOKUP_LUA)
             self._registered = True
 
     def ack(self, account: str, ids: Sequence[str]) -> defer.Deferred:
         """Delivered: out of the pending list and out of the stream."""
-        key = stream_key(account)
-        d1 = self.store.execute("XACK", key, GROUP, *ids)
-        d2 = self.store.execute("XDEL", key, *ids)
-        return defer.gatherResults([d1, d2], consumeErrors=True).addErrback(
-            lambda f: f.value.subFailure)
+        self._register()
+        return self.store.evalsha("dlv_ack", [stream_key(account)], [GROUP, *ids])
 
     def backlog(self, account: str) -> defer.Deferred:
         """Deferred[int]: entries in the account's stream (delivered ones are deleted)."""
