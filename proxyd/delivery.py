@@ -232,6 +232,7 @@ class Delivery(service.Service):
         self._rb: dict[str, list] = {}              # account -> receipts to store
         self._rb_busy: set[str] = set()             # accounts with a store call in flight
         self._turn_call: Any = None
+        self._writes: set = set()                   # store writes in flight (waited on stop)
         self._cb_prefix = uuid.uuid4().hex[:6]      # callback ids: mid:<node><counter>
         self._cb_n = 0
         self._acks: dict[str, list[str]] = {}
@@ -264,6 +265,7 @@ class Delivery(service.Service):
             self._ticker.stop()
         self.dlr.stop()
         self._flush_records()
+        writes = list(self._writes)
         for due, up, keys, pdu, ack, tries in self._retries:
             ack(_RX_T_APPN)     # not stored: the operator sends it again
         self._retries = []
@@ -278,7 +280,18 @@ class Delivery(service.Service):
         for items in rb.values():
             for item in items:
                 item[8](_RX_T_APPN)
-        return self._flush_acks()
+        return defer.gatherResults([self._flush_acks()] + writes, consumeErrors=True)
+
+    def _track(self, d: defer.Deferred) -> defer.Deferred:
+        """Keep a write in flight until it is answered: stopping waits for it (the store
+        is closed only after this service stopped)."""
+        self._writes.add(d)
+
+        def done(r: Any) -> Any:
+            self._writes.discard(d)
+            return r
+        d.addBoth(done)
+        return d
 
     # --- from the relay ---------------------------------------------------------------------
     def _accounts(self) -> list[str]:
@@ -328,19 +341,20 @@ class Delivery(service.Service):
                          "HTTP receipts will not know them", n=n, acct=account,
                          err=f.getErrorMessage())
 
-            def mapped(_: Any, later: list = later) -> None:
-                self._write_maps(later)
+            def mapped(_: Any, later: list = later) -> Any:
+                return self._write_maps(later)
 
-            self.messages.record(account, items).addErrback(failed).addCallback(mapped)
+            self._track(self.messages.record(account, items).addErrback(failed)
+                        .addCallback(mapped))
         for upstream, entries in now_maps.items():
-            self.rs.remember_many(upstream, entries)
+            self._track(self.rs.remember_many(upstream, entries))
 
-    def _write_maps(self, entries: list) -> None:
+    def _write_maps(self, entries: list) -> Any:
         by_up: dict[str, list] = {}
         for upstream, entry in entries:
             by_up.setdefault(upstream, []).append(entry)
-        for upstream, items in by_up.items():
-            self.rs.remember_many(upstream, items)
+        ds = [self.rs.remember_many(upstream, items) for upstream, items in by_up.items()]
+        return defer.gatherResults(ds, consumeErrors=True) if ds else None
 
     def expect_http_dlr(self, account_id: str, number: str, part_ids: Any,
                         settings: Any) -> None:
@@ -459,7 +473,8 @@ class Delivery(service.Service):
             if up in self._lk:
                 self._schedule_turn()
 
-        self.rs.lookup_many(up, [it[0] for it in items]).addCallbacks(found, failed)
+        self._track(self.rs.lookup_many(up, [it[0] for it in items]).addCallbacks(found,
+                                                                                  failed))
 
     def _receipt(self, account: str, mid: bytes, out: Any, state_err: tuple,
                  ack: Callable[[int], None], upstream: str = "", upstream_id: str = "",
@@ -500,7 +515,7 @@ class Delivery(service.Service):
 
         def stored(result: tuple) -> None:
             self._rb_busy.discard(account)
-            ids, own, other, err = result
+            ids, own, other, gone, err = result
             http = 0
             by_id: dict = {}
             for item, eid in zip(items, ids):
@@ -522,15 +537,12 @@ class Delivery(service.Service):
                     log.warn("reading deliveries of {acct} failed: {err}", acct=account,
                              err=err)
                 entries = [Entry(eid, by_id[eid][5], by_id[eid][6], RECEIPT) for eid in own]
-                for eid, c, b, k in other:
-                    try:
-                        entries.append(Entry(eid, int(c), bytes.fromhex(b), k))
-                    except ValueError:
-                        log.warn("unreadable delivery entry {id}; dropped", id=eid)
-                        self._ack(account, eid)
+                entries += other
+                if gone:
+                    self._expired(account, gone)
                 if f is feed:
                     feed.add(entries)
-                    if len(own) + len(other) >= count or err is not None:
+                    if len(entries) + len(gone) >= count or err is not None:
                         feed.next_read = 0.0      # more may wait in the stream
             elif f is not None and by_id:
                 f.next_read = 0.0
@@ -553,7 +565,7 @@ class Delivery(service.Service):
             if account in self._rb:
                 self._schedule_turn()
 
-        d.addCallbacks(stored, failed)
+        self._track(d.addCallbacks(stored, failed))
 
     def own_receipt(self, account_id: str, mid: bytes, submit_pdu: Any, stat: str,
                     status: int, _try: int = 0) -> None:
@@ -719,7 +731,8 @@ class Delivery(service.Service):
             feed.queue = keep
         if not feed.reading and now >= feed.next_read:
             room = self._room(feed)
-            if room > 0:
+            # in bigger reads, not one per answer: when what is held runs low
+            if room > 0 and (len(feed.queue) < feed.capacity(window) or room >= HOLD_MIN // 2):
                 self._read(feed, room)
 
     def _room(self, feed: _Feed) -> int:

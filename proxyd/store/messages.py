@@ -117,10 +117,11 @@ return 1
 # ARGV[1] ttl_s, [2] minid, [3] now_ms, [4] group, [5] consumer ('' = no read), [6] count,
 #      then 10 per receipt: state, done_ms, err, upstream, upstream id, command id,
 #      body hex, kind, callback id, mid
-# -> {entry id per receipt ('' = queued as an HTTP callback), joined by ','; ids read that
-#     this call wrote, joined by ','; "id c b k" read that others wrote, joined by '\n'}
-#    (three strings, not lists: txredisapi's pure-Python reader pays a pause/resume of the
-#    connection for every bulk element of a pipelined reply)
+# -> one string, lines: the entry id per receipt ('' = queued as an HTTP callback), joined
+#    by ','; the ids read that this call wrote, joined by ','; then the entries read that
+#    others wrote, "id c b k" a line (or "!error" when the read failed). One bulk reply:
+#    txredisapi's pure-Python reader pays a pause/resume of the connection (two epoll_ctl)
+#    for every bulk element of a pipelined reply.
 # An HTTP callback keeps the facts it can be rebuilt from ({"ev":"final", mid, up, smsc_id,
 # t, c, hex}); proxyd.delivery.expand_facts turns them into the full facts when it is taken.
 RECEIPTS_LUA = """
@@ -169,25 +170,30 @@ if ARGV[5] ~= '' then
   local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[4], ARGV[5], 'COUNT', ARGV[6],
                         'STREAMS', KEYS[1], '>')
   if type(r) == 'table' and r.err then
-    return {table.concat(ids, ','), '', '', r.err}
+    return table.concat(ids, ',') .. '\\n\\n!' .. r.err
   end
   if r and r[1] then
     for _, e in ipairs(r[1][2]) do
       if mine[e[1]] then
         own[#own + 1] = e[1]
       else
-        local c, b, k = '', '', 'm'
+        local c, b, k = nil, nil, 'm'
         local f = e[2] or {}
         for j = 1, #f - 1, 2 do
           if f[j] == 'c' then c = f[j + 1] elseif f[j] == 'b' then b = f[j + 1]
           elseif f[j] == 'k' then k = f[j + 1] end
         end
-        other[#other + 1] = e[1] .. ' ' .. c .. ' ' .. b .. ' ' .. k
+        if c and b then
+          other[#other + 1] = e[1] .. ' ' .. c .. ' ' .. b .. ' ' .. k
+        else
+          other[#other + 1] = e[1]
+        end
       end
     end
   end
 end
-return {table.concat(ids, ','), table.concat(own, ','), table.concat(other, '\\n')}
+return table.concat(ids, ',') .. '\\n' .. table.concat(own, ',') .. '\\n'
+       .. table.concat(other, '\\n')
 """
 
 # KEYS hcb, hcbd; ARGV now_ms, lease_ms, count -> {id, payload, attempts, ...} now leased
@@ -299,7 +305,8 @@ class MessageStore:
         """Many receipts of one account in one call (RECEIPTS_LUA): `keys` holds the msg:
         and dlr: key of each receipt, `args` its 10 values, in order. With a
         `consumer`, the account's stream is then read for it (at most `count` entries).
-        Deferred[(entry ids, own ids read, [(id, c, b, k)] read, error or None)]."""
+        Deferred[(entry ids, own ids read, [Entry] others wrote, ids unreadable, read
+        error or None)]."""
         from proxyd.store.receipts import stream_key
         head_k = [stream_key(account), cb_key(account), cbdata_key(account)]
         head_a = [max(1, int(self.ttl_s)), max(0, self.now_ms() - int(self.ttl_s * 1000)),
@@ -307,12 +314,11 @@ class MessageStore:
         d = self.store.evalsha("msg_receipts", head_k + keys, head_a + args)
 
         def parse(reply: Any) -> tuple:
-            ids = _s(reply[0] or "").split(",")
-            own = _s(reply[1]).split(",") if reply[1] else []
-            other = [tuple(x.split(" ")) for x in _s(reply[2]).split("\n")] \
-                if reply[2] else []
-            err = _s(reply[3]) if len(reply) > 3 and reply[3] else None
-            return ids, own, other, err
+            from proxyd.store.receipts import lines_entries
+            ids, own, rest = _s(reply).split("\n", 2)
+            err = rest[1:] if rest.startswith("!") else None
+            entries, gone = ([], []) if err is not None else lines_entries(rest)
+            return ids.split(","), own.split(",") if own else [], entries, gone, err
         return d.addCallback(parse)
 
     # --- HTTP callbacks ---------------------------------------------------------------------

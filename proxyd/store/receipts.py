@@ -95,6 +95,52 @@ return table.concat(out, '\\n')
 """
 
 
+# KEYS[1] stream; ARGV group, consumer, count, start (">" new entries, or an id: this
+# consumer's pending ones after it) -> one string, an entry a line: "id c b k", or "id"
+# alone for an entry deleted meanwhile (one bulk reply, not seven per entry: see
+# proxyd.store.messages.RECEIPTS_LUA)
+READ_LUA = """
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                     'STREAMS', KEYS[1], ARGV[4])
+local out = {}
+if r and r[1] then
+  for _, e in ipairs(r[1][2]) do
+    local f = e[2]
+    local c, b, k = nil, nil, 'm'
+    if f then
+      for j = 1, #f - 1, 2 do
+        if f[j] == 'c' then c = f[j + 1] elseif f[j] == 'b' then b = f[j + 1]
+        elseif f[j] == 'k' then k = f[j + 1] end
+      end
+    end
+    if c and b then
+      out[#out + 1] = e[1] .. ' ' .. c .. ' ' .. b .. ' ' .. k
+    else
+      out[#out + 1] = e[1]
+    end
+  end
+end
+return table.concat(out, '\\n')
+"""
+
+
+def lines_entries(text: str) -> tuple[list[Entry], list[str]]:
+    """READ_LUA's reply -> (entries, ids of deleted/unreadable entries)."""
+    good: list[Entry] = []
+    gone: list[str] = []
+    for line in text.split("\n") if text else ():
+        f = line.split(" ")
+        if len(f) != 4:
+            gone.append(f[0])
+            continue
+        try:
+            good.append(Entry(f[0], int(f[1]), bytes.fromhex(f[2]), f[3]))
+        except ValueError:
+            log.warn("unreadable delivery entry {id}; dropped", id=f[0])
+            gone.append(f[0])
+    return good, gone
+
+
 def rmap_key(upstream: str, upstream_id: str) -> str:
     return "rmap:{%s}:%s" % (upstream, upstream_id)
 
@@ -162,28 +208,30 @@ class ReceiptStore:
         return int(t * 1000)
 
     # --- receipt map ------------------------------------------------------------------------
-    def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes) -> None:
-        """Fire and forget: map (upstream, upstream id) to (account, proxyd id). Calls made
-        in one reactor turn go out together on the pool's connections (pipelined)."""
+    def remember(self, upstream: str, upstream_id: str, account: str,
+                 mid: bytes) -> defer.Deferred:
+        """Map (upstream, upstream id) to (account, proxyd id); failures are logged and
+        counted here (the Deferred never fails: wait on it, or not). Calls made in one
+        reactor turn go out together on the pool's connections (pipelined)."""
         value = "%s|%s" % (account, mid.decode("latin-1"))
         d = self.store.execute("SET", rmap_key(upstream, upstream_id), value, "EX",
                                max(1, int(self.ttl_s)))
-        d.addErrback(self._map_failed, upstream, upstream_id)
+        return d.addErrback(self._map_failed, upstream, upstream_id)
 
-    def remember_many(self, upstream: str, items: Sequence[tuple[str, str, bytes]]) -> None:
+    def remember_many(self, upstream: str,
+                      items: Sequence[tuple[str, str, bytes]]) -> defer.Deferred:
         """`remember` for many (upstream id, account, mid) of one upstream: one script call
         (the keys share the upstream's hash tag)."""
         if len(items) == 1:
             uid, account, mid = items[0]
-            self.remember(upstream, uid, account, mid)
-            return
+            return self.remember(upstream, uid, account, mid)
         self._register()
         keys = [rmap_key(upstream, uid) for uid, _a, _m in items]
         args = [max(1, int(self.ttl_s))] + ["%s|%s" % (a, m.decode("latin-1"))
                                             for _u, a, m in items]
         d = self.store.evalsha("rmap_set", keys, args)
-        d.addErrback(self._map_failed, upstream, "%s (+%d more)" % (items[0][0],
-                                                                    len(items) - 1))
+        return d.addErrback(self._map_failed, upstream, "%s (+%d more)" % (
+            items[0][0], len(items) - 1))
 
     def _map_failed(self, f: Any, upstream: str, upstream_id: str) -> None:
         self.map_write_errors += 1
@@ -258,13 +306,12 @@ class ReceiptStore:
              after: str = "0") -> defer.Deferred:
         """Deferred[(entries, gone ids)]: new entries for `consumer` (">"), or with
         `history` the ones it already holds (its pending entries list) after id `after`."""
-        d = self.store.execute("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", max(1, count),
-                               "STREAMS", stream_key(account), after if history else ">")
+        self._register()
+        d = self.store.evalsha("dlv_read", [stream_key(account)],
+                               [GROUP, consumer, max(1, count), after if history else ">"])
 
         def parse(reply: Any) -> tuple[list[Entry], list[str]]:
-            if not reply:
-                return [], []
-            return _entries(reply[0][1])
+            return lines_entries(_s(reply or ""))
 
         def nogroup(f: Any) -> Any:
             if f.check(StoreError) and "NOGROUP" in f.getErrorMessage():
@@ -304,6 +351,7 @@ class ReceiptStore:
             self.store.register_script("rmap_set", REMEMBER_LUA)
             self.store.register_script("dlv_ack", ACK_LUA)
             self.store.register_script("rmap_get", LOOKUP_LUA)
+            self.store.register_script("dlv_read", READ_LUA)
             self._registered = True
 
     def ack(self, account: str, ids: Sequence[str]) -> defer.Deferred:
