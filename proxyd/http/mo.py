@@ -36,7 +36,9 @@ def mo_values(facts: dict[str, Any]) -> dict[str, str]:
     dc, upstream, id, ts (seconds)."""
     text = facts.get("text") or ""
     words = text.split()
-    ts = facts.get("ts") or time.time()
+    ts = facts.get("ts")
+    if ts is None:
+        ts = time.time()
     return {
         "p": facts.get("from", ""), "P": facts.get("to", ""), "a": text,
         "b": (facts.get("raw") or b"").hex(), "k": words[0] if words else "",
