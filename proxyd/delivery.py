@@ -494,13 +494,13 @@ class Delivery(service.Service):
         if not items:
             return
         self._rb_busy.add(account)
-        now_ms = int(self.clock.seconds() * 1000)
         keys: list = []
         args: list = []
         for m, state, err, up, uid, cid, body, cb_id, _ack, _kind in items:
             keys.append(msg_key(account, m))
             keys.append(dlr_key(account, m))
-            args += (state, now_ms, err, up, uid, cid, body.hex(), RECEIPT, cb_id, m)
+            args.append("%d|%s|%s|%s|%d|%s|%s|%s" % (state, err.replace("|", ""), up, uid,
+                                                     cid, cb_id, m, body.hex()))
         feed = self.feeds.get(account)
         count = 0
         if (feed is not None and feed.sessions and not feed.reading and not feed.history
@@ -511,7 +511,7 @@ class Delivery(service.Service):
             else:
                 count = 0
         d = self.messages.receipts(account, keys, args, GROUP,
-                                   self.consumer if count else "", count)
+                                   self.consumer if count else "", count, RECEIPT)
 
         def stored(result: tuple) -> None:
             self._rb_busy.discard(account)

@@ -114,9 +114,10 @@ return 1
 # stream, in the same atomic step:
 # KEYS[1] dlv stream, KEYS[2] hcb, KEYS[3] hcbd, then per receipt i: KEYS[2+2i] msg,
 #      KEYS[3+2i] dlr
-# ARGV[1] ttl_s, [2] minid, [3] now_ms, [4] group, [5] consumer ('' = no read), [6] count,
-#      then 10 per receipt: state, done_ms, err, upstream, upstream id, command id,
-#      body hex, kind, callback id, mid
+# ARGV[1] ttl_s, [2] minid, [3] now_ms (also the done time), [4] group, [5] consumer
+#      ('' = no read), [6] count, [7] kind, then one per receipt (few arguments: txredisapi
+#      encodes each one in Python): "state|err|upstream|upstream id|command id|callback
+#      id|mid|body hex"
 # -> one string, lines: the entry id per receipt ('' = queued as an HTTP callback), joined
 #    by ','; the ids read that this call wrote, joined by ','; then the entries read that
 #    others wrote, "id c b k" a line (or "!error" when the read failed). One bulk reply:
@@ -130,9 +131,10 @@ local n = (#KEYS - 3) / 2
 local now = tonumber(ARGV[3])
 local ids, mine = {}, {}
 for i = 1, n do
-  local a = 6 + (i - 1) * 10
-  local st = tonumber(ARGV[a + 1])
-  local up, uid, sub = ARGV[a + 4], ARGV[a + 5], ''
+  local r = {}
+  for p in string.gmatch(ARGV[7 + i] .. '|', '([^|]*)|') do r[#r + 1] = p end
+  local st = tonumber(r[1])
+  local up, uid, sub = r[3], r[4], ''
   local mk, dk = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   local keep = false
   local cur = redis.call('GET', mk)
@@ -146,21 +148,20 @@ for i = 1, n do
   end
   if not keep then
     local fin = ''
-    if final(st) then fin = ARGV[a + 2] end
-    redis.call('SET', mk, st .. '|' .. fin .. '|' .. ARGV[a + 3] .. '|' .. up .. '|' .. uid
+    if final(st) then fin = ARGV[3] end
+    redis.call('SET', mk, st .. '|' .. fin .. '|' .. r[2] .. '|' .. up .. '|' .. uid
                .. '|' .. sub, 'EX', ARGV[1])
   end
   local dlr = redis.call('GET', dk)
   if dlr then
-    local facts = cjson.encode({ev = 'final', mid = ARGV[a + 10], up = ARGV[a + 4],
-                                smsc_id = ARGV[a + 5], t = math.floor(now / 1000),
-                                c = tonumber(ARGV[a + 6]), hex = ARGV[a + 7]})
-    redis.call('HSET', KEYS[3], ARGV[a + 9], dlr .. '\\n' .. facts)
-    redis.call('ZADD', KEYS[2], now, ARGV[a + 9])
+    local facts = cjson.encode({ev = 'final', mid = r[7], up = r[3], smsc_id = r[4],
+                                t = math.floor(now / 1000), c = tonumber(r[5]), hex = r[8]})
+    redis.call('HSET', KEYS[3], r[6], dlr .. '\\n' .. facts)
+    redis.call('ZADD', KEYS[2], now, r[6])
     ids[i] = ''
   else
-    local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'c', ARGV[a + 6],
-                          'b', ARGV[a + 7], 'k', ARGV[a + 8])
+    local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'c', r[5],
+                          'b', r[8], 'k', ARGV[7])
     ids[i] = id
     mine[id] = true
   end
@@ -301,16 +302,16 @@ class MessageStore:
         return self.store.evalsha("msg_receipt", keys, args).addCallback(int)
 
     def receipts(self, account: str, keys: list, args: list, group: str = "",
-                 consumer: str = "", count: int = 0) -> defer.Deferred:
+                 consumer: str = "", count: int = 0, kind: str = "r") -> defer.Deferred:
         """Many receipts of one account in one call (RECEIPTS_LUA): `keys` holds the msg:
-        and dlr: key of each receipt, `args` its 10 values, in order. With a
+        and dlr: key of each receipt, `args` one string per receipt, in order. With a
         `consumer`, the account's stream is then read for it (at most `count` entries).
         Deferred[(entry ids, own ids read, [Entry] others wrote, ids unreadable, read
         error or None)]."""
         from proxyd.store.receipts import stream_key
         head_k = [stream_key(account), cb_key(account), cbdata_key(account)]
         head_a = [max(1, int(self.ttl_s)), max(0, self.now_ms() - int(self.ttl_s * 1000)),
-                  self.now_ms(), group, consumer, max(1, count)]
+                  self.now_ms(), group, consumer, max(1, count), kind]
         d = self.store.evalsha("msg_receipts", head_k + keys, head_a + args)
 
         def parse(reply: Any) -> tuple:
