@@ -293,6 +293,21 @@ class Delivery(service.Service):
         d.addBoth(done)
         return d
 
+    def _journal(self, account: str, mid: str, event: str, note: str) -> None:
+        """A state event of a message in the journal (batched per turn by the ledger);
+        a failure is logged, never raised."""
+        ledger = getattr(self.node, "ledger", None)
+        if ledger is None or not mid:
+            return
+        try:
+            d = ledger.journal_event(account, mid, event, note)
+        except Exception as e:      # pragma: no cover - defensive
+            log.warn("journal {ev} of {mid} failed: {err}", ev=event, mid=mid, err=e)
+            return
+        d.addErrback(lambda f: log.warn("journal {ev} of {mid} of {acct} not written: {err}",
+                                        ev=event, mid=mid, acct=account,
+                                        err=f.getErrorMessage()))
+
     # --- from the relay ---------------------------------------------------------------------
     def _accounts(self) -> list[str]:
         return [a.system_id for a in self.node.cfg.accounts]
@@ -520,6 +535,11 @@ class Delivery(service.Service):
             by_id: dict = {}
             for item, eid in zip(items, ids):
                 item[8](_OK)
+                # the journal (issue 8): the operator's receipt with "STAT ERR", proxyd's
+                # own as negative_receipt; batched per turn by the ledger
+                self._journal(account, item[0],
+                              "receipt" if item[9] == "receipt" else "negative_receipt",
+                              "%s %s" % (STATE_NAMES.get(item[1], "UNKNOWN"), item[2]))
                 if eid:
                     by_id[eid] = item
                 else:
@@ -775,6 +795,11 @@ class Delivery(service.Service):
             feed.known.discard(e.id)
             self.counters["delivered"] += 1
             self._ack(feed.account, e.id)
+            if e.kind == RECEIPT:
+                m = _ID_RE.search(e.body)
+                if m:
+                    self._journal(feed.account, m.group(1).decode("latin-1"),
+                                  "receipt_delivered", "")
         elif session not in feed.sessions or not _alive(session):
             feed.requeue(e)     # the connection went: not the client's refusal
         else:
