@@ -62,8 +62,10 @@ from .relay import _ID_RE, mask, message_text, normalise_upstream_id, rewrite_re
 from .smpp import constants as C
 from .smpp import pdu as P
 from .smpp.server import CLOSING
-from .store.messages import STATE, STATE_NAMES, MessageStore, dlr_key, msg_key, record_value
+from .store.messages import (STATE, STATE_NAMES, MessageStore, dlr_key, mo_parts_key,
+                             msg_key, record_value)
 from .store.receipts import DEFAULT_TTL_S, GROUP, MO, RECEIPT, Entry, ReceiptStore
+from .text.reassembly import concat_key, join_parts, strip_udh
 
 log = Logger(namespace="proxyd.delivery")
 
@@ -129,6 +131,8 @@ def expand_facts(facts: dict) -> dict:
     """The facts of an HTTP receipt callback (see proxyd.http.dlr) from what the receipt
     script keeps ({"ev": "final", mid, up, smsc_id, t, c: command id, hex: PDU body});
     facts already complete are returned as they are."""
+    if facts is not None and facts.get("ev") == "mo":
+        return mo_facts(facts)
     if facts is None or "hex" not in facts:
         return facts
     out = P.decode_body(int(facts["c"]), 0, 0, bytes.fromhex(facts["hex"]))
@@ -138,6 +142,28 @@ def expand_facts(facts: dict) -> dict:
                 dc=getattr(out, "data_coding", 0))
     full["from"] = out.destination_addr.decode("latin-1")
     return full
+
+
+def mo_facts(facts: dict) -> dict:
+    """The facts of an MO for a mo_url (proxyd.http.mo) from what is queued: from, to, dc,
+    upstream, id, ts and "hexparts" ("seq:hex,...", payloads without UDH), joined in seq
+    order and decoded (text "" for a binary coding)."""
+    parts = []
+    for item in (facts.get("hexparts") or "").split(","):
+        if item:
+            seq, _, hx = item.partition(":")
+            parts.append((int(seq), bytes.fromhex(hx)))
+    parts.sort(key=lambda p: p[0])
+    dc = int(facts.get("dc", 0))
+    try:
+        text = join_parts(parts, dc)
+    except ValueError:
+        text = None
+    out = dict(facts)
+    out.pop("hexparts", None)
+    out["raw"] = b"".join(p for _, p in parts)
+    out["text"] = text or ""
+    return out
 
 
 def _opt(cfg: Any, section: str, name: str, default: Any) -> Any:
@@ -633,6 +659,10 @@ class Delivery(service.Service):
                      "acknowledged and dropped", up=upstream.name, src=mask(source), dest=dest)
             ack(_OK)
             return
+        url = self._mo_url_of(account)
+        if url:
+            self._mo_http(account, url, upstream, pdu, ack)
+            return
         try:
             text = message_text(pdu)
         except Exception:       # a malformed UDH: not a text, so not an unsubscribe word
@@ -656,6 +686,98 @@ class Delivery(service.Service):
             OptOut(self.node.store).add(account, source).addCallbacks(added, failed)
             return
         self._enqueue(account, pdu, MO, ack)
+
+    # --- MO to an account's mo_url ----------------------------------------------------------
+    #
+    # An MO for an account with a `mo_url` goes to the HTTP callback queue (the same durable,
+    # retried queue as HTTP receipts, api "mo"), not to the SMPP stream. A part of a
+    # concatenated MO (UDH or SAR) is kept in ``mocc:{A}:...`` (MO_PART_LUA) and acknowledged
+    # once kept; the script that stores the last part queues the one callback of the whole
+    # message in the same step. The unsubscribe word is looked for in the whole text, after.
+
+    def _mo_url_of(self, account: str) -> str:
+        for a in self.node.cfg.accounts:
+            if a.system_id == account:
+                return getattr(a, "mo_url", "") or ""
+        return ""
+
+    def _mo_http(self, account: str, url: str, upstream: Any, pdu: Any,
+                 ack: Callable[[int], None]) -> None:
+        source = pdu.source_addr.decode("latin-1")
+        dest = pdu.destination_addr.decode("latin-1")
+        data = getattr(pdu, "short_message", b"") or pdu.tlv(C.TAG_MESSAGE_PAYLOAD, b"") or b""
+        try:
+            key = concat_key(pdu.esm_class, data, dict(pdu.tlvs))
+            payload = strip_udh(pdu.esm_class, data)
+        except ValueError:      # a malformed UDH or SAR: passed as it is, one message
+            key, payload = None, data
+        self._cb_n += 1
+        mid = "mo%s%x" % (self._cb_prefix, self._cb_n)
+        cb_id = "%s:%s" % (mid, uuid.uuid4().hex[:8])
+        facts = {"ev": "mo", "from": source, "to": dest, "dc": pdu.data_coding,
+                 "upstream": upstream.name, "id": mid, "ts": int(self.clock.seconds())}
+        sj = json.dumps({"api": "mo", "url": url, "acct": account}, separators=(",", ":"))
+
+        def failed(f: Any) -> None:
+            self.counters["store_errors"] += 1
+            log.warn("MO for {acct} (mo_url) not stored: {err}; operator asked to retry",
+                     acct=account, err=f.getErrorMessage())
+            ack(_RX_T_APPN)
+
+        if key is None or key[1] <= 1:
+            whole = dict(facts, hexparts="1:" + payload.hex())
+
+            def single_queued(_: Any) -> None:
+                self.counters["enqueued"] += 1
+                self.dlr.kick(account)
+                ack(_OK)
+
+            def queue_single(_: Any = None) -> None:
+                self.messages.add_callback(account, cb_id, sj, whole).addCallbacks(
+                    single_queued, failed)
+
+            self._mo_optout(account, source, mo_facts(whole)["text"], queue_single, failed)
+            return
+        ref, total, seq = key
+        pkey = mo_parts_key(account, source, dest, ref, total)
+        ttl = int(_opt(self.node.cfg, "policy", "reassembly_timeout_s", 60.0) * 4) + 60
+
+        def kept(r: tuple) -> None:
+            code, what = r
+            if code != 1:
+                ack(_OK)
+                return
+            self.counters["enqueued"] += 1
+            self.dlr.kick(account)
+            text = mo_facts({"hexparts": what, "dc": pdu.data_coding})["text"]
+
+            def optout_failed(f: Any) -> None:
+                # the whole MO is queued already: asking the operator for the last part
+                # again would start a new message; the opt-out is logged as lost
+                log.error("opt-out of {src} for {acct} (long MO) not stored: {err}",
+                          src=mask(source), acct=account, err=f.getErrorMessage())
+                ack(_OK)
+            self._mo_optout(account, source, text, lambda _=None: ack(_OK), optout_failed)
+
+        self.messages.add_mo_part(account, pkey, seq, payload, total, ttl, cb_id, sj,
+                                  facts).addCallbacks(kept, failed)
+
+    def _mo_optout(self, account: str, source: str, text: str | None,
+                   then: Callable, failed: Callable) -> None:
+        """Add `source` to the account's opt-out set when `text` is an unsubscribe word,
+        then `then()`; `failed(failure)` when the store failed."""
+        words = self.node.cfg.policy.unsubscribe_words
+        if not (text and source and is_unsubscribe(text, words)):
+            then()
+            return
+        from .store.optout import OptOut
+
+        def added(_: Any) -> None:
+            self.counters["optouts"] += 1
+            log.info("{src} opted out of {acct} (MO reply)", src=mask(source), acct=account)
+            then()
+
+        OptOut(self.node.store).add(account, source).addCallbacks(added, failed)
 
     def _mo_account(self, dest: str) -> str | None:
         best, best_len = None, 0

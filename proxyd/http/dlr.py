@@ -39,6 +39,10 @@ Jasmin (dlr-level 1 SMSC, 2 terminal, 3 both; dlr-method GET or POST form): leve
 ``id, message_status (ESME_ROK), level=1, connector``; level 2 with ``id, id_smsc,
 message_status (the stat: DELIVRD, UNDELIV, ...), level=2, connector, subdate, donedate,
 sub, dlvrd, err, text``.
+
+The same queue carries MO for an account's `mo_url` (settings ``{"api": "mo", "url":
+template, "acct": ...}``, facts as `proxyd.http.mo.mo_values` reads them): one GET to
+`proxyd.http.mo.mo_url`, any 2xx is success, retried like a receipt.
 """
 from __future__ import annotations
 
@@ -52,6 +56,8 @@ from twisted.logger import Logger
 log = Logger(namespace="proxyd.http.dlr")
 
 KANNEL, JASMIN = "kannel", "jasmin"
+# not a receipt: an MO for an account's mo_url (proxyd.http.mo), GET, any 2xx is success
+MO = "mo"
 
 # Kannel dlr types (gw/dlr.h)
 DLR_SUCCESS, DLR_FAIL, DLR_BUFFERED, DLR_SMSC_SUCCESS, DLR_SMSC_FAIL = 1, 2, 4, 8, 16
@@ -147,6 +153,9 @@ def build_request(settings: dict, facts: dict) -> Request | None:
     url = settings.get("url") or ""
     if not url:
         return None
+    if settings.get("api") == MO:
+        from .mo import mo_url
+        return Request("GET", mo_url(url, facts))
     if settings.get("api") == JASMIN:
         level = int(settings.get("level", 1))
         want = 1 if facts.get("ev") == "smsc" else 2
