@@ -51,8 +51,19 @@ NO_CAPACITY = Refusal(_S["ESME_RMSGQFUL"], "capacity", "no upstream capacity now
 OPTED_OUT = Refusal(_S["ESME_RINVDSTADR"], "optout", "recipient has opted out")
 
 
+_PRIVACY = {"mask": True}     # [log] mask_numbers, set by configure_logging at (re)load
+
+
+def configure_logging(log_cfg: Any) -> None:
+    """Apply `[log] mask_numbers` to every log line that shows a number."""
+    _PRIVACY["mask"] = bool(log_cfg.mask_numbers)
+
+
 def mask(number: str) -> str:
-    """138****5678: numbers in logs keep their first 3 and last 4 digits."""
+    """138****5678: numbers in logs keep their first 3 and last 4 digits (unless
+    `[log] mask_numbers = false`)."""
+    if not _PRIVACY["mask"]:
+        return number
     if len(number) <= 7:
         return "*" * len(number)
     return number[:3] + "*" * (len(number) - 7) + number[-4:]
@@ -261,8 +272,13 @@ class Relay:
                                            parts=max(1, msg.parts)).addErrback(lambda f: None)
         if self.metrics is not None:
             self.metrics.refused(account.system_id, refusal.reason)
-        log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
-                 dest=mask(msg.destination_addr), reason=refusal.reason, text=refusal.text)
+        if self.config.log.log_content and msg.text is not None:
+            log.info("refused {acct} -> {dest}: {reason}: {text}; content: {content!r}",
+                     acct=account.system_id, dest=mask(msg.destination_addr),
+                     reason=refusal.reason, text=refusal.text, content=msg.text)
+        else:
+            log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
+                     dest=mask(msg.destination_addr), reason=refusal.reason, text=refusal.text)
         done(refusal.status, [], refusal, 0)
 
     def _body_for(self, up: Any, job: _Job, pdu: Any, body: bytes) -> bytes:

@@ -25,7 +25,7 @@ from twisted.python import usage
 
 from . import config as config_mod
 from .accounts import Registry
-from .relay import Relay
+from .relay import Relay, configure_logging
 from .routing import Router
 from .smpp.server import ClientFactory
 from .smpp.upstream import Upstream
@@ -56,6 +56,7 @@ class ProxydService(service.MultiService):
         self.store: Any = None
         self.ledger: Any = None
         self.store_server: Any = None
+        configure_logging(cfg.log)
         self.registry = Registry(cfg)
         self.upstreams: list[Upstream] = []
         self.router = Router(self.upstreams)
@@ -210,6 +211,7 @@ class ProxydService(service.MultiService):
             return False
         old = self.cfg
         self.cfg = new
+        configure_logging(new.log)
         self.policy = policy
         self.registry.set_config(new)
         self.relay.set_config(new, policy)

@@ -276,3 +276,14 @@ def test_balance_covers_whole_messages_only(stack):
     c.disconnect()
     wait_for(lambda: admin(stack["tmp"], stack["cfg"], "balance", "poor").stdout.strip()
              .split()[-1] == "2", 10, "balance 2")
+
+
+def test_refusal_logs_mask_numbers_and_never_show_content(stack):
+    c = bound(stack["port"], "acme", "pw1")
+    assert submit(c, source_addr="10690001", destination_addr="13712345678",
+                  data_coding=8, short_message="代开发票".encode("utf-16-be")) == \
+        S["PROXYD_RCONTENT"]
+    c.disconnect()
+    log = stack["proxyd"].text()
+    assert "137****5678" in log
+    assert "13712345678" not in log and "代开发票" not in log
