@@ -105,6 +105,10 @@ class DeliveryConfig:
     dlr_timeout_s: float = 10.0
     dlr_max_attempts: int = 12
     dlr_backoff_s: float = 1.0
+    # > 0: a part relayed with registered_delivery whose operator receipt has not come after
+    # this many seconds gets proxyd's own receipt, stat EXPIRED err 409 (its state becomes
+    # EXPIRED; a late real receipt is still relayed). 0 (the default): wait for ever (TTL).
+    expire_after_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,7 @@ def _check(cfg: Config) -> None:
     _positive("delivery.dlr_concurrency", d.dlr_concurrency)
     _positive("delivery.dlr_timeout_s", d.dlr_timeout_s, 0.01)
     _positive("delivery.dlr_max_attempts", d.dlr_max_attempts)
+    _positive("delivery.expire_after_s", d.expire_after_s, 0)
     _positive("relay.queue_wait_s", cfg.relay.queue_wait_s, 0)
 
 

@@ -39,9 +39,21 @@ operator after the parts were acknowledged). The ``err:`` field:
     400  content refused (PROXYD_RCONTENT)
     401  insufficient balance (PROXYD_RNOBALANCE)
     408  incomplete: the other parts of a long message never came (reassembly timeout)
+    409  expired (stat EXPIRED): ``[delivery] expire_after_s`` > 0 and the operator's
+         receipt of a part relayed with registered_delivery did not come within that time
     nnn  otherwise the SMPP status of the refusal in decimal, modulo 1000, e.g. 011 bad or
          opted-out destination (ESME_RINVDSTADR), 020 no upstream capacity (ESME_RMSGQFUL),
          008 system error / outcome unknown (ESME_RSYSERR), 088 throttled
+
+Expiry (``[delivery] expire_after_s``, 0 = off, the default): the script that writes a
+part's ENROUTE state also puts its mid in ``enr:{A}`` scored by when the wait ends; every
+receipt takes it off. Once a second the ticker pops the due mids of each account
+(`MessageStore.take_expired`, atomic: one node gets each) and sends proxyd's own EXPIRED
+receipt (err 409) for those still ENROUTE, by `own_receipt` (receiver binds or the dlr-url);
+their state becomes EXPIRED. A real receipt that comes later is still relayed (a final
+state replaces EXPIRED): late but true beats silent, and the client sees the last word.
+The relay does not hand the submit_sm to `remember`, so the EXPIRED receipt carries no
+addresses (an HTTP report takes the number from its dlr settings).
 """
 from __future__ import annotations
 
@@ -80,6 +92,11 @@ _FIELDS = re.compile(rb"(sub|dlvrd|submit date|done date|stat|err):(\S*)", re.I)
 _TEXT = re.compile(rb"text:(.*)$", re.I | re.S)
 _STAT = re.compile(rb"stat:(\S*)", re.I)
 _ERR = re.compile(rb"err:(\S*)", re.I)
+# how often due expiries are looked for, and at most how many per account and call
+EXPIRE_EVERY_S = 1.0
+EXPIRE_BATCH = 500
+# the status behind the err 409 of an EXPIRED own receipt (see own_err)
+EXPIRED_STATUS = 409
 # entries of an account this node may hold (read, not yet answered) at least, whatever the
 # number of its receivers here: enough for a turn's receipts to be read in one go
 HOLD_MIN = 256
@@ -93,6 +110,8 @@ def own_err(stat: str, status: int) -> str:
         return "401"
     if status == _S["ESME_RDELIVERYFAILURE"]:
         return "408"
+    if stat == "EXPIRED":
+        return "409"
     return "%03d" % (status % 1000)
 
 
@@ -234,6 +253,9 @@ class Delivery(service.Service):
         self.claim_idle_s = claim_idle_s or _opt(cfg, "delivery", "claim_idle_s", 60.0)
         self.max_attempts = max_attempts or _opt(cfg, "delivery", "max_attempts", 50)
         self.backoff_max_s = _opt(cfg, "delivery", "backoff_max_s", 60.0)
+        self.expire_after_s = float(_opt(cfg, "delivery", "expire_after_s", 0.0) or 0.0)
+        self._last_expire = 0.0
+        self._expiring: set[str] = set()            # accounts with a take in flight
         ttl = ttl_s or _opt(cfg, "store", "receipt_ttl_s", None) or \
             _opt(cfg, "delivery", "ttl_s", DEFAULT_TTL_S)
         self.rs = ReceiptStore(node.store, ttl, clock=self.clock)
@@ -270,7 +292,7 @@ class Delivery(service.Service):
         self.counters: dict[str, int] = dict.fromkeys((
             "receipts", "receipts_unknown", "mo", "mo_unrouted", "optouts", "enqueued",
             "store_errors", "delivered", "retried", "timeouts", "dropped", "expired",
-            "claimed", "own_receipts", "http_receipts", "record_errors"), 0)
+            "claimed", "own_receipts", "http_receipts", "record_errors", "expired_own"), 0)
 
     @staticmethod
     def _consumer_name(cfg: Any) -> str:
@@ -385,7 +407,9 @@ class Delivery(service.Service):
             def mapped(_: Any, later: list = later) -> Any:
                 return self._write_maps(later)
 
-            self._track(self.messages.record(account, items).addErrback(failed)
+            due = (self.messages.now_ms() + int(self.expire_after_s * 1000)
+                   if self.expire_after_s > 0 else 0)
+            self._track(self.messages.record(account, items, due).addErrback(failed)
                         .addCallback(mapped))
         for upstream, entries in now_maps.items():
             self._track(self.rs.remember_many(upstream, entries))
@@ -1024,6 +1048,11 @@ class Delivery(service.Service):
                     self._failed(feed, e, "no deliver_sm_resp within %.0fs"
                                  % self.resp_timeout_s)
             self._pump(feed)
+        if self.expire_after_s > 0 and now - self._last_expire >= EXPIRE_EVERY_S:
+            self._last_expire = now
+            for account in self._accounts():
+                if account not in self._expiring:
+                    self._expire(account)
         if now - self._last_touch >= self.claim_idle_s / 3.0:
             self._last_touch = now
             for feed in list(self.feeds.values()):
@@ -1033,6 +1062,32 @@ class Delivery(service.Service):
             for feed in list(self.feeds.values()):
                 if not feed.history:
                     self._claim(feed)
+
+    def _expire(self, account: str) -> None:
+        """proxyd's own EXPIRED receipt for the parts of `account` whose wait is over."""
+        self._expiring.add(account)
+
+        def got(mids: list) -> None:
+            self._expiring.discard(account)
+            if not mids:
+                return
+            self.counters["expired_own"] += len(mids)
+            log.info("{n} parts of {acct} got no receipt within {s}s: EXPIRED", n=len(mids),
+                     acct=account, s=self.expire_after_s)
+            blank = P.SubmitSm(seq=0)       # the relay keeps no addresses for us
+            for m in mids:
+                self.own_receipt(account, m.encode("latin-1"), blank, "EXPIRED",
+                                 EXPIRED_STATUS)
+            if len(mids) >= EXPIRE_BATCH:
+                self._expire(account)
+
+        def failed(f: Any) -> None:
+            self._expiring.discard(account)
+            log.warn("looking for expired parts of {acct} failed: {err}", acct=account,
+                     err=f.getErrorMessage())
+
+        self._track(self.messages.take_expired(account, EXPIRE_BATCH).addCallbacks(got,
+                                                                                  failed))
 
     def _touch(self, feed: _Feed) -> None:
         ids = list(feed.known)

@@ -105,7 +105,7 @@ def kannel_values(settings: dict, facts: dict) -> dict[str, str]:
     reply = facts.get("reply", "")
     return {
         "d": str(kannel_type(facts)),
-        "p": facts.get("to", ""),
+        "p": facts.get("to") or settings.get("to", ""),
         "P": facts.get("from", ""),
         "T": str(t),
         "t": time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)),

@@ -21,6 +21,12 @@ account carries the hash tag ``{A}``, so the scripts below touch one slot only):
     hcbd:{A}        hash    callback id -> "<settings json>\\n<facts json>"; "<id>#n" ->
                             attempts so far. Deleted with the zset member once answered 2xx or
                             given up.
+    enr:{A}         zset    only with ``[delivery] expire_after_s`` > 0: mids of parts the
+                            operator took with registered_delivery and no receipt yet, scored
+                            by when proxyd gives up waiting (ms). Added by the script that
+                            writes the ENROUTE state (only when it created it), removed by
+                            every receipt, popped by EXPIRE_LUA (proxyd.delivery then sends
+                            its own EXPIRED receipt for those still ENROUTE).
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from typing import Any, Sequence
 from twisted.internet import defer
 
 __all__ = ["MessageStore", "Record", "STATE", "STATE_NAMES", "FINAL", "msg_key", "dlr_key",
-           "cb_key", "cbdata_key"]
+           "cb_key", "cbdata_key", "enr_key"]
 
 # Appendix B stat -> SMPP message_state (5.2.28)
 STATE = {"ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "DELETED": 4, "UNDELIV": 5,
@@ -56,21 +62,45 @@ def cbdata_key(account: str) -> str:
     return "hcbd:{%s}" % account
 
 
+def enr_key(account: str) -> str:
+    return "enr:{%s}" % account
+
+
 def _s(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
-# KEYS: msg:/dlr: keys of one account; ARGV[1] ttl_s, ARGV[1+i] value of KEYS[i].
-# msg: keys with NX (a receipt may have written the state already), dlr: keys plainly.
+# KEYS[1] enr:{A}, then msg:/dlr: keys of one account; ARGV[1] ttl_s, ARGV[2] due_ms of the
+# expiry (0 = expiry off), ARGV[2+i] value of KEYS[1+i]. msg: keys with NX (a receipt may
+# have written the state already) and, when expiry is on and the state was created here,
+# the mid added to enr:{A}; dlr: keys plainly.
 RECORD_LUA = """
-for i = 1, #KEYS do
+local due = tonumber(ARGV[2])
+for i = 2, #KEYS do
   if string.sub(KEYS[i], 1, 4) == 'msg:' then
-    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1], 'NX')
+    local ok = redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1], 'NX')
+    if ok and due > 0 then
+      local mid = string.match(KEYS[i], '^msg:{[^}]*}:(.*)$')
+      if mid then redis.call('ZADD', KEYS[1], due, mid) end
+    end
   else
     redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
   end
 end
-return #KEYS
+return #KEYS - 1
+"""
+
+# KEYS[1] enr:{A}; ARGV now_ms, count, msg key prefix ("msg:{A}:"): pops the due mids and
+# returns those whose state is still ENROUTE (1); the others had their receipt already.
+EXPIRE_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, mid in ipairs(due) do
+  redis.call('ZREM', KEYS[1], mid)
+  local cur = redis.call('GET', ARGV[3] .. mid)
+  if cur and string.match(cur, '^([^|]*)') == '1' then out[#out + 1] = mid end
+end
+return out
 """
 
 # A receipt (the operator's, rewritten, or proxyd's own) for one part:
@@ -112,8 +142,8 @@ return 1
 # The receipts of one account and reactor turn (the operator's, rewritten, or proxyd's own),
 # each handled as RECEIPT_LUA does, then (optionally) this node's read of the account's
 # stream, in the same atomic step:
-# KEYS[1] dlv stream, KEYS[2] hcb, KEYS[3] hcbd, then per receipt i: KEYS[2+2i] msg,
-#      KEYS[3+2i] dlr
+# KEYS[1] dlv stream, KEYS[2] hcb, KEYS[3] hcbd, KEYS[4] enr (the part's mid is removed
+#      from it: its receipt came), then per receipt i: KEYS[3+2i] msg, KEYS[4+2i] dlr
 # ARGV[1] ttl_s, [2] minid, [3] now_ms (also the done time), [4] group, [5] consumer
 #      ('' = no read), [6] count, [7] kind, then one per receipt (few arguments: txredisapi
 #      encodes each one in Python): "state|err|upstream|upstream id|command id|callback
@@ -127,7 +157,7 @@ return 1
 # t, c, hex}); proxyd.delivery.expand_facts turns them into the full facts when it is taken.
 RECEIPTS_LUA = """
 local function final(s) return s == 2 or s == 3 or s == 4 or s == 5 or s == 8 end
-local n = (#KEYS - 3) / 2
+local n = (#KEYS - 4) / 2
 local now = tonumber(ARGV[3])
 local ids, mine = {}, {}
 for i = 1, n do
@@ -135,7 +165,8 @@ for i = 1, n do
   for p in string.gmatch(ARGV[7 + i] .. '|', '([^|]*)|') do r[#r + 1] = p end
   local st = tonumber(r[1])
   local up, uid, sub = r[3], r[4], ''
-  local mk, dk = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local mk, dk = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  redis.call('ZREM', KEYS[4], r[7])
   local keep = false
   local cur = redis.call('GET', mk)
   if cur then
@@ -299,7 +330,8 @@ class MessageStore:
         self.clock = clock
         for name, src in (("msg_record", RECORD_LUA), ("msg_receipt", RECEIPT_LUA),
                           ("msg_receipts", RECEIPTS_LUA), ("hcb_claim", CLAIM_LUA),
-                          ("hcb_add", ADD_LUA), ("mo_part", MO_PART_LUA)):
+                          ("hcb_add", ADD_LUA), ("mo_part", MO_PART_LUA),
+                          ("msg_expire", EXPIRE_LUA)):
             store.register_script(name, src)
 
     def now_ms(self) -> int:
@@ -307,10 +339,20 @@ class MessageStore:
         return int(t * 1000)
 
     # --- state ------------------------------------------------------------------------------
-    def record(self, account: str, items: Sequence[tuple[str, str]]) -> defer.Deferred:
-        """One round trip for many (key, value) of one account (msg: and dlr: keys)."""
-        return self.store.evalsha("msg_record", [k for k, _ in items],
-                                  [max(1, int(self.ttl_s))] + [v for _, v in items])
+    def record(self, account: str, items: Sequence[tuple[str, str]],
+               due_ms: int = 0) -> defer.Deferred:
+        """One round trip for many (key, value) of one account (msg: and dlr: keys); with
+        `due_ms` > 0, the mid of every state created is added to enr:{A} with that score."""
+        return self.store.evalsha("msg_record", [enr_key(account)] + [k for k, _ in items],
+                                  [max(1, int(self.ttl_s)), int(due_ms)]
+                                  + [v for _, v in items])
+
+    def take_expired(self, account: str, count: int) -> defer.Deferred:
+        """Deferred[[mid]]: the parts of `account` whose expiry is due and that are still
+        ENROUTE, taken off enr:{A} (one node gets each)."""
+        d = self.store.evalsha("msg_expire", [enr_key(account)],
+                               [self.now_ms(), max(1, count), "msg:{%s}:" % account])
+        return d.addCallback(lambda r: [_s(m) for m in (r or ())])
 
     def get(self, account: str, mid: str) -> defer.Deferred:
         """Deferred[Record | None]."""
@@ -342,7 +384,8 @@ class MessageStore:
         Deferred[(entry ids, own ids read, [Entry] others wrote, ids unreadable, read
         error or None)]."""
         from proxyd.store.receipts import stream_key
-        head_k = [stream_key(account), cb_key(account), cbdata_key(account)]
+        head_k = [stream_key(account), cb_key(account), cbdata_key(account),
+                  enr_key(account)]
         head_a = [max(1, int(self.ttl_s)), max(0, self.now_ms() - int(self.ttl_s * 1000)),
                   self.now_ms(), group, consumer, max(1, count), kind]
         d = self.store.evalsha("msg_receipts", head_k + keys, head_a + args)
