@@ -422,15 +422,36 @@ class Delivery(service.Service):
         return defer.gatherResults(ds, consumeErrors=True) if ds else None
 
     def expect_http_dlr(self, account_id: str, number: str, part_ids: Any,
-                        settings: Any) -> None:
-        """An HTTP-submitted message with dlr settings was taken by the operator (called
-        by proxyd.http.api): keep the settings per part, so its receipts go to the URL, and
-        queue the SMSC-level report (Kannel mask 8, Jasmin level 1) now."""
+                        settings: Any, status: int = 0) -> None:
+        """An HTTP-submitted message with dlr settings was answered (called by
+        proxyd.http.api). Taken by the operator (`status` 0): keep the settings per part, so
+        its receipts go to the URL, and queue the SMSC-level report (Kannel mask 8, Jasmin
+        level 1) now. Refused by the operator (`status` its SMPP status, `part_ids` the parts
+        it took, often none): one SMSC-failure report (Kannel mask 16 with %d = 16, Jasmin
+        level 1 with message_status the status name) for the message, with the first id
+        given (``""`` when none was)."""
         if not getattr(settings, "url", ""):
             return
         sj = json.dumps({"api": settings.api, "url": settings.url, "mask": settings.mask,
                          "level": settings.level, "method": settings.method,
                          "acct": account_id, "to": number}, separators=(",", ":"))
+        if status:
+            want = (settings.mask & 0x10) if settings.api == "kannel" else (settings.level & 1)
+            if not want:
+                return
+            ids = [mid.decode("latin-1") if isinstance(mid, bytes) else str(mid)
+                   for mid in part_ids or ()]
+            m = ids[0] if ids else ""
+            facts = {"ev": "smsc", "mid": m, "up": "", "smsc_id": "", "to": number,
+                     "reply": "NACK/%d/%s" % (status, C.status_name(status)),
+                     "t": int(self.clock.seconds()), "status": status,
+                     "status_name": C.status_name(status)}
+            cb_id = "%s:%s" % (m or "nack", uuid.uuid4().hex[:12])
+            self.messages.add_callback(account_id, cb_id, sj, facts).addCallbacks(
+                lambda _: self.dlr.kick(account_id),
+                lambda f: log.warn("SMSC-failure HTTP receipt for {acct} not stored: {err}",
+                                   acct=account_id, err=f.getErrorMessage()))
+            return
         final = settings.registered_delivery & 0x03
         smsc = (settings.mask & 0x08) if settings.api == "kannel" else (settings.level & 1)
         pending = {mid: (up, uid) for up, uid, mid in self._maps.get(account_id, ())}

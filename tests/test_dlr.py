@@ -232,3 +232,39 @@ def test_caller_skips_what_the_mask_excludes_and_bounds_concurrency():
     assert c.inflight == 19
     c.kick("acme")
     assert len(pending) == 21
+
+
+SMSC_FAIL = {"ev": "smsc", "mid": "", "up": "", "smsc_id": "", "to": "13800138000",
+             "reply": "NACK/69/ESME_RSUBMITFAIL", "t": 1700000000, "status": 0x45,
+             "status_name": "ESME_RSUBMITFAIL"}
+
+
+def test_kannel_smsc_rejected_type_16():
+    r = D.build_request(dict(KANNEL, mask=16), SMSC_FAIL)
+    assert r is not None and r.method == "GET"
+    got = q(r.url)
+    assert got["t"] == "16" and got["p"] == "13800138000" and got["n"] == "acme"
+    assert got["A"] == "NACK/69/ESME_RSUBMITFAIL" and got["k"] == "NACK/69/ESME_RSUBMITFAIL"
+    assert got["I"] == ""
+    # a client that asked for 8 (accepted) only gets nothing for a rejection
+    assert D.build_request(dict(KANNEL, mask=8 | 1 | 2), SMSC_FAIL) is None
+
+
+def test_kannel_number_from_settings_when_the_facts_have_none():
+    r = D.build_request(dict(KANNEL, mask=2), dict(FINAL, state=3, stat="EXPIRED", to=""))
+    assert q(r.url)["p"] == "13800138000" and q(r.url)["t"] == "2"
+
+
+@pytest.mark.parametrize("level,called", [(1, True), (3, True), (2, False)])
+def test_jasmin_level_1_failure(level, called):
+    settings = {"api": "jasmin", "url": "http://h/j", "mask": 0, "level": level,
+                "method": "GET", "acct": "acme", "to": "13800138000"}
+    r = D.build_request(settings, SMSC_FAIL)
+    assert (r is not None) == called
+    if called:
+        got = q(r.url)
+        assert got["level"] == "1" and got["message_status"] == "ESME_RSUBMITFAIL"
+
+
+def test_own_err_expired():
+    assert own_err("EXPIRED", 409) == "409"

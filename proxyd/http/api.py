@@ -361,6 +361,9 @@ class Api(resource.Resource):
             elif type(o) is R.Failed:
                 self._refused(sub.api, account.system_id, dest, o.status,
                               "operator error after %d of %d parts" % (o.ok_parts, o.parts))
+                if sub.dlr is not None and hook is not None:
+                    # the SMSC-failure report (Kannel dlr-mask 16, Jasmin level 1)
+                    hook(account.system_id, dest, (), sub.dlr, status=o.status)
         ids = " ".join(b",".join(o.ids).decode() for o in fan.outcomes
                        if type(o) is R.Accepted)
         headers = ((b"x-proxyd-message-id", ids.encode()),) if ids else ()

@@ -16,7 +16,11 @@ Facts (what a callback knows, a JSON object stored with it)::
     up     upstream name                state     SMPP message_state (1..8)
     stat   Appendix B stat (DELIVRD...) err       3-digit error
     sub, dlvrd, subdate, donedate, text: the Appendix B fields (as received)
-    reply  the receipt's text as received (Kannel %A), or "ACK/" for "smsc"
+    reply  the receipt's text as received (Kannel %A), or "ACK/" for "smsc", or
+           "NACK/<status>/<name>" for an "smsc" refusal (status != 0: the operator refused
+           the message; mid is "" unless a part had been given an id)
+    status SMPP status of an "smsc" event (0 accepted: Kannel 8; else Kannel 16, Jasmin
+           level 1 with message_status the status name, e.g. ESME_RSUBMITFAIL)
     t      unix time of the report      to, from  the message's destination and source
     dc     data_coding of the message
 
@@ -25,7 +29,8 @@ Kannel placeholders (values URL-encoded; unknown ones are left as they are):
     %d  report type: 1 delivered, 2 failed (UNDELIV, REJECTD, EXPIRED, DELETED, UNKNOWN),
         4 buffered (ENROUTE, ACCEPTD), 8 SMSC accepted, 16 SMSC rejected; called only when
         this bit is in the dlr-mask
-    %p  the handset's number (as in Kannel, a report comes from the original receiver)
+    %p  the handset's number (as in Kannel, a report comes from the original receiver;
+        from the dlr settings when the report has none, e.g. proxyd's own EXPIRED)
     %P  the original sender (service code)
     %T  unix timestamp of the report     %t  the same as "YYYY-MM-DD HH:MM" (UTC)
     %A  the SMSC's reply: the receipt text, or "ACK/" for an SMSC acceptance
