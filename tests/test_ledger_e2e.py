@@ -1,6 +1,7 @@
 """Issue 3 with real processes: prepaid charging is exact across nodes, refusals, crashes."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -164,7 +165,10 @@ def test_kill9_under_load_then_sweeper(tmp_path):
         assert ok < 5000, "the kill happened too late to test anything"
         proxyd = start_proxyd(tmp_path, cfg, port, name="proxyd-restarted")
         # reservations in flight at the kill are refunded by the sweeper (older than 3 s)
-        wait_for(lambda: "outcome unknown" in proxyd.text(), 30, "the sweeper's refunds")
+        def nothing_pending() -> bool:
+            r = admin(tmp_path, cfg, "report", "acme", "--json", check=False)
+            return r.returncode == 0 and json.loads(r.stdout)["parts"]["pending"] == 0
+        wait_for(nothing_pending, 30, "every reservation settled")
         received = len(read_record(record))
 
         def settled() -> bool:
