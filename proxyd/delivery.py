@@ -360,13 +360,16 @@ class Delivery(service.Service):
     def _accounts(self) -> list[str]:
         return [a.system_id for a in self.node.cfg.accounts]
 
-    def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes) -> None:
+    def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes,
+                 source: bytes = b"", destination: bytes = b"") -> None:
         """The operator took a part that asked for a receipt: its state (ENROUTE) and its
         receipt map entry, written with the others of this reactor turn."""
         m = mid.decode("latin-1")
         self._records.setdefault(account, []).append(
             (msg_key(account, m), record_value(1, upstream, upstream_id,
-                                               self.messages.now_ms())))
+                                               self.messages.now_ms(),
+                                               source.decode("latin-1"),
+                                               destination.decode("latin-1"))))
         self._maps.setdefault(account, []).append((upstream, upstream_id, mid))
         self._schedule_records()
 
@@ -1095,9 +1098,11 @@ class Delivery(service.Service):
             self.counters["expired_own"] += len(mids)
             log.info("{n} parts of {acct} got no receipt within {s}s: EXPIRED", n=len(mids),
                      acct=account, s=self.expire_after_s)
-            blank = P.SubmitSm(seq=0)       # the relay keeps no addresses for us
-            for m in mids:
-                self.own_receipt(account, m.encode("latin-1"), blank, "EXPIRED",
+            for m, src, dst in mids:
+                # the addresses the part was submitted with (own_receipt swaps them)
+                submit = P.SubmitSm(seq=0, source_addr=src.encode("latin-1")[:20],
+                                    destination_addr=dst.encode("latin-1")[:20])
+                self.own_receipt(account, m.encode("latin-1"), submit, "EXPIRED",
                                  EXPIRED_STATUS)
             if len(mids) >= EXPIRE_BATCH:
                 self._expire(account)

@@ -330,7 +330,9 @@ class Relay:
                     up.name, (upstream_id or b"").decode("latin-1"))
                 ).addErrback(self._settle_failed, acct)
             if upstream_id and job.msg.registered_delivery & 0x03:
-                self.remember(up.name, upstream_id, acct, mid)
+                pdu = job.parts[i][0]
+                self.remember(up.name, upstream_id, acct, mid, job.source or pdu.source_addr,
+                              pdu.destination_addr)
         elif self.ledger is not None:
             self.ledger.refund(acct, mid.decode(), "up=%s status=%s" % (
                 up.name if up is not None else "-", C.status_name(status))
@@ -434,10 +436,11 @@ class Relay:
             finish()
 
     # --- receipts and MO -------------------------------------------------------------------
-    def remember(self, upstream: str, upstream_id: bytes, account: str, mid: bytes) -> None:
+    def remember(self, upstream: str, upstream_id: bytes, account: str, mid: bytes,
+                 source: bytes = b"", destination: bytes = b"") -> None:
         if self.receipts is not None:
             self.receipts.remember(upstream, normalise_upstream_id(upstream_id)[0], account,
-                                   mid)
+                                   mid, source, destination)
         else:
             self.receipt_map[(upstream, normalise_upstream_id(upstream_id)[0])] = (account,
                                                                                    mid)

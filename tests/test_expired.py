@@ -51,6 +51,9 @@ def test_expired_own_receipt_carries_the_id_given(stack):
         assert b"stat:EXPIRED" in r.short_message
         assert re.search(rb"err:409\b", r.short_message)
         assert r.tlv(C.TAG_MESSAGE_STATE) == bytes((3,))
+        # the addresses of the submit, swapped as in any receipt
+        assert r.destination_addr == SRC.encode()
+        assert r.source_addr.startswith(b"1380013") and len(r.source_addr) == 11
     assert no_receipt[0] not in tlv
     # the stored state is EXPIRED: query_sm answers from it
     seq = c._next()

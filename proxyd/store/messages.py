@@ -98,7 +98,10 @@ local out = {}
 for _, mid in ipairs(due) do
   redis.call('ZREM', KEYS[1], mid)
   local cur = redis.call('GET', ARGV[3] .. mid)
-  if cur and string.match(cur, '^([^|]*)') == '1' then out[#out + 1] = mid end
+  if cur and string.match(cur, '^([^|]*)') == '1' then
+    out[#out + 1] = mid
+    out[#out + 1] = cur
+  end
 end
 return out
 """
@@ -317,8 +320,12 @@ class Record:
                                       self.upstream)
 
 
-def record_value(state: int, upstream: str, upstream_id: str, submit_ms: int) -> str:
-    return "%d||000|%s|%s|%d" % (state, upstream, upstream_id, submit_ms)
+def record_value(state: int, upstream: str, upstream_id: str, submit_ms: int,
+                 source: str = "", destination: str = "") -> str:
+    """The state record; source and destination (kept until the first receipt rewrites the
+    record) let an EXPIRED own receipt carry the addresses of the submit."""
+    return "%d||000|%s|%s|%d|%s|%s" % (state, upstream, upstream_id, submit_ms,
+                                        source.replace("|", ""), destination.replace("|", ""))
 
 
 class MessageStore:
@@ -348,11 +355,21 @@ class MessageStore:
                                   + [v for _, v in items])
 
     def take_expired(self, account: str, count: int) -> defer.Deferred:
-        """Deferred[[mid]]: the parts of `account` whose expiry is due and that are still
-        ENROUTE, taken off enr:{A} (one node gets each)."""
+        """Deferred[[(mid, source, destination)]]: the parts of `account` whose expiry is
+        due and that are still ENROUTE, taken off enr:{A} (one node gets each), with the
+        addresses they were submitted with (empty if not recorded)."""
         d = self.store.evalsha("msg_expire", [enr_key(account)],
                                [self.now_ms(), max(1, count), "msg:{%s}:" % account])
-        return d.addCallback(lambda r: [_s(m) for m in (r or ())])
+
+        def parse(r: Any) -> list[tuple[str, str, str]]:
+            flat = list(r or ())
+            out = []
+            for i in range(0, len(flat) - 1, 2):
+                f = _s(flat[i + 1]).split("|")
+                out.append((_s(flat[i]), f[6] if len(f) > 7 else "",
+                            f[7] if len(f) > 7 else ""))
+            return out
+        return d.addCallback(parse)
 
     def get(self, account: str, mid: str) -> defer.Deferred:
         """Deferred[Record | None]."""
