@@ -26,9 +26,6 @@ _S = C.STATUS
 OPEN, BINDING, BOUND, CLOSING = range(4)
 BIND_MODE = {C.BIND_TRANSMITTER: "transmitter", C.BIND_RECEIVER: "receiver",
              C.BIND_TRANSCEIVER: "transceiver"}
-# Requests answered with a spec-valid refusal until a later issue implements them.
-_NOT_YET = {C.QUERY_SM: _S["ESME_RQUERYFAIL"], C.CANCEL_SM: _S["ESME_RCANCELFAIL"],
-            C.REPLACE_SM: _S["ESME_RREPLACEFAIL"]}
 
 
 class ClientSession(protocol.Protocol):

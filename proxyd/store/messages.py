@@ -106,44 +106,10 @@ end
 return out
 """
 
-# A receipt (the operator's, rewritten, or proxyd's own) for one part:
-# KEYS msg, dlr, dlv stream, hcb, hcbd
-# ARGV state, done_ms, err, ttl_s, minid, command id, body hex, kind, callback id, now_ms,
-#      facts json, upstream, upstream id
-# -> 1 put on the SMPP delivery stream, 2 queued as an HTTP callback
-RECEIPT_LUA = """
-local function final(s) return s == 2 or s == 3 or s == 4 or s == 5 or s == 8 end
-local st = tonumber(ARGV[1])
-local up, uid, sub = ARGV[12], ARGV[13], ''
-local keep = false
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local f = {}
-  for p in string.gmatch(cur .. '|', '([^|]*)|') do f[#f + 1] = p end
-  keep = final(tonumber(f[1]) or 0) and not final(st)
-  if f[4] and f[4] ~= '' then up = f[4] end
-  if f[5] and f[5] ~= '' then uid = f[5] end
-  sub = f[6] or ''
-end
-if not keep then
-  local fin = ''
-  if final(st) then fin = ARGV[2] end
-  redis.call('SET', KEYS[1], st .. '|' .. fin .. '|' .. ARGV[3] .. '|' .. up .. '|' .. uid
-             .. '|' .. sub, 'EX', ARGV[4])
-end
-local dlr = redis.call('GET', KEYS[2])
-if dlr then
-  redis.call('HSET', KEYS[5], ARGV[9], dlr .. '\\n' .. ARGV[11])
-  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
-  return 2
-end
-redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[5], '*', 'c', ARGV[6], 'b', ARGV[7],
-           'k', ARGV[8])
-return 1
-"""
-
 # The receipts of one account and reactor turn (the operator's, rewritten, or proxyd's own),
-# each handled as RECEIPT_LUA does, then (optionally) this node's read of the account's
+# each: the state record updated (a final state is not overwritten by a non-final one),
+# then queued as an HTTP callback (dlr: settings exist) or put on the account's stream;
+# then (optionally) this node's read of the account's
 # stream, in the same atomic step:
 # KEYS[1] dlv stream, KEYS[2] hcb, KEYS[3] hcbd, KEYS[4] enr (the part's mid is removed
 #      from it: its receipt came), then per receipt i: KEYS[3+2i] msg, KEYS[4+2i] dlr
@@ -335,8 +301,8 @@ class MessageStore:
         self.store = store
         self.ttl_s = float(ttl_s)
         self.clock = clock
-        for name, src in (("msg_record", RECORD_LUA), ("msg_receipt", RECEIPT_LUA),
-                          ("msg_receipts", RECEIPTS_LUA), ("hcb_claim", CLAIM_LUA),
+        for name, src in (("msg_record", RECORD_LUA), ("msg_receipts", RECEIPTS_LUA),
+                          ("hcb_claim", CLAIM_LUA),
                           ("hcb_add", ADD_LUA), ("mo_part", MO_PART_LUA),
                           ("msg_expire", EXPIRE_LUA)):
             store.register_script(name, src)
@@ -380,18 +346,6 @@ class MessageStore:
         value = "%d|%s|%s|%s|%s|%d" % (rec.state, rec.final_ms or "", rec.err, rec.upstream,
                                        rec.upstream_id, rec.submit_ms)
         return self.store.execute("SET", msg_key(account, mid), value, "KEEPTTL")
-
-    def receipt(self, account: str, mid: str, state: int, done_ms: int, err: str,
-                minid: int, command_id: int, body: bytes, kind: str, cb_id: str,
-                facts: dict, upstream: str = "", upstream_id: str = "") -> defer.Deferred:
-        """Deferred[1 (SMPP stream) | 2 (HTTP callback)]: see RECEIPT_LUA."""
-        from proxyd.store.receipts import stream_key
-        keys = [msg_key(account, mid), dlr_key(account, mid), stream_key(account),
-                cb_key(account), cbdata_key(account)]
-        args = [state, done_ms, err, max(1, int(self.ttl_s)), minid, command_id, body.hex(),
-                kind, cb_id, self.now_ms(), json.dumps(facts, separators=(",", ":")),
-                upstream, upstream_id]
-        return self.store.evalsha("msg_receipt", keys, args).addCallback(int)
 
     def receipts(self, account: str, keys: list, args: list, group: str = "",
                  consumer: str = "", count: int = 0, kind: str = "r") -> defer.Deferred:
