@@ -493,30 +493,26 @@ class TestEmbeddedServer(unittest.TestCase):
         self.assertEqual(orphan.returncode, 0)
 
 
-class TestStoreService(unittest.TestCase):
+class TestEmbeddedPersistence(unittest.TestCase):
 
     @defer.inlineCallbacks
-    def test_embedded_store_service(self) -> Any:
-        from proxyd.config import StoreConfig
-        from proxyd.store import StoreService
-
+    def test_balance_survives_a_restart_of_the_embedded_server(self) -> Any:
         d = tempfile.mkdtemp(prefix="proxyd-ss-")
         self.addCleanup(shutil.rmtree, d, True)
-        cfg = StoreConfig(dir=d, appendfsync="always", sweep_interval_s=3600)
-        svc = StoreService(cfg, reactor)
-        # usable before start: fails fast
-        yield self.assertFailure(svc.ledger.balance("acme"), StoreUnavailable)
-        svc.startService()
-        self.addCleanup(lambda: svc.running and svc.stopService())
-        ledger = yield svc.whenReady()
-        self.assertIs(ledger, svc.ledger)
-        self.assertEqual((yield ledger.topup("acme", 5)), 5)
-        yield svc.stopService()
-        self.assertFalse(ping_blocking(socket_path_for(d)))
-        # a second start finds the data again
-        svc2 = StoreService(cfg, reactor)
-        svc2.startService()
-        self.addCleanup(lambda: svc2.running and svc2.stopService())
-        ledger2 = yield svc2.whenReady()
-        self.assertEqual((yield ledger2.balance("acme")), 5)
-        yield svc2.stopService()
+        ledger = Ledger(None, reactor)
+        # usable before the store is there: fails fast
+        yield self.assertFailure(ledger.balance("acme"), StoreUnavailable)
+        for expected, topup in ((5, 5), (5, 0)):
+            es = EmbeddedServer(d, "always", reactor=reactor)
+            es.startService()
+            self.addCleanup(lambda es=es: es.running and es.stopService())
+            path = yield es.whenReady()
+            store = yield Store.connect(path, pool_size=1, timeout_s=5.0, reactor=reactor)
+            ledger.attach(store)
+            if topup:
+                self.assertEqual((yield ledger.topup("acme", topup)), expected)
+            else:          # a second start finds the data again (AOF)
+                self.assertEqual((yield ledger.balance("acme")), expected)
+            yield store.disconnect()
+            yield es.stopService()
+            self.assertFalse(ping_blocking(socket_path_for(d)))

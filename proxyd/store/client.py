@@ -35,7 +35,7 @@ import txredisapi
 from twisted.internet import defer, error as net_error
 from twisted.python.failure import Failure
 
-__all__ = ["Store", "StoreError", "StoreUnavailable", "parse_target", "target_for"]
+__all__ = ["Store", "StoreError", "StoreUnavailable", "parse_target"]
 
 
 class StoreError(Exception):
@@ -82,15 +82,6 @@ def parse_target(target: str) -> dict[str, Any]:
     return {"host": u.hostname or "localhost", "port": u.port or 6379,
             "ssl": u.scheme == "rediss", "password": password, "username": username or None,
             "db": db}
-
-
-def target_for(store_cfg: Any) -> str:
-    """What to connect to for a `proxyd.config.StoreConfig`: its url, or the embedded
-    server's socket for url = "embedded"."""
-    if store_cfg.url == "embedded":
-        from proxyd.store.embedded import socket_path_for
-        return socket_path_for(store_cfg.dir)
-    return store_cfg.url
 
 
 class Store:
