@@ -401,7 +401,7 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
             print(int(run_script(client, "topup", acct, args.amount, args.note,
                                  retention_days=keep)), file=out)
         elif args.command == "balance":
-            print(int(client.get(L.balance_key(acct)) or 0), file=out)
+            print(int(run_script(client, "balance", acct)), file=out)
         elif args.command == "ledger":
             for e in reversed(ledger_entries(client, acct, args.limit)):  # oldest first
                 print("\t".join((_fmt_time(e["time"]), e["op"], e["amount"],

@@ -85,6 +85,10 @@ class StoreConfig:
     sweep_interval_s: float = 10.0
     retention_days: int = 90       # journal and daily counters kept this long
     receipt_ttl_s: float = 259200.0  # receipt map and undelivered receipts: 72 h
+    lease_parts: int = 1000        # balance taken per lease, in parts (0: no leases)
+    lease_ttl_s: float = 30.0      # a lease not renewed for this long goes back (sweeper)
+    lease_idle_s: float = 0.5      # a lease unused for this long is given back
+    record_delay_s: float = 0.005  # reservations of leased admits are written within this
 
 
 @dataclass(frozen=True)

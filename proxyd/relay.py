@@ -243,7 +243,8 @@ class Relay:
         """Opt-out check and one reservation per part, in one atomic store step that is
         batched with the other messages of this reactor turn."""
         account = job.account
-        number = normalise_number(job.msg.destination_addr) if self.optout is not None else ""
+        to = normalise_number(job.msg.destination_addr)
+        number = to if self.optout is not None else ""
 
         def admitted(code: int, balance: int) -> None:
             if code == 0:
@@ -256,7 +257,7 @@ class Relay:
                 self._refuse(account, job.msg, STORE_DOWN, job.done, counted=True)
 
         self.ledger.admit(account.system_id, [m.decode() for m in job.ids], account.price,
-                          number, admitted, to=normalise_number(job.msg.destination_addr))
+                          number, admitted, to=to)
 
     def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
                 counted: bool = False, ids: list | None = None) -> None:
@@ -326,17 +327,17 @@ class Relay:
         acct = job.account.system_id
         if status == _OK:
             if self.ledger is not None:
-                self.ledger.commit(acct, mid.decode(), "up=%s id=%s" % (
-                    up.name, (upstream_id or b"").decode("latin-1"))
-                ).addErrback(self._settle_failed, acct)
+                # no answer wanted: a failure is logged by the ledger and the record is
+                # sent again while the store is away
+                self.ledger.settle(acct, mid.decode(), "up=%s id=%s" % (
+                    up.name, (upstream_id or b"").decode("latin-1")), True)
             if upstream_id and job.msg.registered_delivery & 0x03:
                 pdu = job.parts[i][0]
                 self.remember(up.name, upstream_id, acct, mid, job.source or pdu.source_addr,
                               pdu.destination_addr)
         elif self.ledger is not None:
-            self.ledger.refund(acct, mid.decode(), "up=%s status=%s" % (
-                up.name if up is not None else "-", C.status_name(status))
-            ).addErrback(self._settle_failed, acct)
+            self.ledger.settle(acct, mid.decode(), "up=%s status=%s" % (
+                up.name if up is not None else "-", C.status_name(status)), False)
         job.left -= 1
         if job.left:
             return
@@ -349,11 +350,6 @@ class Relay:
         if self.metrics is not None:
             self.metrics.outcome(acct, up.name if up is not None else "", first_err)
         job.done(first_err, ok_ids if first_err == _OK else job.ids, None, len(ok_ids))
-
-    def _settle_failed(self, f: Any, acct: str) -> None:
-        # the reservation stays open; the sweeper settles it (refund, "outcome unknown")
-        log.warn("could not settle a reservation of {acct}: {err}", acct=acct,
-                 err=f.getErrorMessage())
 
     def other_request(self, session: Any, pdu: Any, reply: Callable[[Any], None]) -> None:
         """data_sm (relayed like a submit), submit_multi (one message per destination);

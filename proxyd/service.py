@@ -160,8 +160,11 @@ class ProxydService(service.MultiService):
             self.store = store
             if self.metrics is not None:
                 store.on_latency = self.metrics.store_latency
-            self.ledger = Ledger(store, self.reactor,
-                                 retention_days=self.cfg.store.retention_days)
+            sc = self.cfg.store
+            self.ledger = Ledger(store, self.reactor, retention_days=sc.retention_days,
+                                 lease_parts=sc.lease_parts, lease_ttl_s=sc.lease_ttl_s,
+                                 lease_idle_s=sc.lease_idle_s,
+                                 record_delay_s=sc.record_delay_s)
             self.relay.ledger = self.ledger
             self.relay.optout = OptOut(store)
             sweeper = LedgerSweeper(self.ledger, self.cfg.store.reservation_max_age_s,
@@ -294,6 +297,11 @@ class ProxydService(service.MultiService):
             return defer.gatherResults([defer.maybeDeferred(u.stopService)
                                         for u in self.upstreams])
 
+        def release_leases(_: Any) -> Any:
+            if self.ledger is not None:
+                return self.ledger.release_leases()
+            return None
+
         def stop_store(_: Any) -> Any:
             if self.store is not None:
                 self.store.disconnect()
@@ -304,6 +312,8 @@ class ProxydService(service.MultiService):
         d.addCallback(drain)
         d.addCallback(unbind_clients)
         d.addCallback(stop_upstreams)
+        d.addCallback(release_leases)
+        d.addErrback(lambda f: log.failure("error while returning leases", f))
         d.addCallback(stop_store)
         d.addErrback(lambda f: log.failure("error while stopping", f))
         return d

@@ -164,9 +164,9 @@ class TestLedger(LedgerTestBase):
         calls: list[str] = []
         real = self.store.evalsha
 
-        def counting(name: str, keys: Any, args: Any) -> defer.Deferred:
+        def counting(name: str, keys: Any, args: Any, **kw: Any) -> defer.Deferred:
             calls.append(name)
-            return real(name, keys, args)
+            return real(name, keys, args, **kw)
         self.store.evalsha = counting  # type: ignore[method-assign]
         try:
             ds = []

@@ -90,6 +90,7 @@ class Store:
     def __init__(self, handler: Any, reactor: Any, timeout_s: float, target: str) -> None:
         self._handler = handler
         self._factory = handler._factory
+        self._pin: Any = None
         self.reactor = reactor
         self.timeout_s = timeout_s
         self.target = target
@@ -259,13 +260,39 @@ class Store:
         loading.addErrback(lambda f: None)  # reported to every waiter instead
         return waiter
 
-    def evalsha(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> defer.Deferred:
-        """Run the registered script `name`; Deferred of its reply."""
+    def _pinned(self) -> Any:
+        """One live connection of the pool, the same one as long as it lives."""
+        conn = self._pin
+        if conn is None or not conn.connected:
+            live = [c for c in getattr(self._factory, "pool", ()) if c.connected]
+            conn = self._pin = live[0] if live else None
+        return conn
+
+    def evalsha(self, name: str, keys: Sequence[Any], args: Sequence[Any],
+                ordered: bool = False) -> defer.Deferred:
+        """Run the registered script `name`; Deferred of its reply. `ordered`: over one
+        connection for all such calls, so that the server runs them in the order they were
+        made (txredisapi spreads other calls over the pool at random)."""
         sha = self._scripts[name][1]
         failed = self._precheck(name)
         if failed is not None:
             return failed
         n = len(keys)
+        if ordered:
+            conn = self._pinned()
+            if conn is None:
+                return defer.fail(StoreUnavailable("%s: not connected to the store at %s"
+                                                   % (name, self.target)))
+
+            def unknown(f: Any) -> Any:
+                # not executed: EVAL on the same connection, so the order still holds (and
+                # the server caches the script again)
+                if f.check(txredisapi.ResponseError) and str(f.value).startswith("NOSCRIPT"):
+                    return conn.execute_command("EVAL", self._scripts[name][0], n, *keys,
+                                                *args)
+                return f
+            return self._guard(conn.execute_command("EVALSHA", sha, n, *keys, *args)
+                               .addErrback(unknown), name)
         d = self._handler.execute_command("EVALSHA", sha, n, *keys, *args)
 
         def noscript(f: Any) -> Any:

@@ -17,6 +17,8 @@ Key layout (``A`` = account system_id, ``D`` = day ``YYYYMMDD`` in local time)::
                                   `journal_event` (receipts, ...)
     jhead:{A}            hash     D -> h of the last journal record of that day
     optout:{A}           set      opted-out numbers (`proxyd.store.optout`), read by admit
+    lease:{A}            hash     node -> "<amount>:<expires, ms>": balance a node took to
+                                  admit against in memory (see "Leases" below)
 
 The journal is the ledger: each money record carries time, event, amount, balance after,
 msg id and note, so there is no second stream (`Ledger.entries` and ``proxyd-admin ledger``
@@ -33,7 +35,17 @@ commit) plus ~12 per call (GET/SET balance, HGET/HSET/HEXPIRE jhead, HMGET/HSET/
 SMISMEMBER optout, HINCRBY per counter, EXPIRE).
 
 Accounting identity per account: topups + adjusts - refund_all - charged (committed) - sum of
-open reservations = balance.
+open reservations = balance = free balance (``bal``) + sum of leases.
+
+Leases (``lease_parts`` > 0): a node takes up to that many parts' worth of the free balance
+(never more than half of it) into its lease with the ``L`` operation, admits messages against
+it in memory (the opt-out lookup aside, no store round trip before the relay), and writes
+each part's reservation later with ``l`` ("reserved" record, taken from its lease), in the
+same ordered stream of calls as the commit or refund. A lease only moves money between the
+free balance and the node, so it writes no journal record, and the balance every record
+shows is free + leases. Unused leases go back when idle and at shutdown; a crashed node's
+lease goes back when it expires (``sweep``). An admit the free balance cannot cover while
+other leases could answers -4 and is asked again until they are used or returned.
 
 Semantics:
 
@@ -51,6 +63,8 @@ Semantics:
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -58,6 +72,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+import txredisapi
 from twisted.python.failure import Failure
 
 from proxyd.store import journal as J
@@ -97,8 +112,8 @@ class DuplicateReservation(LedgerError):
 # ARGV: account, now (ms), day, retention (s, 0 = keep), then the script's own from ARGV[5]
 
 _PRELUDE = r"""
-local K_BAL, K_RES, K_STATS, K_JOURNAL, K_JHEAD, K_OPTOUT =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local K_BAL, K_RES, K_STATS, K_JOURNAL, K_JHEAD, K_OPTOUT, K_LEASE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local ACCT, NOW, DAY, TTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function fmt(n) return string.format('%d', n) end
 local function enc(s) return #s .. ':' .. s .. ',' end
@@ -122,6 +137,34 @@ local function balance()
     bal = bal0
   end
   return bal
+end
+-- leases: node -> {amount, expires ms}; LT = their sum. The account's balance (what the
+-- journal shows) is the free balance plus every lease; a lease only moves money between the
+-- two, so it is not journaled.
+local leases, LT, lease_dirty = nil, 0, {}
+local function lease_load()
+  if leases == nil then
+    leases = {}
+    local all = redis.call('HGETALL', K_LEASE)
+    for k = 1, #all, 2 do
+      local a, e = string.match(all[k + 1], '^(%d+):(%d+)$')
+      if a then leases[all[k]] = {tonumber(a), tonumber(e)}; LT = LT + tonumber(a) end
+    end
+  end
+end
+local function lease_set(node, amount, expires)
+  local cur = leases[node]
+  LT = LT + amount - (cur and cur[1] or 0)
+  if amount > 0 or expires then
+    leases[node] = {amount, expires or (cur and cur[2]) or 0}
+  else
+    leases[node] = nil
+  end
+  lease_dirty[node] = true
+end
+local function jbal()
+  lease_load()
+  return balance() + LT
 end
 -- daily counters: summed here, one HINCRBY per field in finish()
 local st, st_keys, st_base = {}, {}, {}
@@ -181,6 +224,11 @@ local function finish()
     end
     if TTL > 0 then redis.call('EXPIRE', K_STATS, TTL) end
   end
+  for node, _ in pairs(lease_dirty) do
+    local v = leases[node]
+    if v then redis.call('HSET', K_LEASE, node, fmt(v[1]) .. ':' .. fmt(v[2]))
+    else redis.call('HDEL', K_LEASE, node) end
+  end
   if journaled then
     redis.call('HSET', K_JHEAD, DAY, head)
     if TTL > 0 then
@@ -199,12 +247,12 @@ local function settle(op, msg_id, note)
   if op == 'c' then
     stat('committed', 1)
     stat('charged', amount)
-    journal('committed', msg_id, 1, amount, balance(), note)
+    journal('committed', msg_id, 1, amount, jbal(), note)
   else
     bal = balance() + amount
     stat('refunded', 1)
     stat('refunded_amount', amount)
-    journal('refunded', msg_id, 1, amount, bal, note)
+    journal('refunded', msg_id, 1, amount, jbal(), note)
   end
   return amount
 end
@@ -213,13 +261,23 @@ end
 _BATCH = r"""
 -- ARGV[5]: the operations, packed into one string of fields separated by \31 (fewer
 -- arguments to encode and parse on the client); done in order; one result each, returned
--- as one string of results separated by ',':
+-- as one string of results separated by ','. An admit (a) that the free balance cannot
+-- cover while other nodes hold leases that could answers -4 (nothing recorded; retry later,
+-- when they have used or returned them).
 --   a price number to n id*n  admit: opt-out check of number ('' = none) and one
 --                           reservation per part, journaled with note "to=<to or number>",
 --                           all or nothing -> "code:balance": 0 reserved | -1 insufficient
 --                           | -3 opted out (both counted and journaled as rejected, per
 --                           part) | -2 duplicate id (nothing recorded)
+--   f price number to n id*n  the same as a; a never answers -4
 --   v price number to n id*n  the same without counting or journaling a refusal
+--   l price node to n id*n    a message the node already admitted on its lease: one
+--                           reservation per part taken from the node's lease (from the free
+--                           balance for what the lease lacks), journaled like an admit ->
+--                           "code:balance": 0 | -1 (neither has it: nothing recorded) | -2
+--   L node price want ttl release   lease maintenance: give `release` of the node's lease
+--                           back, then take up to `want` (at most half the free balance, in
+--                           multiples of price) for `ttl` ms -> "granted:free balance"
 --   c id note | r id note   commit | refund -> amount, or -1 if nothing was open
 --   x reason id parts       a refusal before charging -> today's count for that reason
 --   e event id note         a state event (no money) -> 0
@@ -240,14 +298,21 @@ local i = 1
 while i <= #A do
   local op = A[i]
   -- everything is checked before anything is written: a script is not rolled back
-  if op == 'a' or op == 'v' then
+  if op == 'a' or op == 'v' or op == 'f' or op == 'l' then
     local number, n = A[i + 2], tonumber(A[i + 4])
     if not tonumber(A[i + 1]) or not n or n < 1 then
       return redis.error_reply('ERR bad admit operation at field ' .. i)
     end
-    if number ~= '' and not nset[number] then nset[number] = true; numbers[#numbers + 1] = number end
+    if op ~= 'l' and number ~= '' and not nset[number] then
+      nset[number] = true; numbers[#numbers + 1] = number
+    end
     for j = i + 5, i + 4 + n do ids[#ids + 1] = A[j] end
     i = i + 5 + n
+  elseif op == 'L' then
+    for j = i + 2, i + 5 do
+      if not tonumber(A[j]) then return redis.error_reply('ERR bad lease operation at field ' .. i) end
+    end
+    i = i + 6
   elseif op == 'c' or op == 'r' then
     ids[#ids + 1] = A[i + 1]
     i = i + 3
@@ -274,18 +339,21 @@ local out = {}
 i = 1
 while i <= #A do
   local op = A[i]
-  if op == 'a' or op == 'v' then
+  if op == 'a' or op == 'v' or op == 'f' then
     local price, number, to, n = tonumber(A[i + 1]), A[i + 2], A[i + 3], tonumber(A[i + 4])
     local first, last = i + 5, i + 4 + n
     if to == '' then to = number end
     local note = (to ~= '') and ('to=' .. to) or ''
     i = last + 1
-    local b = balance()
+    local free = balance()
+    lease_load()
+    local b = free + LT
     local code = 0
     if number ~= '' and opted[number] then
       code = -3
-    elseif b < price * n then
+    elseif free < price * n then
       code = -1
+      if op == 'a' and LT > 0 and b >= price * n then code = -4 end
     else
       local seen = {}
       for j = first, last do
@@ -302,10 +370,10 @@ while i <= #A do
         res_set(id, v)
         journal('reserved', id, 1, price, b, note)
       end
-      bal = b
+      bal = free - price * n
       stat('submitted', n)
       stat('reserved', n)
-    elseif code ~= -2 and op == 'a' then
+    elseif code ~= -2 and code ~= -4 and op ~= 'v' then
       local reason = (code == -3) and 'optout' or 'insufficient_balance'
       stat('submitted', n)
       stat('rejected:' .. reason, n)
@@ -314,6 +382,59 @@ while i <= #A do
       for j = first, last do journal('rejected', A[j], 1, 0, b, reason_note) end
     end
     out[#out + 1] = code .. ':' .. fmt(b)
+  elseif op == 'l' then
+    local price, node, to, n = tonumber(A[i + 1]), A[i + 2], A[i + 3], tonumber(A[i + 4])
+    local first, last = i + 5, i + 4 + n
+    local note = (to ~= '') and ('to=' .. to) or ''
+    i = last + 1
+    lease_load()
+    local cur = leases[node]
+    local own = cur and cur[1] or 0
+    local need = price * n
+    local from_lease = math.min(own, need)
+    local free = balance()
+    local code = 0
+    if need - from_lease > free then code = -1 end
+    local seen = {}
+    for j = first, last do
+      local id = A[j]
+      if res[id] or seen[id] then code = -2 end
+      seen[id] = true
+    end
+    local b = free + LT
+    if code == 0 then
+      lease_set(node, own - from_lease)
+      bal = free - (need - from_lease)
+      local v = fmt(price) .. ':' .. NOW
+      for j = first, last do
+        local id = A[j]
+        b = b - price
+        res_set(id, v)
+        journal('reserved', id, 1, price, b, note)
+      end
+      stat('submitted', n)
+      stat('reserved', n)
+    end
+    out[#out + 1] = code .. ':' .. fmt(b)
+  elseif op == 'L' then
+    local node, price, want = A[i + 1], tonumber(A[i + 2]), tonumber(A[i + 3])
+    local ttl, release = tonumber(A[i + 4]), tonumber(A[i + 5])
+    i = i + 6
+    lease_load()
+    local cur = leases[node]
+    local own = cur and cur[1] or 0
+    local rel = math.max(0, math.min(release, own))
+    local free = balance() + rel
+    local g = 0
+    if want > 0 and price > 0 then
+      local half = math.floor(free / 2)
+      g = math.min(want, half - half % price)
+      if g < price then g = 0 end
+    end
+    bal = free - g
+    own = own - rel + g
+    if g > 0 then lease_set(node, own, NOW + ttl) else lease_set(node, own) end
+    out[#out + 1] = fmt(g) .. ':' .. fmt(bal)
   elseif op == 'c' or op == 'r' then
     out[#out + 1] = fmt(settle(op, A[i + 1], A[i + 2]))
     i = i + 3
@@ -321,12 +442,12 @@ while i <= #A do
     local reason, id, parts = A[i + 1], A[i + 2], tonumber(A[i + 3])
     stat('submitted', parts)
     stat('rejected:' .. reason, parts)
-    journal('rejected', id, parts, 0, balance(), reason)
+    journal('rejected', id, parts, 0, jbal(), reason)
     out[#out + 1] = fmt(stat_total('rejected:' .. reason))
     i = i + 4
   else
     local event, id, note = A[i + 1], A[i + 2], A[i + 3]
-    journal(event, id, 1, 0, balance(), note)
+    journal(event, id, 1, 0, jbal(), note)
     out[#out + 1] = '0'
     i = i + 4
   end
@@ -342,9 +463,9 @@ if type(amount) == 'table' then return amount end
 if amount <= 0 then return redis.error_reply('ERR top-up amount must be > 0') end
 bal = balance() + amount
 stat('topup', amount)
-journal('topup', '', 1, amount, bal, ARGV[6])
+journal('topup', '', 1, amount, jbal(), ARGV[6])
 finish()
-return bal
+return jbal()
 """
 
 _ADJUST = r"""
@@ -355,15 +476,17 @@ local b = balance()
 if b + delta < 0 then return {-1, b} end
 bal = b + delta
 stat('adjust', delta)
-journal('adjust', '', 1, delta, bal, ARGV[6])
+journal('adjust', '', 1, delta, jbal(), ARGV[6])
 finish()
-return {0, bal}
+return {0, jbal()}
 """
 
 _REFUND_ALL = r"""
--- ARGV[5] note -> the amount taken out (the balance before); open reservations stay open
-local b = balance()
+-- ARGV[5] note -> the amount taken out (the balance before, leases included: a node whose
+-- lease is gone charges the free balance, which is now 0); open reservations stay open
+local b = jbal()
 bal = 0
+for node, _ in pairs(leases) do lease_set(node, 0) end
 stat('refund_all', b)
 journal('refund_all', '', 1, b, 0, ARGV[5])
 finish()
@@ -373,6 +496,11 @@ return b
 _SWEEP = r"""
 -- ARGV[5] cutoff (ms), ARGV[6] max count, ARGV[7] note -> flat {msg_id, amount, ...}
 local cutoff, max = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- leases of nodes that stopped renewing them (crashed) go back to the free balance
+lease_load()
+for node, v in pairs(leases) do
+  if v[2] <= tonumber(NOW) then bal = balance() + v[1]; lease_set(node, 0) end
+end
 local all = redis.call('HGETALL', K_RES)
 local out = {}
 for k = 1, #all, 2 do
@@ -391,9 +519,14 @@ finish()
 return out
 """
 
+_BALANCE = r"""
+-- -> the account's balance: the free balance plus every node's lease
+return jbal()
+"""
+
 SCRIPTS: dict[str, str] = {name: _PRELUDE + body for name, body in (
     ("batch", _BATCH), ("topup", _TOPUP), ("adjust", _ADJUST),
-    ("refund_all", _REFUND_ALL), ("sweep", _SWEEP))}
+    ("refund_all", _REFUND_ALL), ("sweep", _SWEEP), ("balance", _BALANCE))}
 SHAS: dict[str, str] = {name: hashlib.sha1(src.encode("utf-8")).hexdigest()
                         for name, src in SCRIPTS.items()}
 
@@ -425,11 +558,15 @@ def jhead_key(account: str) -> str:
     return "jhead:{%s}" % account
 
 
+def lease_key(account: str) -> str:
+    return "lease:{%s}" % account
+
+
 def account_keys(account: str, day: str) -> list[str]:
     """KEYS of every ledger script, in order."""
     t = "{%s}" % account
     return ["bal:" + t, "res:" + t, "stats:%s:%s" % (t, day), "journal:%s:%s" % (t, day),
-            "jhead:" + t, "optout:" + t]
+            "jhead:" + t, "optout:" + t, "lease:" + t]
 
 
 def script_call(account: str, now: float, day: str, *extra: Any,
@@ -469,7 +606,7 @@ def _int(x: Any) -> int:
 # --- the Twisted side -----------------------------------------------------------------------
 
 # kinds of queued operations
-_ADMIT, _RESERVE, _SETTLE, _COUNT, _EVENT = range(5)
+_ADMIT, _RESERVE, _SETTLE, _COUNT, _EVENT, _LEASED, _LEASE = range(7)
 _SEP = "\x1f"  # between the fields of the packed operations of a batch
 
 
@@ -487,8 +624,18 @@ class Ledger:
 
     def __init__(self, store: Store | None, reactor: Any = None,
                  day_of: Callable[[float], str] = day_of, batch_max: int = 500,
-                 retention_days: int = RETENTION_DAYS) -> None:
-        """`store` may be None until `attach` (calls fail with StoreUnavailable till then)."""
+                 retention_days: int = RETENTION_DAYS, node: str = "",
+                 lease_parts: int = 0, lease_ttl_s: float = 30.0,
+                 lease_idle_s: float = 0.5, record_delay_s: float = 0.005,
+                 retry_for_s: float = 5.0) -> None:
+        """`store` may be None until `attach` (calls fail with StoreUnavailable till then).
+
+        `lease_parts` > 0 turns balance leases on: this node takes up to that many parts'
+        worth of balance at a time (`lease_ttl_s`, renewed with every refill, returned when
+        unused for `lease_idle_s`), admits messages against it without waiting for the
+        store and writes their reservations within `record_delay_s` (sooner when their
+        outcome comes first). `node` names this process's lease (default: host, pid and a
+        random suffix)."""
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -499,6 +646,26 @@ class Ledger:
         # account -> [(kind, packed op, target, info)], sent once per reactor turn
         self._queue: dict[str, list[tuple[int, tuple, Any, Any]]] = {}
         self._flush_call: Any = None
+        self._flush_urgent = False
+        self.node = node or "%s:%d:%s" % (socket.gethostname(), os.getpid(),
+                                          os.urandom(3).hex())
+        self.lease_parts = lease_parts
+        self.lease_ttl_s = lease_ttl_s
+        self.lease_idle_s = lease_idle_s
+        self.record_delay_s = record_delay_s
+        self.retry_for_s = retry_for_s
+        # account -> [remaining, usable until, last use, refill below]
+        self._leases: dict[str, list] = {}
+        self._lease_asking: dict[str, defer.Deferred] = {}
+        self._lease_backoff: dict[str, float] = {}
+        self._tick_call: Any = None
+        # msg_id of a lease reservation being sent again after a store failure -> settles
+        # held until it is recorded. (Otherwise the order is kept: every batch goes over
+        # the same connection, `Store.evalsha(ordered=True)`.)
+        self._l_wait: dict[str, list] = {}
+        self._oq: dict[str, list] = {}
+        self._giveup: dict[str, float] = {}   # packed op -> give up retrying it after
+        self._oq_call: Any = None
         self.store: Store | None = None
         if store is not None:
             self.attach(store)
@@ -535,12 +702,22 @@ class Ledger:
     # -- the per-turn batch ---------------------------------------------------------------
 
     def _queue_op(self, account: str, kind: int, args: str, target: Any,
-                  info: Any = None) -> None:
+                  info: Any = None, urgent: bool = True) -> None:
+        if kind == _SETTLE and info in self._l_wait:
+            # its reservation is on its way: settled after it (a pool does not keep order)
+            self._l_wait[info].append((account, kind, args, target, info))
+            return
         q = self._queue.get(account)
         if q is None:
             q = self._queue[account] = []
         q.append((kind, args, target, info))
         if self._flush_call is None:
+            self._flush_urgent = urgent
+            self._flush_call = self.reactor.callLater(0 if urgent else self.record_delay_s,
+                                                      self.flush)
+        elif urgent and not self._flush_urgent:
+            self._flush_call.cancel()
+            self._flush_urgent = True
             self._flush_call = self.reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
@@ -557,7 +734,8 @@ class Ledger:
             items, n_first = queued, len(queued)
             if 0 < len(settles) < len(queued):
                 firsts = [q for q in queued if q[0] != _SETTLE]
-                admitted = {m for q in firsts if q[0] == _ADMIT for m in q[3]}
+                admitted = {m for q in firsts if q[0] == _LEASED for m in q[3]}
+                admitted.update(m for q in firsts if q[0] == _ADMIT for m in q[3][0])
                 admitted.update(q[3][0] for q in firsts if q[0] == _RESERVE)
                 if not admitted or not any(q[3] in admitted for q in settles):
                     items, n_first = firsts + settles, len(firsts)
@@ -565,7 +743,7 @@ class Ledger:
                 chunk = items[i[0]:i[1]]
                 keys, argv = self._args(account, _SEP.join([c[1] for c in chunk]))
                 try:
-                    d = self._store().evalsha("batch", keys, argv)
+                    d = self._store().evalsha("batch", keys, argv, ordered=True)
                 except StoreUnavailable as e:
                     d = defer.fail(e)
                 d.addCallbacks(self._done, self._failed, callbackArgs=(chunk, account),
@@ -582,21 +760,36 @@ class Ledger:
                 out.append((i, min(i + self.batch_max, hi)))
         return out
 
-    @staticmethod
-    def _done(reply: Any, chunk: list, account: str) -> None:
+    def _done(self, reply: Any, chunk: list, account: str) -> None:
         results = _text(reply).split(",")
+        if self._giveup:
+            for q in chunk:
+                self._giveup.pop(q[1], None)
         if len(results) != len(chunk):
-            Ledger._failed(Failure(StoreError("batch: %d results for %d operations"
-                                              % (len(results), len(chunk)))), chunk, account)
+            self._failed(Failure(StoreError("batch: %d results for %d operations"
+                                            % (len(results), len(chunk)))), chunk, account)
             return
-        for (kind, _args, target, info), r in zip(chunk, results):
+        for (kind, args, target, info), r in zip(chunk, results):
             try:
                 if kind == _ADMIT:
                     code, _, bal = r.partition(":")
-                    target(int(code), int(bal))
+                    if code == "-4":
+                        self._retry_admit(account, args, target, info)
+                    else:
+                        target(int(code), int(bal))
+                elif kind == _LEASED:
+                    if r[0] != "0":
+                        log.error("ledger: {account}: parts {ids} were relayed on this "
+                                  "node's lease, which the store no longer had (swept or "
+                                  "refunded): not charged ({r})", account=account,
+                                  ids=",".join(info), r=r)
+                    self._release_held(info)
+                elif kind == _LEASE:
+                    self._leased(account, r, target, info)
                 elif kind == _SETTLE:
-                    n = int(r)
-                    target.callback(n if n >= 0 else None)
+                    if target is not None:
+                        n = int(r)
+                        target.callback(n if n >= 0 else None)
                 elif kind == _RESERVE:
                     code, _, bal = r.partition(":")
                     if code == "0":
@@ -610,15 +803,133 @@ class Ledger:
             except Exception:  # a caller's callback failed: not ours to stop the others
                 log.failure("ledger: callback of a batched operation failed")
 
-    @staticmethod
-    def _failed(f: Any, chunk: list, account: str) -> None:
+    def _failed(self, f: Any, chunk: list, account: str) -> None:
         log.warn("ledger: batch of {n} operations of {account} failed: {err}", n=len(chunk),
                  account=account, err=f.getErrorMessage())
-        for kind, _args, target, _info in chunk:
-            if kind == _ADMIT:
-                target(-9, 0)
+        # the store is in trouble: admit against it again, not against a lease it may lose
+        self._leases.pop(account, None)
+        now = self.reactor.seconds()
+        retry = None if f.check(txredisapi.ResponseError) else []
+        for kind, args, target, info in chunk:
+            try:
+                if retry is not None and kind in (_LEASED, _SETTLE):
+                    # money records of parts already relayed (and maybe answered OK): kept
+                    # and sent again until the store is back, while the lease still holds
+                    # their money in the store
+                    if now < self._giveup.setdefault(args, now + self.lease_ttl_s / 2):
+                        retry.append((account, kind, args, target, info))
+                        if kind == _LEASED:     # its settles wait for it from now on
+                            for m in info:
+                                self._l_wait.setdefault(m, [])
+                        continue
+                    del self._giveup[args]
+                if kind == _ADMIT:
+                    target(-9, 0)
+                elif kind == _LEASED:
+                    log.warn("ledger: {account}: the reservations of {ids} (relayed on this "
+                             "node's lease) were not recorded", account=account,
+                             ids=",".join(info))
+                    self._release_held(info)
+                elif kind == _LEASE:
+                    self._lease_asking.pop(account, None)
+                    self._lease_backoff[account] = self.reactor.seconds() + 1.0
+                    if target is not None:
+                        target.errback(f)
+                elif target is not None:
+                    target.errback(f)
+                elif kind == _SETTLE:
+                    log.warn("ledger: {account}: {op} of {id} not recorded: {err} (an open "
+                             "reservation is refunded by the sweeper)", account=account,
+                             op="commit" if args[0] == "c" else "refund", id=info,
+                             err=f.getErrorMessage())
+            except Exception:
+                log.failure("ledger: callback of a failed batched operation failed")
+        if retry:
+            self.reactor.callLater(0.5, self._requeue, retry)
+
+    def _requeue(self, ops: list) -> None:
+        for account, kind, args, target, info in ops:
+            self._queue_op(account, kind, args, target, info)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _release_held(self, ids: Sequence[str]) -> None:
+        if not self._l_wait:
+            return
+        for m in ids:
+            for account, kind, args, target, info in self._l_wait.pop(m, ()):
+                self._queue_op(account, kind, args, target, info)
+
+    def _ask_lease(self, account: str, price: int, release: int = 0,
+                   want: int | None = None) -> defer.Deferred:
+        """Queue a lease refill (or, with want=0, a return of `release`)."""
+        d: defer.Deferred = defer.Deferred()
+        if want is None:
+            want = price * self.lease_parts
+            self._lease_asking[account] = d
+        self._queue_op(account, _LEASE, "L\x1f%s\x1f%d\x1f%d\x1f%d\x1f%d" % (
+            self.node, price, want, int(self.lease_ttl_s * 1000), release), d,
+            (self.reactor.seconds(), want, price))
+        return d
+
+    def _leased(self, account: str, r: str, target: Any, info: Any) -> None:
+        sent_at, want, price = info
+        granted = int(r.partition(":")[0])
+        if want:
+            self._lease_asking.pop(account, None)
+            if granted:
+                lz = self._leases.get(account)
+                if lz is None:
+                    lz = self._leases[account] = [0, 0.0, self.reactor.seconds(), 0]
+                lz[0] += granted
+                # stop using it well before the store may take it back
+                lz[1] = sent_at + self.lease_ttl_s * 0.8
+                lz[3] = granted // 2
+                if self._tick_call is None:
+                    self._tick_call = self.reactor.callLater(self.lease_idle_s / 2,
+                                                             self._tick)
             else:
-                target.errback(f)
+                self._lease_backoff[account] = self.reactor.seconds() + 1.0
+        if target is not None:
+            target.callback(granted)
+
+    def _tick(self) -> None:
+        """Return leases unused for `lease_idle_s` or about to expire."""
+        self._tick_call = None
+        now = self.reactor.seconds()
+        for account, lz in list(self._leases.items()):
+            if now - lz[2] >= self.lease_idle_s or now >= lz[1]:
+                self._drop_lease(account)
+        if self._leases:
+            self._tick_call = self.reactor.callLater(self.lease_idle_s / 2, self._tick)
+
+    def _drop_lease(self, account: str) -> defer.Deferred | None:
+        lz = self._leases.pop(account, None)
+        if lz is None or lz[0] <= 0:
+            return None
+        return self._ask_lease(account, 1, release=lz[0], want=0)
+
+    def release_leases(self) -> defer.Deferred:
+        """Give every lease of this node back (at shutdown). Deferred: when the store has
+        them (errors are logged)."""
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
+        ds = [d for d in (self._drop_lease(a) for a in list(self._leases)) if d is not None]
+        for d in ds:
+            d.addErrback(lambda f: log.warn("ledger: a lease was not returned: {err} (the "
+                                            "sweeper returns it when it expires)",
+                                            err=f.getErrorMessage()))
+        return defer.gatherResults(ds)
+
+    def _retry_admit(self, account: str, args: str, cb: Any, info: Any) -> None:
+        """The free balance is short but other nodes hold leases: ask again soon, then
+        once more as final (an answer either way)."""
+        ids, first = info
+        if self.reactor.seconds() - first < self.retry_for_s:
+            self.reactor.callLater(0.02, self._queue_op, account, _ADMIT, args, cb, info)
+        else:
+            self._queue_op(account, _ADMIT, "f" + args[1:], cb, info)
 
     # -- per message ----------------------------------------------------------------------
 
@@ -634,8 +945,81 @@ class Ledger:
         if ids.count(_SEP) != len(msg_ids) - 1 or not msg_ids:
             raise ValueError("bad message ids")
         number, to = _field(number), _field(to)
+        if self.lease_parts > 0:
+            need = price * len(msg_ids)
+            lz = self._leases.get(account)
+            now = self.reactor.seconds()
+            if lz is not None and lz[0] >= need and now < lz[1]:
+                lz[0] -= need
+                lz[2] = now
+                if lz[0] < lz[3] and account not in self._lease_asking:
+                    self._ask_lease(account, price)
+                op = "l\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (price, self.node, to or number,
+                                                         len(msg_ids), ids)
+                if number:
+                    self._optout_then(account, number, msg_ids, price, op, cb, to)
+                else:
+                    self._queue_op(account, _LEASED, op, None, msg_ids, urgent=False)
+                    cb(0, lz[0])
+                return
+            if lz is not None:      # too little left, or expiring: give it back first
+                self._drop_lease(account)
+            if account not in self._lease_asking and now >= self._lease_backoff.get(account, 0):
+                self._ask_lease(account, price)
         self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
-            price, number, to, len(msg_ids), ids), cb, msg_ids)
+            price, number, to, len(msg_ids), ids), cb, (msg_ids, self.reactor.seconds()))
+
+    def _optout_then(self, account: str, number: str, msg_ids: list[str], price: int,
+                     op: str, cb: Callable[[int, int], None], to: str) -> None:
+        """A message admitted on the lease whose destination must be checked against the
+        opt-out list first (batched: one SMISMEMBER per account and turn)."""
+        q = self._oq.get(account)
+        if q is None:
+            q = self._oq[account] = []
+            if self._oq_call is None:
+                self._oq_call = self.reactor.callLater(0, self._flush_optout)
+        q.append((number, msg_ids, price, op, cb, to))
+
+    def _flush_optout(self) -> None:
+        self._oq_call = None
+        pending, self._oq = self._oq, {}
+        for account, items in pending.items():
+            numbers = list(dict.fromkeys(it[0] for it in items))
+            d = self._execute("SMISMEMBER", "optout:{%s}" % account, *numbers)
+            d.addCallbacks(self._optout_done, self._optout_failed,
+                           callbackArgs=(account, numbers, items),
+                           errbackArgs=(account, items))
+
+    def _optout_done(self, reply: Any, account: str, numbers: list, items: list) -> None:
+        opted = {n for n, r in zip(numbers, reply) if int(r)}
+        lz = self._leases.get(account)
+        for number, msg_ids, price, op, cb, to in items:
+            try:
+                if number in opted:
+                    # give the lease its money back; the admit counts and journals the
+                    # refusal exactly as without a lease
+                    if lz is not None:
+                        lz[0] += price * len(msg_ids)
+                    self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
+                        price, number, to, len(msg_ids), _SEP.join(msg_ids)), cb,
+                        (msg_ids, self.reactor.seconds()))
+                else:
+                    self._queue_op(account, _LEASED, op, None, msg_ids, urgent=False)
+                    cb(0, lz[0] if lz is not None else 0)
+            except Exception:
+                log.failure("ledger: callback of an admit failed")
+
+    def _optout_failed(self, f: Any, account: str, items: list) -> None:
+        log.warn("ledger: opt-out check of {account} failed: {err}", account=account,
+                 err=f.getErrorMessage())
+        lz = self._leases.get(account)
+        for _number, msg_ids, price, _op, cb, _to in items:
+            if lz is not None:
+                lz[0] += price * len(msg_ids)
+            try:
+                cb(-9, 0)
+            except Exception:
+                log.failure("ledger: callback of an admit failed")
 
     def reserve(self, account: str, msg_id: str, parts: int, price: int) -> defer.Deferred:
         """Take parts*price from the balance for `msg_id` (one reservation of the whole
@@ -656,6 +1040,13 @@ class Ledger:
         self._queue_op(account, _SETTLE, "c\x1f%s\x1f%s" % (_field(msg_id), _field(note)), d,
                        msg_id)
         return d
+
+    def settle(self, account: str, msg_id: str, note: str, commit: bool) -> None:
+        """`commit` or `refund` without an answer (the relay's: cheaper). A store failure is
+        logged, and the record is sent again while the store is away; a reservation left
+        open in the end is refunded by the sweeper ("outcome unknown")."""
+        self._queue_op(account, _SETTLE, "%s\x1f%s\x1f%s" % (
+            "c" if commit else "r", _field(msg_id), _field(note)), None, msg_id)
 
     def refund(self, account: str, msg_id: str, note: str = "") -> defer.Deferred:
         """Give a reservation back. Deferred[int | None]: the amount refunded, or None if
@@ -712,8 +1103,9 @@ class Ledger:
         return self._call("refund_all", account, note).addCallback(int)
 
     def balance(self, account: str) -> defer.Deferred:
-        """Deferred[int]: the balance in fen (0 for an account never topped up)."""
-        return self._execute("GET", balance_key(account)).addCallback(_int)
+        """Deferred[int]: the balance in fen (0 for an account never topped up): the free
+        balance plus what nodes hold on lease."""
+        return self._call("balance", account).addCallback(_int)
 
     def days(self, account: str) -> defer.Deferred:
         """Deferred[list[str]]: the days that have a journal, oldest first."""
@@ -778,17 +1170,21 @@ class Ledger:
 
     @defer.inlineCallbacks
     def accounts_with_reservations(self) -> Any:
-        """Accounts that have open reservations (found with SCAN; single server only)."""
+        """Accounts that have open reservations or leases (found with SCAN; single server
+        only)."""
         found: set[str] = set()
-        cursor = "0"
-        while True:
-            reply = yield self._execute("SCAN", cursor, "MATCH", "res:{*}", "COUNT", 1000)
-            cursor, keys = _text(reply[0]), reply[1]
-            for k in keys:
-                k = _text(k)
-                found.add(k[len("res:{"):-1])
-            if cursor == "0":
-                return sorted(found)
+        for prefix in ("res:", "lease:"):
+            cursor = "0"
+            while True:
+                reply = yield self._execute("SCAN", cursor, "MATCH", prefix + "{*}",
+                                            "COUNT", 1000)
+                cursor, keys = _text(reply[0]), reply[1]
+                for k in keys:
+                    k = _text(k)
+                    found.add(k[len(prefix) + 1:-1])
+                if cursor == "0":
+                    break
+        return sorted(found)
 
     @defer.inlineCallbacks
     def sweep(self, max_age_s: float, now: float | None = None,
