@@ -329,6 +329,28 @@ while i <= #A do
   end
 end
 if i ~= #A + 1 then return redis.error_reply('ERR truncated batch') end
+-- ids A[first..last] include one already open or repeated?
+local function dup(first, last)
+  local seen = {}
+  for j = first, last do
+    local id = A[j]
+    if res[id] or seen[id] then return true end
+    seen[id] = true
+  end
+  return false
+end
+-- one reservation per part of A[first..last], journaled; b: the balance before -> after
+local function reserve_parts(first, last, price, b, note)
+  local v = fmt(price) .. ':' .. NOW
+  for j = first, last do
+    b = b - price
+    res_set(A[j], v)
+    journal('reserved', A[j], 1, price, b, note)
+  end
+  stat('submitted', last - first + 1)
+  stat('reserved', last - first + 1)
+  return b
+end
 res_load(ids)
 local opted = {}
 chunks(numbers, function(c)
@@ -354,25 +376,12 @@ while i <= #A do
     elseif free < price * n then
       code = -1
       if op == 'a' and LT > 0 and b >= price * n then code = -4 end
-    else
-      local seen = {}
-      for j = first, last do
-        local id = A[j]
-        if res[id] or seen[id] then code = -2 end
-        seen[id] = true
-      end
+    elseif dup(first, last) then
+      code = -2
     end
     if code == 0 then
-      local v = fmt(price) .. ':' .. NOW
-      for j = first, last do
-        local id = A[j]
-        b = b - price
-        res_set(id, v)
-        journal('reserved', id, 1, price, b, note)
-      end
+      b = reserve_parts(first, last, price, b, note)
       bal = free - price * n
-      stat('submitted', n)
-      stat('reserved', n)
     elseif code ~= -2 and code ~= -4 and op ~= 'v' then
       local reason = (code == -3) and 'optout' or 'insufficient_balance'
       stat('submitted', n)
@@ -394,26 +403,12 @@ while i <= #A do
     local from_lease = math.min(own, need)
     local free = balance()
     local code = 0
-    if need - from_lease > free then code = -1 end
-    local seen = {}
-    for j = first, last do
-      local id = A[j]
-      if res[id] or seen[id] then code = -2 end
-      seen[id] = true
-    end
+    if dup(first, last) then code = -2 elseif need - from_lease > free then code = -1 end
     local b = free + LT
     if code == 0 then
       lease_set(node, own - from_lease)
       bal = free - (need - from_lease)
-      local v = fmt(price) .. ':' .. NOW
-      for j = first, last do
-        local id = A[j]
-        b = b - price
-        res_set(id, v)
-        journal('reserved', id, 1, price, b, note)
-      end
-      stat('submitted', n)
-      stat('reserved', n)
+      b = reserve_parts(first, last, price, b, note)
     end
     out[#out + 1] = code .. ':' .. fmt(b)
   elseif op == 'L' then
