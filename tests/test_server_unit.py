@@ -1,6 +1,8 @@
 """ClientSession without sockets: a fake clock, a string transport, a relay that we drive."""
 from __future__ import annotations
 
+import sys
+
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -84,6 +86,29 @@ def test_window_pauses_reading_and_resumes():
     assert t.producerState == "producing"
     answers = pdus(t)
     assert [(a.seq, a.message_id) for a in answers] == [(10, b"id0"), (11, b"id1")]
+
+
+class SyncRelay(HeldRelay):
+    """Answers every submit before returning (a refusal, or no upstream at all)."""
+
+    def submit(self, session, pdu, body, reply) -> None:
+        reply(0x45, b"")
+
+
+def test_a_backlog_answered_synchronously_does_not_recurse():
+    clock, relay, reg, f, s, t = make(window=2)
+    bind(s, t)
+    s.dataReceived(b"".join(submit(10 + i) for i in range(2)))      # fills the window
+    n = sys.getrecursionlimit() + 500
+    s.dataReceived(b"".join(submit(100 + i) for i in range(n)))     # all in the backlog
+    assert len(relay.replies) == 2 and t.producerState == "paused"
+    f.relay = SyncRelay()
+    # one answer frees a slot: the whole backlog is answered, one PDU after another
+    relay.replies[0](0, b"id0")
+    answers = pdus(t)
+    assert [a.seq for a in answers] == [10] + list(range(100, 100 + n))
+    assert all(a.status == 0x45 for a in answers[1:])
+    assert t.producerState == "producing" and not t.disconnecting
 
 
 def test_inactivity_timeout_unbinds_and_closes():

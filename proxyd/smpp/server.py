@@ -117,10 +117,20 @@ class ClientSession(protocol.Protocol):
             self.paused = True
             self.transport.pauseProducing()
 
+    _draining = False
+
     def _drain(self) -> None:
+        # a request answered synchronously (refused, or no upstream) calls this again from
+        # inside handle(): the loop below goes on instead of recursing once per PDU
+        if self._draining:
+            return
         backlog = self.backlog
-        while backlog and self.outstanding < self.window and self.state in (OPEN, BOUND):
-            self.handle(*backlog.popleft())
+        self._draining = True
+        try:
+            while backlog and self.outstanding < self.window and self.state in (OPEN, BOUND):
+                self.handle(*backlog.popleft())
+        finally:
+            self._draining = False
         if backlog:
             self._pause()
         elif self.paused and self.state != CLOSING:
