@@ -416,7 +416,7 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
             print(int(bal), file=out)
         elif args.command == "optout":
             from proxyd.policy.optout import normalise_number
-            from proxyd.store.optout import optout_key
+            from proxyd.store.optout import CHANNEL, change_message, optout_key
 
             key = optout_key(acct)
             if args.action == "list":
@@ -426,10 +426,15 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
                 if not args.number or not normalise_number(args.number):
                     raise UsageError("optout %s needs a NUMBER" % args.action)
                 number = normalise_number(args.number)
+                # the change and its notice to every node's in-memory copy, atomically
+                pipe = client.pipeline(transaction=True)
                 if args.action == "add":
-                    client.sadd(key, number)
+                    pipe.sadd(key, number)
                 else:
-                    client.srem(key, number)
+                    pipe.srem(key, number)
+                pipe.publish(CHANNEL, change_message(acct, "+" if args.action == "add"
+                                                     else "-", number))
+                pipe.execute()
                 print(number, file=out)
         elif args.command == "refund-all":
             print(int(run_script(client, "refund_all", acct, args.note,

@@ -89,6 +89,7 @@ class StoreConfig:
     lease_ttl_s: float = 30.0      # a lease not renewed for this long goes back (sweeper)
     lease_idle_s: float = 0.5      # a lease unused for this long is given back
     record_delay_s: float = 0.005  # reservations of leased admits are written within this
+    optout_cache: bool = True      # opt-out sets kept in memory, current through pub/sub
 
 
 @dataclass(frozen=True)

@@ -731,7 +731,8 @@ class Delivery(service.Service):
                          "retry", src=mask(source), acct=account, err=f.getErrorMessage())
                 ack(_RX_T_APPN)
 
-            OptOut(self.node.store).add(account, source).addCallbacks(added, failed)
+            (getattr(self.node, "optout", None) or OptOut(self.node.store)).add(
+                account, source).addCallbacks(added, failed)
             return
         self._enqueue(account, pdu, MO, ack)
 
@@ -825,7 +826,8 @@ class Delivery(service.Service):
             log.info("{src} opted out of {acct} (MO reply)", src=mask(source), acct=account)
             then()
 
-        OptOut(self.node.store).add(account, source).addCallbacks(added, failed)
+        (getattr(self.node, "optout", None) or OptOut(self.node.store)).add(
+            account, source).addCallbacks(added, failed)
 
     def _mo_account(self, dest: str) -> str | None:
         best, best_len = None, 0

@@ -54,6 +54,8 @@ class ProxydService(service.MultiService):
         self.cfg = cfg
         self.reactor = reactor
         self.store: Any = None
+        self.optout: Any = None
+        self.optout_mirror: Any = None
         self.ledger: Any = None
         self.store_server: Any = None
         configure_logging(cfg.log)
@@ -166,7 +168,13 @@ class ProxydService(service.MultiService):
                                  lease_idle_s=sc.lease_idle_s,
                                  record_delay_s=sc.record_delay_s)
             self.relay.ledger = self.ledger
-            self.relay.optout = OptOut(store)
+            if sc.optout_cache:
+                from .store.optout import OptOutMirror
+                self.optout_mirror = OptOutMirror(store, store.target, self.reactor)
+                self.optout_mirror.start()
+                self.ledger.optout_mirror = self.optout_mirror
+            self.optout = OptOut(store, self.optout_mirror)
+            self.relay.optout = self.optout
             sweeper = LedgerSweeper(self.ledger, self.cfg.store.reservation_max_age_s,
                                     self.cfg.store.sweep_interval_s, reactor=self.reactor)
             sweeper.setServiceParent(self.front)
@@ -303,6 +311,8 @@ class ProxydService(service.MultiService):
             return None
 
         def stop_store(_: Any) -> Any:
+            if self.optout_mirror is not None:
+                self.optout_mirror.stop()
             if self.store is not None:
                 self.store.disconnect()
             if self.store_server is not None:

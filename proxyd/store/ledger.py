@@ -661,6 +661,8 @@ class Ledger:
         self._oq: dict[str, list] = {}
         self._giveup: dict[str, float] = {}   # packed op -> give up retrying it after
         self._oq_call: Any = None
+        # proxyd.store.optout.OptOutMirror: opt-out answers without a store call
+        self.optout_mirror: Any = None
         self.store: Store | None = None
         if store is not None:
             self.attach(store)
@@ -945,13 +947,20 @@ class Ledger:
             lz = self._leases.get(account)
             now = self.reactor.seconds()
             if lz is not None and lz[0] >= need and now < lz[1]:
+                opted = None
+                if number and self.optout_mirror is not None:
+                    opted = self.optout_mirror.opted(account, number)
+                    if opted:       # refused, counted and journaled by the store
+                        self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
+                            price, number, to, len(msg_ids), ids), cb, (msg_ids, now))
+                        return
                 lz[0] -= need
                 lz[2] = now
                 if lz[0] < lz[3] and account not in self._lease_asking:
                     self._ask_lease(account, price)
                 op = "l\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (price, self.node, to or number,
                                                          len(msg_ids), ids)
-                if number:
+                if number and opted is None:
                     self._optout_then(account, number, msg_ids, price, op, cb, to)
                 else:
                     self._queue_op(account, _LEASED, op, None, msg_ids, urgent=False)
@@ -1040,8 +1049,11 @@ class Ledger:
         """`commit` or `refund` without an answer (the relay's: cheaper). A store failure is
         logged, and the record is sent again while the store is away; a reservation left
         open in the end is refunded by the sweeper ("outcome unknown")."""
+        # with leases the reservation itself is written within record_delay_s: its
+        # outcome goes in the same call (no sooner, no call of its own)
         self._queue_op(account, _SETTLE, "%s\x1f%s\x1f%s" % (
-            "c" if commit else "r", _field(msg_id), _field(note)), None, msg_id)
+            "c" if commit else "r", _field(msg_id), _field(note)), None, msg_id,
+            urgent=self.lease_parts <= 0)
 
     def refund(self, account: str, msg_id: str, note: str = "") -> defer.Deferred:
         """Give a reservation back. Deferred[int | None]: the amount refunded, or None if
