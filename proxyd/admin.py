@@ -231,10 +231,10 @@ def read_day(client: Any, account: str, day: str) -> list[J.Record]:
     out: list[J.Record] = []
     start = "-"
     while True:
-        recs = J.records_from_stream(client.xrange(L.journal_key(account, day), start, "+",
-                                                   count=10000), account, day)
+        reply = client.xrange(L.journal_key(account, day), start, "+", count=10000)
+        recs = J.records_from_stream(reply, account, day)
         out += recs
-        if len(recs) < 10000:
+        if len(reply) < 10000:          # stream entries (an entry holds one or more records)
             return out
         start = "(" + recs[-1].id
 
@@ -245,10 +245,10 @@ def ledger_entries(client: Any, account: str, limit: int) -> list[dict[str, str]
     for day in reversed(journal_days(client, account)):
         end = "+"
         while len(out) < limit:
-            recs = J.records_from_stream(client.xrevrange(L.journal_key(account, day), end,
-                                                          "-", count=500), account, day)
+            reply = client.xrevrange(L.journal_key(account, day), end, "-", count=500)
+            recs = J.records_from_stream(reply, account, day, reverse=True)
             out += [L.money_entry(r) for r in recs if r.event in J.MONEY_EVENTS]
-            if len(recs) < 500:
+            if len(reply) < 500:
                 break
             end = "(" + recs[-1].id
         if len(out) >= limit:
@@ -282,8 +282,9 @@ def _journal_command(args: argparse.Namespace, cfg: Config, client: Any, out: An
     accounts = [a.system_id for a in cfg.accounts]
     if args.command == "verify":
         day = args.date or _today()
-        brk = verify_day(client, args.account, day)
-        n = client.xlen(L.journal_key(args.account, day))
+        recs = read_day(client, args.account, day)
+        brk = J.verify(args.account, recs, client.hget(L.jhead_key(args.account), day))
+        n = len(recs)
         if brk is not None:
             print("%s %s: BROKEN at %s" % (args.account, day, brk), file=out)
             return 1

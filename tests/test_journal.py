@@ -139,13 +139,18 @@ def test_editing_a_record_breaks_verify(setup: Any) -> None:
     client, acct, cfg, day = setup
     scripted_mix(client, acct)
     key = L.journal_key(acct, day)
-    victim = client.xrange(key)[6]
-    vid = victim[0]
-    _rewrite(client, key, lambda i, f: dict(f, d=f["d"].replace("|5|", "|4|", 1))
+    recs = J.records_from_stream(client.xrange(key), acct, day)
+    # a reservation's amount, 5 -> 4, in whichever stream entry holds it
+    victim = next(r for r in recs if r.event == "reserved" and r.sub > 0)
+    vid = victim.id
+    first = next(i for i, r in enumerate(recs) if r.id == vid)   # its entry's first record
+    edited = victim.d.replace("|5|", "|4|", 1)
+    assert edited != victim.d
+    _rewrite(client, key, lambda i, f: dict(f, d=f["d"].replace(victim.d, edited, 1))
              if i == vid else f)
     r = admin(cfg, "verify", acct, "--date", day)
     assert r.returncode == 1
-    assert "record 7" in r.stdout and vid in r.stdout and "BROKEN" in r.stdout
+    assert "record %d " % (first + 1) in r.stdout and vid in r.stdout and "BROKEN" in r.stdout
     r = admin(cfg, "report", acct, "--date", day)
     assert r.returncode == 1 and "broken" in r.stdout
 
@@ -155,11 +160,13 @@ def test_deleting_a_record_breaks_verify(setup: Any) -> None:
     scripted_mix(client, acct)
     key = L.journal_key(acct, day)
     entries = client.xrange(key)
+    assert len(entries) >= 5
+    kept = J.records_from_stream(entries[:3], acct, day)
     assert client.xdel(key, entries[3][0]) == 1
     r = admin(cfg, "verify", acct, "--date", day)
     assert r.returncode == 1
-    # named: the record that follows the gap, which no longer chains
-    assert "record 4" in r.stdout and entries[4][0] in r.stdout
+    # named: the first record after the gap, which no longer chains
+    assert "record %d " % (len(kept) + 1) in r.stdout and entries[4][0] in r.stdout
     # deleting the last record is noticed through the day's head
     client.delete(key)  # restored: intact again
     for entry_id, fields in entries:
@@ -194,11 +201,17 @@ def test_export_json_lines(setup: Any, tmp_path: Path) -> None:
     r = admin(cfg, "export", "--date", day, "--output", str(out))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(rows) == client.xlen(L.journal_key(acct, day))
+    entries = client.xrange(L.journal_key(acct, day))
+    assert len(rows) == len(J.records_from_stream(entries, acct, day)) > len(entries)
     assert rows[0]["event"] == "topup" and rows[0]["account"] == acct
-    # the chain can be checked from the file alone
-    recs = J.records_from_stream([(x["id"], {"d": x["d"], "h": x["h"]}) for x in rows],
-                                 acct, day)
+    # the chain can be checked from the file alone: an entry's d is its records' d joined
+    # by newlines
+    grouped: dict = {}
+    for x in rows:
+        grouped.setdefault(x["id"], []).append(x)
+    recs = J.records_from_stream([(i, {"d": "\n".join(x["d"] for x in g), "h": g[0]["h"]})
+                                  for i, g in grouped.items()], acct, day)
+    assert [(r.id, r.sub, r.d) for r in recs] == [(x["id"], x["sub"], x["d"]) for x in rows]
     assert J.verify(acct, recs, rows[-1]["h"]) is None
 
 
@@ -219,6 +232,32 @@ def test_record_format_round_trip() -> None:
     for bad in ("", "1|x|1|1|1|3:ab|0:", "1|x|1|1|1|2:ab|1:", "a|x|1|1|1|0:|0:"):
         with pytest.raises(J.DecodeError):
             J.decode(bad)
+
+
+def test_an_entry_of_several_records() -> None:
+    recs = [J.encode(1700000000123, "reserved", "m\n1|x", 1, 5, 95, "to=1380013800"),
+            J.encode(1700000000123, "committed", "m\n1|x", 1, 5, 95, "up=a id=\n7|8 年"),
+            J.encode(1700000000124, "topup", "", 1, 100, 195, "")]
+    d = "\n".join(recs)
+    assert J.split_entry(d) == recs
+    assert J.split_entry(recs[0]) == [recs[0]]
+    h = J.chain_hash("", "acct", d)
+    got = J.records_from_stream([("1-0", {"d": d, "h": h})], "acct", "20261125")
+    assert [(r.event, r.msg_id, r.note, r.sub) for r in got] == [
+        ("reserved", "m\n1|x", "to=1380013800", 0), ("committed", "m\n1|x", "up=a id=\n7|8 年", 1),
+        ("topup", "", "", 2)]
+    assert J.verify("acct", got, h) is None
+    back = J.records_from_stream([("1-0", ["d", d, "h", h])], reverse=True)
+    assert [r.sub for r in back] == [2, 1, 0]
+    # two records of one entry swapped: the entry no longer matches its hash
+    swapped = [got[1], got[0], got[2]]
+    brk = J.verify("acct", swapped, h)
+    assert brk is not None and brk.index == 0 and "hash mismatch" in brk.reason
+    for bad in (recs[0] + recs[1], recs[0] + "\n", recs[0] + "\nx", recs[0] + " " + recs[1]):
+        with pytest.raises(J.DecodeError):
+            J.split_entry(bad)
+    bad = J.records_from_stream([("2-0", {"d": recs[0] + "\n\n" + recs[1], "h": h})])
+    assert [r.event for r in bad] == ["?"]
 
 
 @pytest.mark.usefixtures("valkey_class")

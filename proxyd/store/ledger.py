@@ -29,10 +29,11 @@ a day to JSON lines for archival before that.
 One script, ``batch``, does all the per-message work of one account and reactor turn: admits
 (opt-out check + one reservation per part), commits, refunds, rejections and state events, in
 the order they were queued. Inside it the balance, the chain head, the reservation changes
-and the counters are Lua locals, read once and written once per call; each event costs one
-XADD. The figures per message: ~2 server commands (XADD for the reserve, XADD for the
-commit) plus ~12 per call (GET/SET balance, HGET/HSET/HEXPIRE jhead, HMGET/HSET/HDEL res,
-SMISMEMBER optout, HINCRBY per counter, EXPIRE).
+and the counters are Lua locals, read once and written once per call; the call's journal
+records are one stream entry (one XADD, one sha1). Per message that leaves no server command
+of its own beyond the reservation hash (HMGET, and HSET/HDEL when the commit comes in a later
+call); per call ~12 (GET/SET balance, HGET/HSET/HEXPIRE jhead, XADD, HMGET/HSET/HDEL res,
+SMISMEMBER optout for store admits, HINCRBY per counter, EXPIRE).
 
 Accounting identity per account: topups + adjusts - refund_all - charged (committed) - sum of
 open reservations = balance = free balance (``bal``) + sum of leases.
@@ -176,16 +177,13 @@ local function stat_total(f)
   if st_base[f] == nil then st_base[f] = tonumber(redis.call('HGET', K_STATS, f) or '0') end
   return st_base[f] + (st[f] or 0)
 end
--- the journal: the day's chain head read once, written once
-local head, journaled = nil, false
+-- the journal: the records of one call go into one stream entry (one XADD, one link of
+-- the hash chain), written by finish(); the day's chain head read once, written once
+local jrec = {}
 local function journal(event, msg_id, n, amount, b, note)
-  if head == nil then head = redis.call('HGET', K_JHEAD, DAY) or '' end
   -- one string.format: every string Lua makes costs (~0.4 us), so as few as possible
-  local d = string.format('%s|%s|%d|%d|%d|%d:%s|%d:%s', NOW, event, n, amount, b, #msg_id,
-                          msg_id, #note, note)
-  head = redis.sha1hex(head .. E_ACCT .. d)
-  redis.call('XADD', K_JOURNAL, '*', 'd', d, 'h', head)
-  journaled = true
+  jrec[#jrec + 1] = string.format('%s|%s|%d|%d|%d|%d:%s|%d:%s', NOW, event, n, amount, b,
+                                  #msg_id, msg_id, #note, note)
 end
 -- open reservations: res[id] = value | false (none); loaded with HMGET, written in finish()
 local res, res_orig, touched = {}, {}, {}
@@ -229,7 +227,10 @@ local function finish()
     if v then redis.call('HSET', K_LEASE, node, fmt(v[1]) .. ':' .. fmt(v[2]))
     else redis.call('HDEL', K_LEASE, node) end
   end
-  if journaled then
+  if #jrec > 0 then
+    local d = table.concat(jrec, '\n')
+    local head = redis.sha1hex((redis.call('HGET', K_JHEAD, DAY) or '') .. E_ACCT .. d)
+    redis.call('XADD', K_JOURNAL, '*', 'd', d, 'h', head)
     redis.call('HSET', K_JHEAD, DAY, head)
     if TTL > 0 then
       redis.call('EXPIRE', K_JOURNAL, TTL)
@@ -1129,9 +1130,9 @@ class Ledger:
             while len(out) < limit:
                 reply = yield self._execute("XREVRANGE", journal_key(account, day), end,
                                             "-", "COUNT", 500)
-                recs = J.records_from_stream(reply, account, day)
+                recs = J.records_from_stream(reply, account, day, reverse=True)
                 out += [money_entry(r) for r in recs if r.event in J.MONEY_EVENTS]
-                if len(recs) < 500:
+                if len(reply or ()) < 500:      # entries, not records
                     break
                 end = "(" + recs[-1].id
             if len(out) >= limit:
@@ -1164,7 +1165,7 @@ class Ledger:
                                         "COUNT", 10000)
             recs = J.records_from_stream(reply, account, day)
             out += recs
-            if len(recs) < 10000:
+            if len(reply or ()) < 10000:        # entries, not records
                 return out
             start = "(" + recs[-1].id
 
