@@ -135,6 +135,28 @@ def _rewrite(client: Any, key: str, change: Any) -> None:
             client.xadd(key, fields, id=entry_id)
 
 
+def test_lease_record_ops_and_their_short_answers(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    run_script(client, "topup", acct, 1000, "invoice 1")
+    granted = batch(client, acct, ("L", "n1", 5, 100, 30000, 0))
+    assert granted == ["100:900"]
+    # l: fresh ids, answered "" when recorded; C/R: "" when something was open, else -1
+    assert batch(client, acct, ("l", 5, "n1", "138", 2, "p1", "p2"), ("C", "p1", "up=a id=1"),
+                 ("R", "p2", "up=a status=x"), ("C", "p1", "again"), ("R", "zz", "")) == \
+        ["", "", "", "-1", "-1"]
+    # k (a reservation sent again after a failed call) checks its ids: the first attempt
+    # had recorded q1, so nothing is taken twice
+    assert batch(client, acct, ("l", 5, "n1", "138", 1, "q1")) == [""]
+    assert batch(client, acct, ("k", 5, "n1", "138", 1, "q1"))[0].startswith("-2:")
+    assert batch(client, acct, ("k", 5, "n1", "138", 1, "q2")) == [""]
+    assert client.hgetall("res:{%s}" % acct).keys() == {"q1", "q2"}
+    assert client.hget("lease:{%s}" % acct, "n1").startswith("80:")   # 100 - 4 parts x 5
+    recs = J.records_from_stream(client.xrange(L.journal_key(acct, day)), acct, day)
+    assert [(r.event, r.msg_id) for r in recs if r.msg_id] == [
+        ("reserved", "p1"), ("reserved", "p2"), ("committed", "p1"), ("refunded", "p2"),
+        ("reserved", "q1"), ("reserved", "q2")]
+
+
 def test_editing_a_record_breaks_verify(setup: Any) -> None:
     client, acct, cfg, day = setup
     scripted_mix(client, acct)

@@ -275,11 +275,16 @@ _BATCH = r"""
 --   l price node to n id*n    a message the node already admitted on its lease: one
 --                           reservation per part taken from the node's lease (from the free
 --                           balance for what the lease lacks), journaled like an admit ->
---                           "code:balance": 0 | -1 (neither has it: nothing recorded) | -2
+--                           "" (done) or "code:balance": -1 (neither has it: nothing
+--                           recorded) | -2. Its ids are fresh (made by the node), so they are
+--                           not looked up first;
+--   k price node to n id*n    the same, sent again after a failed call: ids are checked
+--                           (-2 if the first attempt did reserve them)
 --   L node price want ttl release   lease maintenance: give `release` of the node's lease
 --                           back, then take up to `want` (at most half the free balance, in
 --                           multiples of price) for `ttl` ms -> "granted:free balance"
 --   c id note | r id note   commit | refund -> amount, or -1 if nothing was open
+--   C id note | R id note   the same answering "" (done) or -1
 --   x reason id parts       a refusal before charging -> today's count for that reason
 --   e event id note         a state event (no money) -> 0
 local MONEY = {reserved = 1, committed = 1, refunded = 1, rejected = 1, topup = 1,
@@ -299,22 +304,30 @@ local i = 1
 while i <= #A do
   local op = A[i]
   -- everything is checked before anything is written: a script is not rolled back
-  if op == 'a' or op == 'v' or op == 'f' or op == 'l' then
+  if op == 'a' or op == 'v' or op == 'f' or op == 'l' or op == 'k' then
     local number, n = A[i + 2], tonumber(A[i + 4])
     if not tonumber(A[i + 1]) or not n or n < 1 then
       return redis.error_reply('ERR bad admit operation at field ' .. i)
     end
-    if op ~= 'l' and number ~= '' and not nset[number] then
-      nset[number] = true; numbers[#numbers + 1] = number
+    if op == 'l' then
+      -- fresh ids: nothing to load (res_set below still records them)
+      for j = i + 5, i + 4 + n do
+        local id = A[j]
+        if res[id] == nil then res[id] = false; res_orig[id] = false end
+      end
+    else
+      if op ~= 'k' and number ~= '' and not nset[number] then
+        nset[number] = true; numbers[#numbers + 1] = number
+      end
+      for j = i + 5, i + 4 + n do ids[#ids + 1] = A[j] end
     end
-    for j = i + 5, i + 4 + n do ids[#ids + 1] = A[j] end
     i = i + 5 + n
   elseif op == 'L' then
     for j = i + 2, i + 5 do
       if not tonumber(A[j]) then return redis.error_reply('ERR bad lease operation at field ' .. i) end
     end
     i = i + 6
-  elseif op == 'c' or op == 'r' then
+  elseif op == 'c' or op == 'r' or op == 'C' or op == 'R' then
     ids[#ids + 1] = A[i + 1]
     i = i + 3
   elseif op == 'x' then
@@ -392,7 +405,7 @@ while i <= #A do
       for j = first, last do journal('rejected', A[j], 1, 0, b, reason_note) end
     end
     out[#out + 1] = code .. ':' .. fmt(b)
-  elseif op == 'l' then
+  elseif op == 'l' or op == 'k' then
     local price, node, to, n = tonumber(A[i + 1]), A[i + 2], A[i + 3], tonumber(A[i + 4])
     local first, last = i + 5, i + 4 + n
     local note = (to ~= '') and ('to=' .. to) or ''
@@ -404,14 +417,17 @@ while i <= #A do
     local from_lease = math.min(own, need)
     local free = balance()
     local code = 0
-    if dup(first, last) then code = -2 elseif need - from_lease > free then code = -1 end
+    if op == 'k' and dup(first, last) then code = -2
+    elseif need - from_lease > free then code = -1 end
     local b = free + LT
     if code == 0 then
       lease_set(node, own - from_lease)
       bal = free - (need - from_lease)
       b = reserve_parts(first, last, price, b, note)
+      out[#out + 1] = ''
+    else
+      out[#out + 1] = code .. ':' .. fmt(b)
     end
-    out[#out + 1] = code .. ':' .. fmt(b)
   elseif op == 'L' then
     local node, price, want = A[i + 1], tonumber(A[i + 2]), tonumber(A[i + 3])
     local ttl, release = tonumber(A[i + 4]), tonumber(A[i + 5])
@@ -433,6 +449,9 @@ while i <= #A do
     out[#out + 1] = fmt(g) .. ':' .. fmt(bal)
   elseif op == 'c' or op == 'r' then
     out[#out + 1] = fmt(settle(op, A[i + 1], A[i + 2]))
+    i = i + 3
+  elseif op == 'C' or op == 'R' then
+    out[#out + 1] = (settle((op == 'C') and 'c' or 'r', A[i + 1], A[i + 2]) < 0) and '-1' or ''
     i = i + 3
   elseif op == 'x' then
     local reason, id, parts = A[i + 1], A[i + 2], tonumber(A[i + 3])
@@ -728,8 +747,13 @@ class Ledger:
             # commits and refunds in a second call after the rest: the admits' answers are
             # what the relay waits for before relaying. (Kept in one call, in order, when
             # one settles a message admitted in this same turn.)
-            settles = [q for q in queued if q[0] == _SETTLE]
             items, n_first = queued, len(queued)
+            waited = False      # does anyone wait for an answer in this batch?
+            for q in queued:
+                if q[0] == _ADMIT or q[0] == _RESERVE:
+                    waited = True
+                    break
+            settles = [q for q in queued if q[0] == _SETTLE] if waited else ()
             if 0 < len(settles) < len(queued):
                 firsts = [q for q in queued if q[0] != _SETTLE]
                 admitted = {m for q in firsts if q[0] == _LEASED for m in q[3]}
@@ -767,7 +791,12 @@ class Ledger:
             self._failed(Failure(StoreError("batch: %d results for %d operations"
                                             % (len(results), len(chunk)))), chunk, account)
             return
+        l_wait = self._l_wait
         for (kind, args, target, info), r in zip(chunk, results):
+            if not r:       # a lease reservation or an unanswered settle, done: the bulk
+                if l_wait and kind == _LEASED:
+                    self._release_held(info)
+                continue
             try:
                 if kind == _ADMIT:
                     code, _, bal = r.partition(":")
@@ -776,7 +805,7 @@ class Ledger:
                     else:
                         target(int(code), int(bal))
                 elif kind == _LEASED:
-                    if r[0] != "0":
+                    if r and r[:3] != "-2:":    # -2: a retry, the first attempt had done it
                         log.error("ledger: {account}: parts {ids} were relayed on this "
                                   "node's lease, which the store no longer had (swept or "
                                   "refunded): not charged ({r})", account=account,
@@ -813,7 +842,10 @@ class Ledger:
                 if retry is not None and kind in (_LEASED, _SETTLE):
                     # money records of parts already relayed (and maybe answered OK): kept
                     # and sent again until the store is back, while the lease still holds
-                    # their money in the store
+                    # their money in the store. A reservation goes again as 'k': the call
+                    # that failed may have been done, so its ids are checked this time.
+                    if kind == _LEASED:
+                        args = "k" + args[1:]
                     if now < self._giveup.setdefault(args, now + self.lease_ttl_s / 2):
                         retry.append((account, kind, args, target, info))
                         if kind == _LEASED:     # its settles wait for it from now on
@@ -838,7 +870,7 @@ class Ledger:
                 elif kind == _SETTLE:
                     log.warn("ledger: {account}: {op} of {id} not recorded: {err} (an open "
                              "reservation is refunded by the sweeper)", account=account,
-                             op="commit" if args[0] == "c" else "refund", id=info,
+                             op="commit" if args[0] in "cC" else "refund", id=info,
                              err=f.getErrorMessage())
             except Exception:
                 log.failure("ledger: callback of a failed batched operation failed")
@@ -1053,7 +1085,7 @@ class Ledger:
         # with leases the reservation itself is written within record_delay_s: its
         # outcome goes in the same call (no sooner, no call of its own)
         self._queue_op(account, _SETTLE, "%s\x1f%s\x1f%s" % (
-            "c" if commit else "r", _field(msg_id), _field(note)), None, msg_id,
+            "C" if commit else "R", _field(msg_id), _field(note)), None, msg_id,
             urgent=self.lease_parts <= 0)
 
     def refund(self, account: str, msg_id: str, note: str = "") -> defer.Deferred:
