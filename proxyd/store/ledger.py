@@ -202,7 +202,12 @@ local function res_set(id, v)
   touched[#touched + 1] = id
   res[id] = v
 end
+-- settled parts and amounts of this call, counted in finish(); amounts of the
+-- reservations made in this call (so their settle needs no parsing)
+local n_com, a_com, n_ref, a_ref, res_amt = 0, 0, 0, 0, {}
 local function finish()
+  if n_com > 0 then stat('committed', n_com); stat('charged', a_com) end
+  if n_ref > 0 then stat('refunded', n_ref); stat('refunded_amount', a_ref) end
   if bal ~= nil and bal ~= bal0 then redis.call('SET', K_BAL, fmt(bal)) end
   local hset, hdel, done = {}, {}, {}
   for _, id in ipairs(touched) do
@@ -244,15 +249,15 @@ local function settle(op, msg_id, note)
   if r == nil then res_load({msg_id}); r = res[msg_id] end
   if not r then return -1 end
   res_set(msg_id, false)
-  local amount = tonumber(string.match(r, '^(%d+)'))
+  local amount = res_amt[msg_id] or tonumber(string.match(r, '^(%d+)'))
   if op == 'c' then
-    stat('committed', 1)
-    stat('charged', amount)
+    n_com = n_com + 1
+    a_com = a_com + amount
     journal('committed', msg_id, 1, amount, jbal(), note)
   else
     bal = balance() + amount
-    stat('refunded', 1)
-    stat('refunded_amount', amount)
+    n_ref = n_ref + 1
+    a_ref = a_ref + amount
     journal('refunded', msg_id, 1, amount, jbal(), note)
   end
   return amount
@@ -359,6 +364,7 @@ local function reserve_parts(first, last, price, b, note)
   for j = first, last do
     b = b - price
     res_set(A[j], v)
+    res_amt[A[j]] = price
     journal('reserved', A[j], 1, price, b, note)
   end
   stat('submitted', last - first + 1)
