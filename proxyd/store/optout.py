@@ -14,7 +14,7 @@ hold that account's set will not see the change until their subscription reconne
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import txredisapi
 from twisted.internet import defer
@@ -112,7 +112,6 @@ class OptOutMirror:
         self.sets: dict[str, set] = {}
         self._loading: dict[str, list] = {}   # account -> changes seen while loading
         self._factory: Any = None
-        self.on_change: Callable[[str, str, str], None] | None = None  # tests, metrics
 
     def start(self) -> None:
         from .client import parse_target
@@ -175,8 +174,6 @@ class OptOutMirror:
                 s.discard(number)
         elif account in self._loading:
             self._loading[account].append((op, number))
-        if self.on_change is not None:
-            self.on_change(account, op, number)
 
     # -- lookups --------------------------------------------------------------------------
 
