@@ -144,17 +144,61 @@ def test_lease_record_ops_and_their_short_answers(setup: Any) -> None:
     assert batch(client, acct, ("l", 5, "n1", "138", 2, "p1", "p2"), ("C", "p1", "up=a id=1"),
                  ("R", "p2", "up=a status=x"), ("C", "p1", "again"), ("R", "zz", "")) == \
         ["", "", "", "-1", "-1"]
-    # k (a reservation sent again after a failed call) checks its ids: the first attempt
-    # had recorded q1, so nothing is taken twice
-    assert batch(client, acct, ("l", 5, "n1", "138", 1, "q1")) == [""]
-    assert batch(client, acct, ("k", 5, "n1", "138", 1, "q1"))[0].startswith("-2:")
-    assert batch(client, acct, ("k", 5, "n1", "138", 1, "q2")) == [""]
-    assert client.hgetall("res:{%s}" % acct).keys() == {"q1", "q2"}
-    assert client.hget("lease:{%s}" % acct, "n1").startswith("80:")   # 100 - 4 parts x 5
+    # g: parts reserved and settled in one (their outcomes came first): nothing stays open
+    parts = "\x1e".join(["q1\x1d139\x1dC\x1dup=a id=2", "q2\x1d139\x1dR\x1dup=a status=y",
+                         "q3\x1d\x1dC\x1dup=a id=3"])
+    assert batch(client, acct, ("g", 5, "n1", 3, parts)) == [""]
+    assert client.hgetall("res:{%s}" % acct) == {}
+    # 100 - 5 parts x 5 taken from the lease, the refunds back to the free balance
+    assert client.hget("lease:{%s}" % acct, "n1").startswith("75:")
+    assert run_script(client, "balance", acct) == 1000 - 3 * 5
+    recs = J.records_from_stream(client.xrange(L.journal_key(acct, day)), acct, day)
+    assert [(r.event, r.msg_id, r.amount, r.balance_after, r.note)
+            for r in recs if r.msg_id in ("q1", "q2", "q3")] == [
+        ("reserved", "q1", 5, 990, "to=139"), ("committed", "q1", 5, 990, "up=a id=2"),
+        ("reserved", "q2", 5, 985, "to=139"), ("refunded", "q2", 5, 990, "up=a status=y"),
+        ("reserved", "q3", 5, 985, ""), ("committed", "q3", 5, 985, "up=a id=3")]
+    stats = client.hgetall(L.stats_key(acct, day))
+    assert (stats["reserved"], stats["committed"], stats["refunded"], stats["charged"],
+            stats["refunded_amount"]) == ("5", "3", "2", "15", "10")
+    # a malformed group is refused before anything is written
+    for bad in ("q9\x1d\x1dX\x1d", "q9\x1d\x1dC", "q8\x1d\x1dC\x1d\x1eq9\x1d\x1dC\x1d"):
+        with pytest.raises(Exception, match="bad part|more parts"):
+            batch(client, acct, ("g", 5, "n1", 1, bad))
+    rep = J.build_report(acct, 5, [day], {day: recs}, {day: {k: int(v) for k, v in
+                                                             stats.items()}}, {},
+                         heads={day: client.hget("jhead:{%s}" % acct, day)})
+    assert rep.ok, rep.failures
+    # parts that neither the lease nor the free balance can cover are named, not recorded
+    client.set("bal:{%s}" % acct, 0)
+    client.hset("lease:{%s}" % acct, "n1", "5:99999999999999")
+    assert batch(client, acct, ("g", 5, "n1", 2, "w1\x1d\x1dC\x1d\x1ew2\x1d\x1dC\x1d")) == \
+        ["-1:w2"]
+    recs = J.records_from_stream(client.xrange(L.journal_key(acct, day)), acct, day)
+    assert [r.msg_id for r in recs if r.msg_id[:1] == "w"] == ["w1", "w1"]
+
+
+def test_a_call_sent_again_with_its_token_is_done_once(setup: Any) -> None:
+    client, acct, cfg, day = setup
+    run_script(client, "topup", acct, 1000, "invoice 1")
+    assert batch(client, acct, ("L", "n1", 5, 100, 30000, 0)) == ["100:900"]
+    ops = SEP.join(["l", "5", "n1", "138", "1", "t1", "g", "5", "n1", "1",
+                    "t2\x1d138\x1dC\x1dup=a id=1"])
+    assert run_script(client, "batch", acct, ops, "n1:7", 60) == ","
+    # the answer was lost, say: the same call again does nothing
+    assert run_script(client, "batch", acct, ops, "n1:7", 60) == "="
+    assert run_script(client, "batch", acct, ops, "n1:7", 60) == "="
+    assert client.hget("lease:{%s}" % acct, "n1").startswith("90:")
+    assert client.hgetall("res:{%s}" % acct).keys() == {"t1"}
+    assert 0 < client.execute_command("HTTL", "calls:{%s}" % acct, "FIELDS", 1, "n1:7")[0] <= 60
+    # another token is another call
+    assert run_script(client, "batch", acct, ops.replace("t1", "t3").replace("t2", "t4"),
+                      "n1:8", 60) == ","
+    assert client.hget("lease:{%s}" % acct, "n1").startswith("80:")
     recs = J.records_from_stream(client.xrange(L.journal_key(acct, day)), acct, day)
     assert [(r.event, r.msg_id) for r in recs if r.msg_id] == [
-        ("reserved", "p1"), ("reserved", "p2"), ("committed", "p1"), ("refunded", "p2"),
-        ("reserved", "q1"), ("reserved", "q2")]
+        ("reserved", "t1"), ("reserved", "t2"), ("committed", "t2"),
+        ("reserved", "t3"), ("reserved", "t4"), ("committed", "t4")]
 
 
 def test_editing_a_record_breaks_verify(setup: Any) -> None:

@@ -9,6 +9,7 @@ import pytest
 from twisted.internet import defer, reactor, task
 
 from proxyd.store import journal as J
+from proxyd.store.client import StoreError
 from proxyd.store.ledger import Ledger, lease_key
 from tests.test_store import LedgerTestBase, wait_until
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
@@ -120,3 +121,77 @@ class TestLease(LedgerTestBase):
         self.assertEqual((yield self.store.execute("HLEN", lease_key(self.a))), 0)
         self.assertEqual(int((yield self.store.execute("GET", "bal:{%s}" % self.a))), 995)
         self.assertEqual((yield led.balance(self.a)), 995)
+
+    @defer.inlineCallbacks
+    def test_outcomes_that_come_first_are_written_with_the_reservation(self) -> Any:
+        led = self.node("n1", record_delay_s=0.05)
+        yield led.topup(self.a, 1000)
+        yield admit(led, self.a, ["m0"])[1]            # to the store; takes the lease
+        yield wait_until(lambda: self.a in led._leases, "the lease")
+        calls: list[str] = []
+        real = self.store.evalsha
+
+        def spy(name: str, keys: Any, args: Any, ordered: bool = False) -> Any:
+            if name == "batch":
+                calls.append(args[4])
+            return real(name, keys, args, ordered=ordered)
+        self.patch(self.store, "evalsha", spy)
+        # a one-part message settled before its reservation is written, and a three-part
+        # one with only two of its outcomes in time
+        self.assertEqual(admit(led, self.a, ["s1"])[0], [0])
+        self.assertEqual(admit(led, self.a, ["p1", "p2", "p3"])[0], [0])
+        led.settle(self.a, "s1", "up=sim id=U1", True)
+        led.settle(self.a, "p1", "up=sim id=U2", True)
+        led.settle(self.a, "p3", "up=sim status=ESME_RTHROTTLED", False)
+        yield wait_until(lambda: len(calls) >= 1, "the records")
+        ops = calls[0].split("\x1f")
+        # s1 reserved and settled in one group; p1-p3 reserved, then p1's and p3's settles
+        self.assertEqual(ops, ["g", "5", "n1", "1", "s1\x1d\x1dC\x1dup=sim id=U1",
+                               "l", "5", "n1", "", "3", "p1", "p2", "p3",
+                               "C", "p1", "up=sim id=U2",
+                               "R", "p3", "up=sim status=ESME_RTHROTTLED"])
+        led.settle(self.a, "p2", "up=sim id=U3", True)          # after: a call of its own
+        yield wait_until(lambda: led.reservations(self.a).addCallback(
+            lambda r: set(r) == {"m0"}), "all settled but m0")
+        self.assertEqual((yield led.balance(self.a)), 1000 - 4 * 5)
+        recs = yield led.journal(self.a)
+        self.assertEqual([(r.event, r.msg_id) for r in recs if r.msg_id[:1] in ("s", "p")], [
+            ("reserved", "s1"), ("committed", "s1"), ("reserved", "p1"), ("reserved", "p2"),
+            ("reserved", "p3"), ("committed", "p1"), ("refunded", "p3"), ("committed", "p2")])
+        rep = yield self.report(led)
+        self.assertTrue(rep.ok, rep.failures)
+
+    @defer.inlineCallbacks
+    def test_a_call_whose_answer_was_lost_is_not_done_twice(self) -> Any:
+        """The store did the call but its answer never came (a timeout, a dropped
+        connection): the records are sent again, and the store does not take the money
+        twice."""
+        led = self.node("n1")
+        yield led.topup(self.a, 1000)
+        yield admit(led, self.a, ["m0"])[1]
+        yield wait_until(lambda: self.a in led._leases, "the lease")
+        real = self.store.evalsha
+        lost: list[str] = []
+
+        def lose_first(name: str, keys: Any, args: Any, ordered: bool = False) -> Any:
+            d = real(name, keys, args, ordered=ordered)
+            if name == "batch" and not lost:
+                lost.append(args[5])        # the token
+                d.addCallback(lambda _: defer.fail(StoreError("timed out")))
+            return d
+        self.patch(self.store, "evalsha", lose_first)
+        self.assertEqual(admit(led, self.a, ["x1"])[0], [0])
+        self.assertEqual(admit(led, self.a, ["x2"])[0], [0])
+        led.settle(self.a, "x1", "up=sim id=U1", True)
+        yield wait_until(lambda: lost, "the first call")
+        led.settle(self.a, "x2", "up=sim id=U2", True)     # held until x2 is on record
+        yield wait_until(lambda: led.reservations(self.a).addCallback(
+            lambda r: set(r) == {"m0"}), "x1 and x2 settled")
+        self.assertEqual((yield led.balance(self.a)), 1000 - 3 * 5)
+        recs = yield led.journal(self.a)
+        self.assertEqual([(r.event, r.msg_id) for r in recs if r.msg_id[:1] == "x"], [
+            ("reserved", "x1"), ("committed", "x1"), ("reserved", "x2"), ("committed", "x2")])
+        self.assertEqual((yield self.store.execute("HEXISTS", "calls:{%s}" % self.a,
+                                                   lost[0])), 1)
+        rep = yield self.report(led)
+        self.assertTrue(rep.ok, rep.failures)

@@ -109,12 +109,12 @@ class DuplicateReservation(LedgerError):
 
 
 # --- Lua ----------------------------------------------------------------------------------
-# KEYS: bal, res, stats(day), journal(day), jhead, optout
+# KEYS: bal, res, stats(day), journal(day), jhead, optout, lease, calls
 # ARGV: account, now (ms), day, retention (s, 0 = keep), then the script's own from ARGV[5]
 
 _PRELUDE = r"""
-local K_BAL, K_RES, K_STATS, K_JOURNAL, K_JHEAD, K_OPTOUT, K_LEASE =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local K_BAL, K_RES, K_STATS, K_JOURNAL, K_JHEAD, K_OPTOUT, K_LEASE, K_CALLS =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ACCT, NOW, DAY, TTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function fmt(n) return string.format('%d', n) end
 local function enc(s) return #s .. ':' .. s .. ',' end
@@ -265,6 +265,8 @@ end
 """
 
 _BATCH = r"""
+-- ARGV[6] (optional): the call's token, ARGV[7] how long (s) it is remembered: a call whose
+-- token was seen before did everything already, and answers "=" doing nothing.
 -- ARGV[5]: the operations, packed into one string of fields separated by \31 (fewer
 -- arguments to encode and parse on the client); done in order; one result each, returned
 -- as one string of results separated by ','. An admit (a) that the free balance cannot
@@ -280,11 +282,18 @@ _BATCH = r"""
 --   l price node to n id*n    a message the node already admitted on its lease: one
 --                           reservation per part taken from the node's lease (from the free
 --                           balance for what the lease lacks), journaled like an admit ->
---                           "" (done) or "code:balance": -1 (neither has it: nothing
---                           recorded) | -2. Its ids are fresh (made by the node), so they are
---                           not looked up first;
---   k price node to n id*n    the same, sent again after a failed call: ids are checked
---                           (-2 if the first attempt did reserve them)
+--                           "" (done) or "-1:balance" (neither has it: nothing recorded).
+--                           Its ids are fresh (made by the node), so they are not looked up
+--                           (a call sent again after a failure is kept from doing anything
+--                           twice by its token, ARGV[6]);
+--   g price node k parts      k parts (one-part messages, or parts of longer ones) that the
+--                           node admitted on its lease and whose outcomes came before their
+--                           reservations were written: each reserved (from the lease, else
+--                           the free balance) and at once committed or refunded, the two
+--                           records written together, nothing kept open. `parts` is one
+--                           field: the parts separated by \30, each "id\29to\29C|R\29note"
+--                           (C commit, R refund; parsed by one pattern match per part) ->
+--                           "" (done) or "-1:id id ..." (parts neither had: not recorded)
 --   L node price want ttl release   lease maintenance: give `release` of the node's lease
 --                           back, then take up to `want` (at most half the free balance, in
 --                           multiples of price) for `ttl` ms -> "granted:free balance"
@@ -304,12 +313,13 @@ do
     pos = j + 1
   end
 end
-local ids, numbers, nset = {}, {}, {}
+local ids, numbers, nset, groups = {}, {}, {}, {}
+local GPART = '^([^\29\30]*)\29([^\29\30]*)\29([CR])\29([^\29\30]*)'
 local i = 1
 while i <= #A do
   local op = A[i]
   -- everything is checked before anything is written: a script is not rolled back
-  if op == 'a' or op == 'v' or op == 'f' or op == 'l' or op == 'k' then
+  if op == 'a' or op == 'v' or op == 'f' or op == 'l' then
     local number, n = A[i + 2], tonumber(A[i + 4])
     if not tonumber(A[i + 1]) or not n or n < 1 then
       return redis.error_reply('ERR bad admit operation at field ' .. i)
@@ -321,15 +331,33 @@ while i <= #A do
         if res[id] == nil then res[id] = false; res_orig[id] = false end
       end
     else
-      if op ~= 'k' and number ~= '' and not nset[number] then
+      if number ~= '' and not nset[number] then
         nset[number] = true; numbers[#numbers + 1] = number
       end
       for j = i + 5, i + 4 + n do ids[#ids + 1] = A[j] end
     end
     i = i + 5 + n
+  elseif op == 'g' then
+    local k, body, P, pos = tonumber(A[i + 3]), A[i + 4], {}, 1
+    if not tonumber(A[i + 1]) or not k or k < 1 or not body then
+      return redis.error_reply('ERR bad group operation at field ' .. i)
+    end
+    for _ = 1, k do
+      local _s, e, id, to, o, note = string.find(body, GPART, pos)
+      if not e or (e < #body and string.byte(body, e + 1) ~= 30) then
+        return redis.error_reply('ERR bad part at byte ' .. pos .. ' of field ' .. (i + 4))
+      end
+      P[#P + 1] = id; P[#P + 1] = to; P[#P + 1] = o; P[#P + 1] = note
+      pos = e + 2
+    end
+    if pos <= #body then return redis.error_reply('ERR more parts than ' .. k) end
+    groups[i] = P
+    i = i + 5
   elseif op == 'L' then
     for j = i + 2, i + 5 do
-      if not tonumber(A[j]) then return redis.error_reply('ERR bad lease operation at field ' .. i) end
+      if not tonumber(A[j]) then
+        return redis.error_reply('ERR bad lease operation at field ' .. i)
+      end
     end
     i = i + 6
   elseif op == 'c' or op == 'r' or op == 'C' or op == 'R' then
@@ -348,6 +376,11 @@ while i <= #A do
   end
 end
 if i ~= #A + 1 then return redis.error_reply('ERR truncated batch') end
+-- every check passed: from here on the call writes
+if ARGV[6] and ARGV[6] ~= '' then
+  if redis.call('HSETNX', K_CALLS, ARGV[6], '1') == 0 then return '=' end
+  redis.call('HEXPIRE', K_CALLS, tonumber(ARGV[7]) or 3600, 'FIELDS', 1, ARGV[6])
+end
 -- ids A[first..last] include one already open or repeated?
 local function dup(first, last)
   local seen = {}
@@ -411,29 +444,70 @@ while i <= #A do
       for j = first, last do journal('rejected', A[j], 1, 0, b, reason_note) end
     end
     out[#out + 1] = code .. ':' .. fmt(b)
-  elseif op == 'l' or op == 'k' then
+  elseif op == 'l' then
     local price, node, to, n = tonumber(A[i + 1]), A[i + 2], A[i + 3], tonumber(A[i + 4])
-    local first, last = i + 5, i + 4 + n
+    local first = i + 5
     local note = (to ~= '') and ('to=' .. to) or ''
-    i = last + 1
+    i = first + n
     lease_load()
     local cur = leases[node]
     local own = cur and cur[1] or 0
     local need = price * n
     local from_lease = math.min(own, need)
     local free = balance()
-    local code = 0
-    if op == 'k' and dup(first, last) then code = -2
-    elseif need - from_lease > free then code = -1 end
     local b = free + LT
-    if code == 0 then
+    if need - from_lease > free then
+      out[#out + 1] = '-1:' .. fmt(b)
+    else
       lease_set(node, own - from_lease)
       bal = free - (need - from_lease)
-      b = reserve_parts(first, last, price, b, note)
+      reserve_parts(first, i - 1, price, b, note)
       out[#out + 1] = ''
-    else
-      out[#out + 1] = code .. ':' .. fmt(b)
     end
+  elseif op == 'g' then
+    local price, node, P = tonumber(A[i + 1]), A[i + 2], groups[i]
+    i = i + 5
+    lease_load()
+    local cur = leases[node]
+    local own0 = cur and cur[1] or 0
+    local own, free = own0, balance()
+    local b = free + LT
+    local missing, done = {}, 0
+    for j = 1, #P, 4 do
+      if own >= price or free >= price then
+        if own >= price then own = own - price else free = free - price end
+        local id, to, note = P[j], P[j + 1], P[j + 3]
+        local pre = (to ~= '') and 'to=' or ''
+        b = b - price
+        done = done + 1
+        -- both records of the part in one string.format
+        if P[j + 2] == 'C' then
+          n_com = n_com + 1
+          a_com = a_com + price
+          jrec[#jrec + 1] = string.format(
+            '%s|reserved|1|%d|%d|%d:%s|%d:%s%s\n%s|committed|1|%d|%d|%d:%s|%d:%s',
+            NOW, price, b, #id, id, #pre + #to, pre, to, NOW, price, b, #id, id, #note, note)
+        else
+          n_ref = n_ref + 1
+          a_ref = a_ref + price
+          free = free + price
+          jrec[#jrec + 1] = string.format(
+            '%s|reserved|1|%d|%d|%d:%s|%d:%s%s\n%s|refunded|1|%d|%d|%d:%s|%d:%s',
+            NOW, price, b, #id, id, #pre + #to, pre, to, NOW, price, b + price, #id, id,
+            #note, note)
+          b = b + price
+        end
+      else
+        missing[#missing + 1] = P[j]
+      end
+    end
+    if own ~= own0 then lease_set(node, own) end
+    bal = free
+    if done > 0 then
+      stat('submitted', done)
+      stat('reserved', done)
+    end
+    out[#out + 1] = (#missing == 0) and '' or ('-1:' .. table.concat(missing, ' '))
   elseif op == 'L' then
     local node, price, want = A[i + 1], tonumber(A[i + 2]), tonumber(A[i + 3])
     local ttl, release = tonumber(A[i + 4]), tonumber(A[i + 5])
@@ -587,7 +661,7 @@ def account_keys(account: str, day: str) -> list[str]:
     """KEYS of every ledger script, in order."""
     t = "{%s}" % account
     return ["bal:" + t, "res:" + t, "stats:%s:%s" % (t, day), "journal:%s:%s" % (t, day),
-            "jhead:" + t, "optout:" + t, "lease:" + t]
+            "jhead:" + t, "optout:" + t, "lease:" + t, "calls:" + t]
 
 
 def script_call(account: str, now: float, day: str, *extra: Any,
@@ -629,11 +703,13 @@ def _int(x: Any) -> int:
 # kinds of queued operations
 _ADMIT, _RESERVE, _SETTLE, _COUNT, _EVENT, _LEASED, _LEASE = range(7)
 _SEP = "\x1f"  # between the fields of the packed operations of a batch
+# (and \x1e, \x1d between the parts of a group and their fields)
+_SEPS = str.maketrans("\x1d\x1e\x1f", "   ")
 
 
 def _field(s: str) -> str:
-    """A text field of a packed operation (the separator cannot occur in it)."""
-    return s.replace(_SEP, " ") if _SEP in s else s
+    """A text field of a packed operation (no separator can occur in it)."""
+    return s if s.isprintable() else s.translate(_SEPS)
 
 
 def _pack(*fields: Any) -> str:
@@ -684,8 +760,18 @@ class Ledger:
         # held until it is recorded. (Otherwise the order is kept: every batch goes over
         # the same connection, `Store.evalsha(ordered=True)`.)
         self._l_wait: dict[str, list] = {}
+        # leased messages whose reservation is queued, not yet sent: msg_id -> [price, to,
+        # ids, outcomes]. An outcome that comes meanwhile is written with the reservation
+        # (op 'm'), not as an operation of its own.
+        self._lpend: dict[str, list] = {}
+        self._lqueued = False   # any such reservation in the queue?
         self._oq: dict[str, list] = {}
-        self._giveup: dict[str, float] = {}   # packed op -> give up retrying it after
+        # calls that failed and are sent again (same token, so never done twice):
+        # [(account, token, operations)], and when to give each token up
+        self._retries: list[tuple[str, str, list]] = []
+        self._giveup: dict[str, float] = {}
+        self._calls = 0
+        self.token_ttl_s = int(max(60.0, 4 * lease_ttl_s))
         self._oq_call: Any = None
         # proxyd.store.optout.OptOutMirror: opt-out answers without a store call
         self.optout_mirror: Any = None
@@ -749,7 +835,13 @@ class Ledger:
             self._flush_call.cancel()
         self._flush_call = None
         pending, self._queue = self._queue, {}
+        retries, self._retries = self._retries, []
+        lqueued, self._lqueued = self._lqueued, False
+        for account, token, chunk in retries:
+            self._send(account, chunk, token)
         for account, queued in pending.items():
+            if lqueued:
+                queued = self._expand(queued)
             # commits and refunds in a second call after the rest: the admits' answers are
             # what the relay waits for before relaying. (Kept in one call, in order, when
             # one settles a message admitted in this same turn.)
@@ -769,15 +861,59 @@ class Ledger:
                     items, n_first = firsts + settles, len(firsts)
             for i in self._cuts(len(items), n_first):
                 chunk = items[i[0]:i[1]]
-                keys, argv = self._args(account, _SEP.join([c[1] for c in chunk]))
-                try:
-                    d = self._store().evalsha("batch", keys, argv, ordered=True)
-                except StoreUnavailable as e:
-                    d = defer.fail(e)
-                d.addCallbacks(self._done, self._failed, callbackArgs=(chunk, account),
-                               errbackArgs=(chunk, account))
+                token = ""
+                for c in chunk:
+                    if c[0] == _SETTLE or c[0] == _LEASED:  # may be sent again: a token
+                        self._calls += 1
+                        token = "%s:%d" % (self.node, self._calls)
+                        break
+                self._send(account, chunk, token)
 
-    flush_admits = flush  # the old name
+    def _send(self, account: str, chunk: list, token: str) -> None:
+        ops = _SEP.join([c[1] for c in chunk])
+        if token:
+            keys, argv = self._args(account, ops, token, self.token_ttl_s)
+        else:
+            keys, argv = self._args(account, ops)
+        try:
+            d = self._store().evalsha("batch", keys, argv, ordered=True)
+        except StoreUnavailable as e:
+            d = defer.fail(e)
+        d.addCallbacks(self._done, self._failed, callbackArgs=(chunk, account, token),
+                       errbackArgs=(chunk, account, token))
+
+    def _expand(self, queued: list) -> list:
+        """The queued leased reservations as packed operations: the parts whose outcome
+        came meanwhile in one 'g' per price (reserved and settled together, where the first
+        of them was), the others as 'l' followed by the settles that did come."""
+        lpend = self._lpend
+        out: list = []
+        groups: dict[int, tuple[int, list, list]] = {}  # price -> (index in out, parts, ids)
+        for q in queued:
+            if q[0] != _LEASED or type(q[1]) is not list:
+                out.append(q)
+                continue
+            price, to, ids, outs = q[1]
+            for m in ids:
+                lpend.pop(m, None)
+            if None not in outs:
+                g = groups.get(price)
+                if g is None:
+                    g = groups[price] = (len(out), [], [])
+                    out.append(None)
+                for m, o in zip(ids, outs):
+                    g[1].append("%s\x1d%s\x1d%s" % (m, to, o))
+                g[2].extend(ids)
+                continue
+            out.append((_LEASED, "l\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
+                price, self.node, to, len(ids), _SEP.join(ids)), None, ids))
+            for m, o in zip(ids, outs):
+                if o is not None:
+                    out.append((_SETTLE, o[0] + _SEP + m + _SEP + o[2:], None, m))
+        for price, (k, parts, ids) in groups.items():
+            out[k] = (_LEASED, "g\x1f%d\x1f%s\x1f%d\x1f%s" % (
+                price, self.node, len(parts), "\x1e".join(parts)), None, ids)
+        return out
 
     def _cuts(self, n: int, split: int) -> list[tuple[int, int]]:
         """[start, end) of the calls for `n` queued operations: a cut at `split` (the end
@@ -788,14 +924,22 @@ class Ledger:
                 out.append((i, min(i + self.batch_max, hi)))
         return out
 
-    def _done(self, reply: Any, chunk: list, account: str) -> None:
+    def _done(self, reply: Any, chunk: list, account: str, token: str) -> None:
         results = _text(reply).split(",")
         if self._giveup:
-            for q in chunk:
-                self._giveup.pop(q[1], None)
+            self._giveup.pop(token, None)
+        if results == ["="]:
+            # a call sent again whose first attempt had been done: nothing more to do
+            for kind, _args, target, info in chunk:
+                if kind == _LEASED:
+                    self._release_held(info)
+                elif target is not None:
+                    target.callback(None)   # a settle: nothing open (any more)
+            return
         if len(results) != len(chunk):
             self._failed(Failure(StoreError("batch: %d results for %d operations"
-                                            % (len(results), len(chunk)))), chunk, account)
+                                            % (len(results), len(chunk)))), chunk, account,
+                         token)
             return
         l_wait = self._l_wait
         for (kind, args, target, info), r in zip(chunk, results):
@@ -811,11 +955,12 @@ class Ledger:
                     else:
                         target(int(code), int(bal))
                 elif kind == _LEASED:
-                    if r and r[:3] != "-2:":    # -2: a retry, the first attempt had done it
+                    if r:
                         log.error("ledger: {account}: parts {ids} were relayed on this "
                                   "node's lease, which the store no longer had (swept or "
                                   "refunded): not charged ({r})", account=account,
-                                  ids=",".join(info), r=r)
+                                  ids=r[3:].replace(" ", ",") if args[0] == "g"
+                                  else ",".join(info), r=r)
                     self._release_held(info)
                 elif kind == _LEASE:
                     self._leased(account, r, target, info)
@@ -836,29 +981,30 @@ class Ledger:
             except Exception:  # a caller's callback failed: not ours to stop the others
                 log.failure("ledger: callback of a batched operation failed")
 
-    def _failed(self, f: Any, chunk: list, account: str) -> None:
+    def _failed(self, f: Any, chunk: list, account: str, token: str) -> None:
         log.warn("ledger: batch of {n} operations of {account} failed: {err}", n=len(chunk),
                  account=account, err=f.getErrorMessage())
         # the store is in trouble: admit against it again, not against a lease it may lose
         self._leases.pop(account, None)
         now = self.reactor.seconds()
-        retry = None if f.check(txredisapi.ResponseError) else []
+        retry = None
+        if token and not f.check(txredisapi.ResponseError):
+            # money records of parts already relayed (and maybe answered OK): sent again
+            # (the same token: if the call that failed was done after all, the store does
+            # nothing twice) until the store is back, while the lease still holds their
+            # money in the store
+            if now < self._giveup.setdefault(token, now + self.lease_ttl_s / 2):
+                retry = []
+            else:
+                del self._giveup[token]
         for kind, args, target, info in chunk:
             try:
                 if retry is not None and kind in (_LEASED, _SETTLE):
-                    # money records of parts already relayed (and maybe answered OK): kept
-                    # and sent again until the store is back, while the lease still holds
-                    # their money in the store. A reservation goes again as 'k': the call
-                    # that failed may have been done, so its ids are checked this time.
-                    if kind == _LEASED:
-                        args = "k" + args[1:]
-                    if now < self._giveup.setdefault(args, now + self.lease_ttl_s / 2):
-                        retry.append((account, kind, args, target, info))
-                        if kind == _LEASED:     # its settles wait for it from now on
-                            for m in info:
-                                self._l_wait.setdefault(m, [])
-                        continue
-                    del self._giveup[args]
+                    retry.append((kind, args, target, info))
+                    if kind == _LEASED:     # its settles wait for it from now on
+                        for m in info:
+                            self._l_wait.setdefault(m, [])
+                    continue
                 if kind == _ADMIT:
                     target(-9, 0)
                 elif kind == _LEASED:
@@ -881,11 +1027,13 @@ class Ledger:
             except Exception:
                 log.failure("ledger: callback of a failed batched operation failed")
         if retry:
-            self.reactor.callLater(0.5, self._requeue, retry)
+            self.reactor.callLater(0.5, self._requeue, account, token, retry)
 
-    def _requeue(self, ops: list) -> None:
-        for account, kind, args, target, info in ops:
-            self._queue_op(account, kind, args, target, info)
+    def _requeue(self, account: str, token: str, ops: list) -> None:
+        self._retries.append((account, token, ops))
+        if self._flush_call is None:
+            self._flush_urgent = True
+            self._flush_call = self.reactor.callLater(0, self.flush)
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -997,12 +1145,10 @@ class Ledger:
                 lz[2] = now
                 if lz[0] < lz[3] and account not in self._lease_asking:
                     self._ask_lease(account, price)
-                op = "l\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (price, self.node, to or number,
-                                                         len(msg_ids), ids)
                 if number and opted is None:
-                    self._optout_then(account, number, msg_ids, price, op, cb, to)
+                    self._optout_then(account, number, msg_ids, price, cb, to)
                 else:
-                    self._queue_op(account, _LEASED, op, None, msg_ids, urgent=False)
+                    self._queue_leased(account, price, to or number, msg_ids)
                     cb(0, lz[0])
                 return
             if lz is not None:      # too little left, or expiring: give it back first
@@ -1012,8 +1158,18 @@ class Ledger:
         self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
             price, number, to, len(msg_ids), ids), cb, (msg_ids, self.reactor.seconds()))
 
+    def _queue_leased(self, account: str, price: int, to: str, msg_ids: list[str]) -> None:
+        """The reservation of a message admitted on the lease: written within
+        `record_delay_s`, together with the outcomes of its parts that come meanwhile."""
+        entry = [price, to, msg_ids, [None] * len(msg_ids)]
+        lpend = self._lpend
+        for m in msg_ids:
+            lpend[m] = entry
+        self._lqueued = True
+        self._queue_op(account, _LEASED, entry, None, msg_ids, urgent=False)
+
     def _optout_then(self, account: str, number: str, msg_ids: list[str], price: int,
-                     op: str, cb: Callable[[int, int], None], to: str) -> None:
+                     cb: Callable[[int, int], None], to: str) -> None:
         """A message admitted on the lease whose destination must be checked against the
         opt-out list first (batched: one SMISMEMBER per account and turn)."""
         q = self._oq.get(account)
@@ -1021,7 +1177,7 @@ class Ledger:
             q = self._oq[account] = []
             if self._oq_call is None:
                 self._oq_call = self.reactor.callLater(0, self._flush_optout)
-        q.append((number, msg_ids, price, op, cb, to))
+        q.append((number, msg_ids, price, cb, to))
 
     def _flush_optout(self) -> None:
         self._oq_call = None
@@ -1036,7 +1192,7 @@ class Ledger:
     def _optout_done(self, reply: Any, account: str, numbers: list, items: list) -> None:
         opted = {n for n, r in zip(numbers, reply) if int(r)}
         lz = self._leases.get(account)
-        for number, msg_ids, price, op, cb, to in items:
+        for number, msg_ids, price, cb, to in items:
             try:
                 if number in opted:
                     # give the lease its money back; the admit counts and journals the
@@ -1047,7 +1203,7 @@ class Ledger:
                         price, number, to, len(msg_ids), _SEP.join(msg_ids)), cb,
                         (msg_ids, self.reactor.seconds()))
                 else:
-                    self._queue_op(account, _LEASED, op, None, msg_ids, urgent=False)
+                    self._queue_leased(account, price, to or number, msg_ids)
                     cb(0, lz[0] if lz is not None else 0)
             except Exception:
                 log.failure("ledger: callback of an admit failed")
@@ -1056,7 +1212,7 @@ class Ledger:
         log.warn("ledger: opt-out check of {account} failed: {err}", account=account,
                  err=f.getErrorMessage())
         lz = self._leases.get(account)
-        for _number, msg_ids, price, _op, cb, _to in items:
+        for _number, msg_ids, price, cb, _to in items:
             if lz is not None:
                 lz[0] += price * len(msg_ids)
             try:
@@ -1089,7 +1245,13 @@ class Ledger:
         logged, and the record is sent again while the store is away; a reservation left
         open in the end is refunded by the sweeper ("outcome unknown")."""
         # with leases the reservation itself is written within record_delay_s: its
-        # outcome goes in the same call (no sooner, no call of its own)
+        # outcome goes with it when it is still queued, else in the same kind of call
+        entry = self._lpend.pop(msg_id, None)
+        if entry is not None:
+            outs = entry[3]
+            outs[0 if len(outs) == 1 else entry[2].index(msg_id)] = (
+                "C\x1d" if commit else "R\x1d") + _field(note)
+            return
         self._queue_op(account, _SETTLE, "%s\x1f%s\x1f%s" % (
             "C" if commit else "R", _field(msg_id), _field(note)), None, msg_id,
             urgent=self.lease_parts <= 0)
