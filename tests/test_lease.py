@@ -195,3 +195,38 @@ class TestLease(LedgerTestBase):
                                                    lost[0])), 1)
         rep = yield self.report(led)
         self.assertTrue(rep.ok, rep.failures)
+
+    @defer.inlineCallbacks
+    def test_a_reservation_waits_for_its_outcome_up_to_record_delay(self) -> Any:
+        """A call sent sooner for something else (here a refusal that is counted) does not
+        take the reservation of a message still waiting for its outcome: it goes later,
+        with the outcome, as one group item."""
+        led = self.node("n1", record_delay_s=0.5, lease_idle_s=10.0)
+        yield led.topup(self.a, 1000)
+        yield admit(led, self.a, ["m0"])[1]
+        yield wait_until(lambda: self.a in led._leases, "the lease")
+        calls: list[str] = []
+        real = self.store.evalsha
+
+        def spy(name: str, keys: Any, args: Any, ordered: bool = False) -> Any:
+            if name == "batch":
+                calls.append(args[4])
+            return real(name, keys, args, ordered=ordered)
+        self.patch(self.store, "evalsha", spy)
+        self.assertEqual(admit(led, self.a, ["w1"])[0], [0])
+        yield led.count_rejected(self.a, "content", "", 1)      # a call of its own, now
+        self.assertEqual([c.split("\x1f")[0] for c in calls], ["x"])
+        led.settle(self.a, "w1", "up=sim id=U1", True)
+        yield wait_until(lambda: len(calls) == 2, "the record of w1")
+        self.assertEqual(calls[1], "g\x1f5\x1fn1\x1f1\x1fw1\x1d\x1dC\x1dup=sim id=U1")
+        self.assertEqual((yield led.balance(self.a)), 1000 - 2 * 5)
+        # one whose outcome does not come in time is written alone (within two delays)
+        self.assertEqual(admit(led, self.a, ["w2"])[0], [0])
+        yield wait_until(lambda: led.reservations(self.a).addCallback(
+            lambda r: "w2" in r), "w2's reservation", limit_s=5.0)
+        self.assertEqual(calls[2], "l\x1f5\x1fn1\x1f\x1f1\x1fw2")
+        led.settle(self.a, "w2", "up=sim status=ESME_RTHROTTLED", False)
+        yield wait_until(lambda: led.reservations(self.a).addCallback(
+            lambda r: "w2" not in r), "w2 refunded")
+        rep = yield self.report(led)
+        self.assertTrue(rep.ok, rep.failures)

@@ -765,6 +765,7 @@ class Ledger:
         # (op 'm'), not as an operation of its own.
         self._lpend: dict[str, list] = {}
         self._lqueued = False   # any such reservation in the queue?
+        self._closing = False   # release_leases was called: nothing waits any more
         self._oq: dict[str, list] = {}
         # calls that failed and are sent again (same token, so never done twice):
         # [(account, token, operations)], and when to give each token up
@@ -839,9 +840,14 @@ class Ledger:
         lqueued, self._lqueued = self._lqueued, False
         for account, token, chunk in retries:
             self._send(account, chunk, token)
+        carried: dict[str, list] = {}
         for account, queued in pending.items():
             if lqueued:
-                queued = self._expand(queued)
+                queued, keep = self._expand(queued)
+                if keep:
+                    carried[account] = keep
+                    if not queued:
+                        continue
             # commits and refunds in a second call after the rest: the admits' answers are
             # what the relay waits for before relaying. (Kept in one call, in order, when
             # one settles a message admitted in this same turn.)
@@ -868,6 +874,15 @@ class Ledger:
                         token = "%s:%d" % (self.node, self._calls)
                         break
                 self._send(account, chunk, token)
+        if carried:
+            # leased reservations still waiting for their outcomes: the next flush
+            for account, keep in carried.items():
+                q = self._queue.get(account)
+                self._queue[account] = keep + q if q else keep
+            self._lqueued = True
+            if self._flush_call is None:
+                self._flush_urgent = False
+                self._flush_call = self.reactor.callLater(self.record_delay_s, self.flush)
 
     def _send(self, account: str, chunk: list, token: str) -> None:
         ops = _SEP.join([c[1] for c in chunk])
@@ -882,20 +897,24 @@ class Ledger:
         d.addCallbacks(self._done, self._failed, callbackArgs=(chunk, account, token),
                        errbackArgs=(chunk, account, token))
 
-    def _expand(self, queued: list) -> list:
+    def _expand(self, queued: list) -> tuple[list, list]:
         """The queued leased reservations as packed operations: the parts whose outcome
         came meanwhile in one 'g' per price (reserved and settled together, where the first
-        of them was), the others as 'l' followed by the settles that did come."""
+        of them was); the others, when queued for `record_delay_s` already (or the node is
+        closing), as 'l' followed by the settles that did come, else kept for the next
+        flush (returned second)."""
         lpend = self._lpend
         out: list = []
+        keep: list = []
+        # (the timer fires record_delay_s after the first of them was queued: not kept)
+        young = -1.0 if self._closing else \
+            self.reactor.seconds() - self.record_delay_s * 0.999
         groups: dict[int, tuple[int, list, list]] = {}  # price -> (index in out, parts, ids)
         for q in queued:
             if q[0] != _LEASED or type(q[1]) is not list:
                 out.append(q)
                 continue
-            price, to, ids, outs = q[1]
-            for m in ids:
-                lpend.pop(m, None)
+            price, to, ids, outs, t = q[1]
             if None not in outs:
                 g = groups.get(price)
                 if g is None:
@@ -904,16 +923,21 @@ class Ledger:
                 for m, o in zip(ids, outs):
                     g[1].append("%s\x1d%s\x1d%s" % (m, to, o))
                 g[2].extend(ids)
+            elif t > young:
+                keep.append(q)
                 continue
-            out.append((_LEASED, "l\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
-                price, self.node, to, len(ids), _SEP.join(ids)), None, ids))
-            for m, o in zip(ids, outs):
-                if o is not None:
-                    out.append((_SETTLE, o[0] + _SEP + m + _SEP + o[2:], None, m))
+            else:
+                out.append((_LEASED, "l\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
+                    price, self.node, to, len(ids), _SEP.join(ids)), None, ids))
+                for m, o in zip(ids, outs):
+                    if o is not None:
+                        out.append((_SETTLE, o[0] + _SEP + m + _SEP + o[2:], None, m))
+            for m in ids:
+                lpend.pop(m, None)
         for price, (k, parts, ids) in groups.items():
             out[k] = (_LEASED, "g\x1f%d\x1f%s\x1f%d\x1f%s" % (
                 price, self.node, len(parts), "\x1e".join(parts)), None, ids)
-        return out
+        return out, keep
 
     def _cuts(self, n: int, split: int) -> list[tuple[int, int]]:
         """[start, end) of the calls for `n` queued operations: a cut at `split` (the end
@@ -1099,6 +1123,7 @@ class Ledger:
         if self._tick_call is not None and self._tick_call.active():
             self._tick_call.cancel()
         self._tick_call = None
+        self._closing = True
         ds = [d for d in (self._drop_lease(a) for a in list(self._leases)) if d is not None]
         for d in ds:
             d.addErrback(lambda f: log.warn("ledger: a lease was not returned: {err} (the "
@@ -1161,7 +1186,7 @@ class Ledger:
     def _queue_leased(self, account: str, price: int, to: str, msg_ids: list[str]) -> None:
         """The reservation of a message admitted on the lease: written within
         `record_delay_s`, together with the outcomes of its parts that come meanwhile."""
-        entry = [price, to, msg_ids, [None] * len(msg_ids)]
+        entry = [price, to, msg_ids, [None] * len(msg_ids), self.reactor.seconds()]
         lpend = self._lpend
         for m in msg_ids:
             lpend[m] = entry
