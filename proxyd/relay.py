@@ -128,7 +128,7 @@ class _Job:
     """One message in flight: its parts, their ids, and what came back."""
 
     __slots__ = ("account", "msg", "parts", "ids", "done", "results", "left", "deadline",
-                 "source")
+                 "source", "sids")
 
     def __init__(self, account: Any, msg: Message, parts: list, ids: list, done: Done,
                  deadline: float, source: bytes | None) -> None:
@@ -141,6 +141,7 @@ class _Job:
         self.left = len(parts)
         self.deadline = deadline
         self.source = source        # rewritten source_addr (prefix mode) or None
+        self.sids: list | None = None  # the ids as text (the ledger's), once charged
 
 
 class Relay:
@@ -245,6 +246,11 @@ class Relay:
         account = job.account
         to = normalise_number(job.msg.destination_addr)
         number = to if self.optout is not None else ""
+        sids = job.sids = [m.decode() for m in job.ids]
+        if self.ledger.admit_leased(account.system_id, sids, account.price, number,
+                                    to) is not None:
+            self._forward(job)      # admitted on this node's lease, now
+            return
 
         def admitted(code: int, balance: int) -> None:
             if code == 0:
@@ -256,8 +262,7 @@ class Relay:
             else:
                 self._refuse(account, job.msg, STORE_DOWN, job.done, counted=True)
 
-        self.ledger.admit(account.system_id, [m.decode() for m in job.ids], account.price,
-                          number, admitted, to=to)
+        self.ledger.admit(account.system_id, sids, account.price, number, admitted, to=to)
 
     def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
                 counted: bool = False, ids: list | None = None) -> None:
@@ -329,15 +334,17 @@ class Relay:
             if self.ledger is not None:
                 # no answer wanted: a failure is logged by the ledger and the record is
                 # sent again while the store is away
-                self.ledger.settle(acct, mid.decode(), "up=%s id=%s" % (
-                    up.name, (upstream_id or b"").decode("latin-1")), True)
+                self.ledger.settle(acct, job.sids[i] if job.sids else mid.decode(),
+                                   "up=%s id=%s" % (up.name, (upstream_id or b"").decode(
+                                       "latin-1")), True)
             if upstream_id and job.msg.registered_delivery & 0x03:
                 pdu = job.parts[i][0]
                 self.remember(up.name, upstream_id, acct, mid, job.source or pdu.source_addr,
                               pdu.destination_addr)
         elif self.ledger is not None:
-            self.ledger.settle(acct, mid.decode(), "up=%s status=%s" % (
-                up.name if up is not None else "-", C.status_name(status)), False)
+            self.ledger.settle(acct, job.sids[i] if job.sids else mid.decode(),
+                               "up=%s status=%s" % (up.name if up is not None else "-",
+                                                    C.status_name(status)), False)
         job.left -= 1
         if job.left:
             return

@@ -15,6 +15,7 @@ no reassembly, receipts in memory): for benchmarks and tests of the bare relay o
 """
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any
 
@@ -179,6 +180,10 @@ class ProxydService(service.MultiService):
                                     self.cfg.store.sweep_interval_s, reactor=self.reactor)
             sweeper.setServiceParent(self.front)
             self._attach_store(store)
+        # everything made so far (modules, config, automata) lives as long as the process:
+        # out of the collector's sight, so that its full passes only walk what traffic made
+        gc.collect()
+        gc.freeze()
         log.info("proxyd ready: {n} accounts, {u} upstreams, SMPP on {listen}, store {store}",
                  n=len(self.cfg.accounts), u=len(self.cfg.upstreams),
                  listen=", ".join(self.cfg.smpp.listen), store=self.cfg.store.url)

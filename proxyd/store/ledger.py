@@ -764,7 +764,9 @@ class Ledger:
         # ids, outcomes]. An outcome that comes meanwhile is written with the reservation
         # (op 'm'), not as an operation of its own.
         self._lpend: dict[str, list] = {}
-        self._lqueued = False   # any such reservation in the queue?
+        # account -> those entries [price, to, ids, parts, queued at, parts without an
+        # outcome]; parts[k]: the group item "id\x1dto\x1dC|R\x1dnote" once the outcome came
+        self._lq: dict[str, list] = {}
         self._closing = False   # release_leases was called: nothing waits any more
         self._oq: dict[str, list] = {}
         # calls that failed and are sent again (same token, so never done twice):
@@ -837,34 +839,39 @@ class Ledger:
         self._flush_call = None
         pending, self._queue = self._queue, {}
         retries, self._retries = self._retries, []
-        lqueued, self._lqueued = self._lqueued, False
+        lq, self._lq = self._lq, {}
         for account, token, chunk in retries:
             self._send(account, chunk, token)
         carried: dict[str, list] = {}
-        for account, queued in pending.items():
-            if lqueued:
-                queued, keep = self._expand(queued)
+        for account in (list(pending) + [a for a in lq if a not in pending]) if lq else pending:
+            queued = pending.get(account, [])
+            leased: list = []
+            if account in lq:
+                leased, keep = self._leased_ops(lq[account])
                 if keep:
                     carried[account] = keep
-                    if not queued:
-                        continue
             # commits and refunds in a second call after the rest: the admits' answers are
-            # what the relay waits for before relaying. (Kept in one call, in order, when
-            # one settles a message admitted in this same turn.)
-            items, n_first = queued, len(queued)
+            # what the relay waits for before relaying (kept in one call, in order, when
+            # one settles a message admitted in this same turn); the records of messages
+            # admitted on a lease go in that second call too
             waited = False      # does anyone wait for an answer in this batch?
             for q in queued:
                 if q[0] == _ADMIT or q[0] == _RESERVE:
                     waited = True
                     break
-            settles = [q for q in queued if q[0] == _SETTLE] if waited else ()
-            if 0 < len(settles) < len(queued):
-                firsts = [q for q in queued if q[0] != _SETTLE]
-                admitted = {m for q in firsts if q[0] == _LEASED for m in q[3]}
-                admitted.update(m for q in firsts if q[0] == _ADMIT for m in q[3][0])
-                admitted.update(q[3][0] for q in firsts if q[0] == _RESERVE)
-                if not admitted or not any(q[3] in admitted for q in settles):
-                    items, n_first = firsts + settles, len(firsts)
+            if waited:
+                firsts, rest = queued, []
+                settles = [q for q in queued if q[0] == _SETTLE]
+                if 0 < len(settles) < len(queued):
+                    f = [q for q in queued if q[0] != _SETTLE]
+                    admitted = {m for q in f if q[0] == _ADMIT for m in q[3][0]}
+                    admitted.update(q[3][0] for q in f if q[0] == _RESERVE)
+                    if not any(q[3] in admitted for q in settles):
+                        firsts, rest = f, settles
+                items, n_first = firsts + leased + rest, len(firsts)
+            else:
+                items = queued + leased if leased else queued
+                n_first = len(items)
             for i in self._cuts(len(items), n_first):
                 chunk = items[i[0]:i[1]]
                 token = ""
@@ -877,9 +884,8 @@ class Ledger:
         if carried:
             # leased reservations still waiting for their outcomes: the next flush
             for account, keep in carried.items():
-                q = self._queue.get(account)
-                self._queue[account] = keep + q if q else keep
-            self._lqueued = True
+                q = self._lq.get(account)
+                self._lq[account] = keep + q if q else keep
             if self._flush_call is None:
                 self._flush_urgent = False
                 self._flush_call = self.reactor.callLater(self.record_delay_s, self.flush)
@@ -897,46 +903,44 @@ class Ledger:
         d.addCallbacks(self._done, self._failed, callbackArgs=(chunk, account, token),
                        errbackArgs=(chunk, account, token))
 
-    def _expand(self, queued: list) -> tuple[list, list]:
-        """The queued leased reservations as packed operations: the parts whose outcome
-        came meanwhile in one 'g' per price (reserved and settled together, where the first
-        of them was); the others, when queued for `record_delay_s` already (or the node is
+    def _leased_ops(self, entries: list) -> tuple[list, list]:
+        """The queued records of messages admitted on the lease as packed operations: the
+        parts whose outcome came meanwhile in one 'g' per price (reserved and settled
+        together); the others, when queued for `record_delay_s` already (or the node is
         closing), as 'l' followed by the settles that did come, else kept for the next
         flush (returned second)."""
-        lpend = self._lpend
         out: list = []
         keep: list = []
         # (the timer fires record_delay_s after the first of them was queued: not kept)
         young = -1.0 if self._closing else \
             self.reactor.seconds() - self.record_delay_s * 0.999
-        groups: dict[int, tuple[int, list, list]] = {}  # price -> (index in out, parts, ids)
-        for q in queued:
-            if q[0] != _LEASED or type(q[1]) is not list:
-                out.append(q)
-                continue
-            price, to, ids, outs, t = q[1]
-            if None not in outs:
-                g = groups.get(price)
+        groups: dict[int, tuple[list, list]] = {}     # price -> (items, ids)
+        for e in entries:
+            if not e[5]:
+                g = groups.get(e[0])
                 if g is None:
-                    g = groups[price] = (len(out), [], [])
-                    out.append(None)
-                for m, o in zip(ids, outs):
-                    g[1].append("%s\x1d%s\x1d%s" % (m, to, o))
-                g[2].extend(ids)
-            elif t > young:
-                keep.append(q)
-                continue
+                    g = groups[e[0]] = ([], [])
+                if len(e[3]) == 1:
+                    g[0].append(e[3][0])
+                    g[1].append(e[2][0])
+                else:
+                    g[0].extend(e[3])
+                    g[1].extend(e[2])
+            elif e[4] > young:
+                keep.append(e)
             else:
+                price, to, ids, parts = e[0], e[1], e[2], e[3]
                 out.append((_LEASED, "l\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
                     price, self.node, to, len(ids), _SEP.join(ids)), None, ids))
-                for m, o in zip(ids, outs):
-                    if o is not None:
-                        out.append((_SETTLE, o[0] + _SEP + m + _SEP + o[2:], None, m))
-            for m in ids:
-                lpend.pop(m, None)
-        for price, (k, parts, ids) in groups.items():
-            out[k] = (_LEASED, "g\x1f%d\x1f%s\x1f%d\x1f%s" % (
-                price, self.node, len(parts), "\x1e".join(parts)), None, ids)
+                for m, part in zip(ids, parts):
+                    if part is None:
+                        self._lpend.pop(m, None)
+                    else:
+                        _m, _to, o, note = part.split("\x1d", 3)
+                        out.append((_SETTLE, o + _SEP + m + _SEP + note, None, m))
+        for price, (items, ids) in groups.items():
+            out.insert(0, (_LEASED, "g\x1f%d\x1f%s\x1f%d\x1f%s" % (
+                price, self.node, len(items), "\x1e".join(items)), None, ids))
         return out, keep
 
     def _cuts(self, n: int, split: int) -> list[tuple[int, int]]:
@@ -1155,26 +1159,26 @@ class Ledger:
             raise ValueError("bad message ids")
         number, to = _field(number), _field(to)
         if self.lease_parts > 0:
+            left = self.admit_leased(account, msg_ids, price, number, to)
+            if left is not None:
+                cb(0, left)
+                return
             need = price * len(msg_ids)
             lz = self._leases.get(account)
             now = self.reactor.seconds()
             if lz is not None and lz[0] >= need and now < lz[1]:
-                opted = None
-                if number and self.optout_mirror is not None:
-                    opted = self.optout_mirror.opted(account, number)
-                    if opted:       # refused, counted and journaled by the store
-                        self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
-                            price, number, to, len(msg_ids), ids), cb, (msg_ids, now))
-                        return
+                # the number is opted out, or its list is not in memory
+                if self.optout_mirror is not None and self.optout_mirror.opted(account,
+                                                                              number):
+                    # refused, counted and journaled by the store
+                    self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
+                        price, number, to, len(msg_ids), ids), cb, (msg_ids, now))
+                    return
                 lz[0] -= need
                 lz[2] = now
                 if lz[0] < lz[3] and account not in self._lease_asking:
                     self._ask_lease(account, price)
-                if number and opted is None:
-                    self._optout_then(account, number, msg_ids, price, cb, to)
-                else:
-                    self._queue_leased(account, price, to or number, msg_ids)
-                    cb(0, lz[0])
+                self._optout_then(account, number, msg_ids, price, cb, to)
                 return
             if lz is not None:      # too little left, or expiring: give it back first
                 self._drop_lease(account)
@@ -1183,15 +1187,47 @@ class Ledger:
         self._queue_op(account, _ADMIT, "a\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
             price, number, to, len(msg_ids), ids), cb, (msg_ids, self.reactor.seconds()))
 
-    def _queue_leased(self, account: str, price: int, to: str, msg_ids: list[str]) -> None:
+    def admit_leased(self, account: str, msg_ids: list[str], price: int, number: str,
+                     to: str = "") -> int | None:
+        """`admit`, done at once if it can be: on this node's lease, with the opt-out answer
+        in memory (or no `number` to check). The lease left, or None: not possible (then
+        `admit` it). `msg_ids` are plain (no control characters: proxyd's own ids)."""
+        lz = self._leases.get(account)
+        if lz is None:
+            return None
+        need = price * len(msg_ids)
+        now = self.reactor.seconds()
+        if lz[0] < need or now >= lz[1]:
+            return None
+        if number and (self.optout_mirror is None or
+                       self.optout_mirror.opted(account, number) is not False):
+            return None
+        lz[0] -= need
+        lz[2] = now
+        if lz[0] < lz[3] and account not in self._lease_asking:
+            self._ask_lease(account, price)
+        to = to or number
+        if not to.isprintable():
+            to = to.translate(_SEPS)
+        self._queue_leased(account, price, to, msg_ids, now)
+        return lz[0]
+
+    def _queue_leased(self, account: str, price: int, to: str, msg_ids: list[str],
+                      now: float) -> None:
         """The reservation of a message admitted on the lease: written within
         `record_delay_s`, together with the outcomes of its parts that come meanwhile."""
-        entry = [price, to, msg_ids, [None] * len(msg_ids), self.reactor.seconds()]
+        n = len(msg_ids)
+        entry = [price, to, msg_ids, [None] * n, now, n]
         lpend = self._lpend
         for m in msg_ids:
             lpend[m] = entry
-        self._lqueued = True
-        self._queue_op(account, _LEASED, entry, None, msg_ids, urgent=False)
+        q = self._lq.get(account)
+        if q is None:
+            q = self._lq[account] = []
+        q.append(entry)
+        if self._flush_call is None:
+            self._flush_urgent = False
+            self._flush_call = self.reactor.callLater(self.record_delay_s, self.flush)
 
     def _optout_then(self, account: str, number: str, msg_ids: list[str], price: int,
                      cb: Callable[[int, int], None], to: str) -> None:
@@ -1228,7 +1264,8 @@ class Ledger:
                         price, number, to, len(msg_ids), _SEP.join(msg_ids)), cb,
                         (msg_ids, self.reactor.seconds()))
                 else:
-                    self._queue_leased(account, price, to or number, msg_ids)
+                    self._queue_leased(account, price, to or number, msg_ids,
+                                       self.reactor.seconds())
                     cb(0, lz[0] if lz is not None else 0)
             except Exception:
                 log.failure("ledger: callback of an admit failed")
@@ -1273,9 +1310,12 @@ class Ledger:
         # outcome goes with it when it is still queued, else in the same kind of call
         entry = self._lpend.pop(msg_id, None)
         if entry is not None:
-            outs = entry[3]
-            outs[0 if len(outs) == 1 else entry[2].index(msg_id)] = (
-                "C\x1d" if commit else "R\x1d") + _field(note)
+            if not note.isprintable():
+                note = note.translate(_SEPS)
+            parts = entry[3]
+            parts[0 if len(parts) == 1 else entry[2].index(msg_id)] = "%s\x1d%s\x1d%s\x1d%s" % (
+                msg_id, entry[1], "C" if commit else "R", note)
+            entry[5] -= 1
             return
         self._queue_op(account, _SETTLE, "%s\x1f%s\x1f%s" % (
             "C" if commit else "R", _field(msg_id), _field(note)), None, msg_id,
