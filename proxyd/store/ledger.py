@@ -1195,13 +1195,18 @@ class Ledger:
         lz = self._leases.get(account)
         if lz is None:
             return None
-        need = price * len(msg_ids)
+        n = len(msg_ids)
+        need = price * n
         now = self.reactor.seconds()
         if lz[0] < need or now >= lz[1]:
             return None
-        if number and (self.optout_mirror is None or
-                       self.optout_mirror.opted(account, number) is not False):
-            return None
+        if number:
+            mirror = self.optout_mirror
+            if mirror is None:
+                return None
+            known = mirror.sets.get(account)    # (OptOutMirror.opted, inlined: per message)
+            if known is None or number in known:
+                return None
         lz[0] -= need
         lz[2] = now
         if lz[0] < lz[3] and account not in self._lease_asking:
@@ -1209,18 +1214,31 @@ class Ledger:
         to = to or number
         if not to.isprintable():
             to = to.translate(_SEPS)
-        self._queue_leased(account, price, to, msg_ids, now)
+        # queued: written within record_delay_s, with the outcomes that come meanwhile
+        entry = [price, to, msg_ids, [None] * n, now, n]
+        lpend = self._lpend
+        if n == 1:
+            lpend[msg_ids[0]] = entry
+        else:
+            for m in msg_ids:
+                lpend[m] = entry
+        q = self._lq.get(account)
+        if q is None:
+            q = self._lq[account] = []
+            if self._flush_call is None:
+                self._flush_urgent = False
+                self._flush_call = self.reactor.callLater(self.record_delay_s, self.flush)
+        q.append(entry)
         return lz[0]
 
     def _queue_leased(self, account: str, price: int, to: str, msg_ids: list[str],
                       now: float) -> None:
-        """The reservation of a message admitted on the lease: written within
-        `record_delay_s`, together with the outcomes of its parts that come meanwhile."""
+        """The reservation of a message admitted on the lease (after a store opt-out
+        check): written like `admit_leased`'s."""
         n = len(msg_ids)
         entry = [price, to, msg_ids, [None] * n, now, n]
-        lpend = self._lpend
         for m in msg_ids:
-            lpend[m] = entry
+            self._lpend[m] = entry
         q = self._lq.get(account)
         if q is None:
             q = self._lq[account] = []
