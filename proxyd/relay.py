@@ -244,9 +244,12 @@ class Relay:
         """Opt-out check and one reservation per part, in one atomic store step that is
         batched with the other messages of this reactor turn."""
         account = job.account
-        to = normalise_number(job.msg.destination_addr)
+        to = job.msg.destination_addr
+        if len(to) != 11 or not to.isdigit():   # (a national mobile number is as it is)
+            to = normalise_number(to)
         number = to if self.optout is not None else ""
-        sids = job.sids = [m.decode() for m in job.ids]
+        ids = job.ids
+        sids = job.sids = [ids[0].decode()] if len(ids) == 1 else [m.decode() for m in ids]
         if self.ledger.admit_leased(account.system_id, sids, account.price, number,
                                     to) is not None:
             self._forward(job)      # admitted on this node's lease, now
