@@ -6,7 +6,8 @@ Prints, measured in this run: msg/s direct to the simulator and through proxyd a
 and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (ledger on,
 every check on) are added as the features land; their ratio is against the plain run.
 Every configuration runs at once and the rounds measure them in turn; the median round is
-shown, with the spread.
+shown, with the spread, and a ratio is the median of the ratios of the rounds (each round
+measures the two one right after the other).
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def main() -> None:
     # the median run of each path and window
     results = []
     for key, rs in runs.items():
-        rs.sort(key=lambda r: r["msg_per_s"])
+        rs = sorted(rs, key=lambda r: r["msg_per_s"])
         r = dict(rs[len(rs) // 2])
         r["spread"] = "%d-%d" % (rs[0]["msg_per_s"], rs[-1]["msg_per_s"])
         r["status"] = {}
@@ -113,16 +114,21 @@ def main() -> None:
         results.append(r)
     results.sort(key=lambda r: (list(ports).index(r["path"]), r["window"]))
     by = {(r["path"], r["window"]): r for r in results}
-    print("%d messages per measurement, median of %d rounds (spread: slowest-fastest)"
-          % (a.count, a.rounds))
+    print("%d messages per measurement, median of %d rounds (spread: slowest-fastest; a ratio "
+          "is the median of the rounds' ratios)" % (a.count, a.rounds))
     print("%-18s %6s %10s %15s %8s %8s  %s" % ("path", "window", "msg/s", "spread", "p50 ms",
                                                "p99 ms", "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
                 "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
     for r in results:
         base = by.get((baseline.get(r["path"], "direct"), r["window"]))
-        ratio = "" if r["path"] == "direct" or base is None else "%.2f of %s" % (
-            r["msg_per_s"] / base["msg_per_s"], base["path"])
+        ratio = ""
+        if r["path"] != "direct" and base is not None:
+            # per round (the two measured one after the other), then the median of those
+            pairs = sorted(x["msg_per_s"] / y["msg_per_s"] for x, y in zip(
+                runs[(r["path"], r["window"])], runs[(base["path"], r["window"])]))
+            ratio = "%.2f of %s (rounds %s)" % (pairs[len(pairs) // 2], base["path"],
+                                                " ".join("%.2f" % x for x in pairs))
         print("%-18s %6d %10d %15s %8.2f %8.2f  %s" % (
             r["path"], r["window"], r["msg_per_s"], r["spread"], r["p50_ms"], r["p99_ms"],
             ratio))

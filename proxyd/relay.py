@@ -128,7 +128,7 @@ class _Job:
     """One message in flight: its parts, their ids, and what came back."""
 
     __slots__ = ("account", "msg", "parts", "ids", "done", "results", "left", "deadline",
-                 "source", "sids")
+                 "source", "sids", "rec")
 
     def __init__(self, account: Any, msg: Message, parts: list, ids: list, done: Done,
                  deadline: float, source: bytes | None) -> None:
@@ -142,6 +142,7 @@ class _Job:
         self.deadline = deadline
         self.source = source        # rewritten source_addr (prefix mode) or None
         self.sids: list | None = None  # the ids as text (the ledger's), once charged
+        self.rec: list | None = None   # the ledger's record, if admitted on its lease
 
 
 class Relay:
@@ -250,8 +251,9 @@ class Relay:
         number = to if self.optout is not None else ""
         ids = job.ids
         sids = job.sids = [ids[0].decode()] if len(ids) == 1 else [m.decode() for m in ids]
-        if self.ledger.admit_leased(account.system_id, sids, account.price, number,
-                                    to) is not None:
+        rec = self.ledger.admit_leased(account.system_id, sids, account.price, number, to)
+        if rec is not None:
+            job.rec = rec
             self._forward(job)      # admitted on this node's lease, now
             return
 
@@ -337,17 +339,24 @@ class Relay:
             if self.ledger is not None:
                 # no answer wanted: a failure is logged by the ledger and the record is
                 # sent again while the store is away
-                self.ledger.settle(acct, job.sids[i] if job.sids else mid.decode(),
-                                   "up=%s id=%s" % (up.name, (upstream_id or b"").decode(
-                                       "latin-1")), True)
+                note = "up=%s id=%s" % (up.name, (upstream_id or b"").decode("latin-1"))
+                if job.rec is not None:
+                    self.ledger.settle_leased(job.rec, i, note, True)
+                else:
+                    self.ledger.settle(acct, job.sids[i] if job.sids else mid.decode(), note,
+                                       True)
             if upstream_id and job.msg.registered_delivery & 0x03:
                 pdu = job.parts[i][0]
                 self.remember(up.name, upstream_id, acct, mid, job.source or pdu.source_addr,
                               pdu.destination_addr)
         elif self.ledger is not None:
-            self.ledger.settle(acct, job.sids[i] if job.sids else mid.decode(),
-                               "up=%s status=%s" % (up.name if up is not None else "-",
-                                                    C.status_name(status)), False)
+            note = "up=%s status=%s" % (up.name if up is not None else "-",
+                                        C.status_name(status))
+            if job.rec is not None:
+                self.ledger.settle_leased(job.rec, i, note, False)
+            else:
+                self.ledger.settle(acct, job.sids[i] if job.sids else mid.decode(), note,
+                                   False)
         job.left -= 1
         if job.left:
             return

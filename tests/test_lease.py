@@ -230,3 +230,30 @@ class TestLease(LedgerTestBase):
             lambda r: "w2" not in r), "w2 refunded")
         rep = yield self.report(led)
         self.assertTrue(rep.ok, rep.failures)
+
+    @defer.inlineCallbacks
+    def test_the_relays_own_path_admit_leased_and_settle_leased(self) -> Any:
+        led = self.node("n1", record_delay_s=0.05, lease_idle_s=10.0)
+        yield led.topup(self.a, 1000)
+        self.assertIsNone(led.admit_leased(self.a, ["r0"], 5, ""))     # no lease yet
+        yield admit(led, self.a, ["m0"])[1]
+        yield wait_until(lambda: self.a in led._leases, "the lease")
+        fast = led.admit_leased(self.a, ["r1"], 5, "")
+        late = led.admit_leased(self.a, ["r2", "r3"], 5, "")
+        self.assertIsNotNone(fast)
+        self.assertIsNotNone(late)
+        led.settle_leased(fast, 0, "up=sim id=U1", True)
+        led.settle_leased(late, 1, "up=sim status=ESME_RTHROTTLED", False)
+        # r2's outcome does not come in time: r2 and r3 are reserved alone, r3 refunded
+        yield wait_until(lambda: led.reservations(self.a).addCallback(
+            lambda r: set(r) == {"m0", "r2"}), "r2 open")
+        led.settle_leased(late, 0, "up=sim id=U2", True)            # now apart
+        yield wait_until(lambda: led.reservations(self.a).addCallback(
+            lambda r: set(r) == {"m0"}), "r2 committed")
+        self.assertEqual((yield led.balance(self.a)), 1000 - 3 * 5)
+        recs = yield led.journal(self.a)
+        self.assertEqual([(r.event, r.msg_id) for r in recs if r.msg_id[:1] == "r"], [
+            ("reserved", "r1"), ("committed", "r1"), ("reserved", "r2"), ("reserved", "r3"),
+            ("refunded", "r3"), ("committed", "r2")])
+        rep = yield self.report(led)
+        self.assertTrue(rep.ok, rep.failures)

@@ -765,7 +765,8 @@ class Ledger:
         # (op 'm'), not as an operation of its own.
         self._lpend: dict[str, list] = {}
         # account -> those entries [price, to, ids, parts, queued at, parts without an
-        # outcome]; parts[k]: the group item "id\x1dto\x1dC|R\x1dnote" once the outcome came
+        # outcome (-1: the reservation was written alone), account]; parts[k]: the group
+        # item "id\x1dto\x1dC|R\x1dnote" once the outcome came
         self._lq: dict[str, list] = {}
         self._closing = False   # release_leases was called: nothing waits any more
         self._oq: dict[str, list] = {}
@@ -930,6 +931,7 @@ class Ledger:
                 keep.append(e)
             else:
                 price, to, ids, parts = e[0], e[1], e[2], e[3]
+                e[5] = -1           # written: an outcome that comes now is settled apart
                 out.append((_LEASED, "l\x1f%d\x1f%s\x1f%s\x1f%d\x1f%s" % (
                     price, self.node, to, len(ids), _SEP.join(ids)), None, ids))
                 for m, part in zip(ids, parts):
@@ -1159,9 +1161,11 @@ class Ledger:
             raise ValueError("bad message ids")
         number, to = _field(number), _field(to)
         if self.lease_parts > 0:
-            left = self.admit_leased(account, msg_ids, price, number, to)
-            if left is not None:
-                cb(0, left)
+            entry = self.admit_leased(account, msg_ids, price, number, to)
+            if entry is not None:
+                for m in msg_ids:       # (settled by id: `settle`)
+                    self._lpend[m] = entry
+                cb(0, self._leases[account][0])
                 return
             need = price * len(msg_ids)
             lz = self._leases.get(account)
@@ -1188,10 +1192,11 @@ class Ledger:
             price, number, to, len(msg_ids), ids), cb, (msg_ids, self.reactor.seconds()))
 
     def admit_leased(self, account: str, msg_ids: list[str], price: int, number: str,
-                     to: str = "") -> int | None:
+                     to: str = "") -> list | None:
         """`admit`, done at once if it can be: on this node's lease, with the opt-out answer
-        in memory (or no `number` to check). The lease left, or None: not possible (then
-        `admit` it). `msg_ids` are plain (no control characters: proxyd's own ids)."""
+        in memory (or no `number` to check). The record of the message (for
+        `settle_leased`), or None: not possible (then `admit` it). `msg_ids` are plain (no
+        control characters: proxyd's own ids)."""
         lz = self._leases.get(account)
         if lz is None:
             return None
@@ -1215,13 +1220,7 @@ class Ledger:
         if not to.isprintable():
             to = to.translate(_SEPS)
         # queued: written within record_delay_s, with the outcomes that come meanwhile
-        entry = [price, to, msg_ids, [None] * n, now, n]
-        lpend = self._lpend
-        if n == 1:
-            lpend[msg_ids[0]] = entry
-        else:
-            for m in msg_ids:
-                lpend[m] = entry
+        entry = [price, to, msg_ids, [None] * n, now, n, account]
         q = self._lq.get(account)
         if q is None:
             q = self._lq[account] = []
@@ -1229,14 +1228,14 @@ class Ledger:
                 self._flush_urgent = False
                 self._flush_call = self.reactor.callLater(self.record_delay_s, self.flush)
         q.append(entry)
-        return lz[0]
+        return entry
 
     def _queue_leased(self, account: str, price: int, to: str, msg_ids: list[str],
                       now: float) -> None:
         """The reservation of a message admitted on the lease (after a store opt-out
         check): written like `admit_leased`'s."""
         n = len(msg_ids)
-        entry = [price, to, msg_ids, [None] * n, now, n]
+        entry = [price, to, msg_ids, [None] * n, now, n, account]
         for m in msg_ids:
             self._lpend[m] = entry
         q = self._lq.get(account)
@@ -1327,17 +1326,27 @@ class Ledger:
         # with leases the reservation itself is written within record_delay_s: its
         # outcome goes with it when it is still queued, else in the same kind of call
         entry = self._lpend.pop(msg_id, None)
-        if entry is not None:
-            if not note.isprintable():
-                note = note.translate(_SEPS)
-            parts = entry[3]
-            parts[0 if len(parts) == 1 else entry[2].index(msg_id)] = "%s\x1d%s\x1d%s\x1d%s" % (
-                msg_id, entry[1], "C" if commit else "R", note)
-            entry[5] -= 1
+        if entry is not None and entry[5] >= 0:
+            self.settle_leased(entry, entry[2].index(msg_id), note, commit)
             return
         self._queue_op(account, _SETTLE, "%s\x1f%s\x1f%s" % (
             "C" if commit else "R", _field(msg_id), _field(note)), None, msg_id,
             urgent=self.lease_parts <= 0)
+
+    def settle_leased(self, entry: list, i: int, note: str, commit: bool) -> None:
+        """`settle` part `i` of a message `admit_leased` took (`entry`: what it returned):
+        written with the part's reservation as one group item, or apart (`settle`) if the
+        reservation went first."""
+        if entry[5] < 0:
+            self._queue_op(entry[6], _SETTLE, "%s\x1f%s\x1f%s" % (
+                "C" if commit else "R", entry[2][i], _field(note)), None, entry[2][i],
+                urgent=False)
+            return
+        if not note.isprintable():
+            note = note.translate(_SEPS)
+        entry[3][i] = "%s\x1d%s\x1d%s\x1d%s" % (entry[2][i], entry[1], "C" if commit else "R",
+                                                 note)
+        entry[5] -= 1
 
     def refund(self, account: str, msg_id: str, note: str = "") -> defer.Deferred:
         """Give a reservation back. Deferred[int | None]: the amount refunded, or None if
