@@ -33,7 +33,7 @@ window = 1000
 [[upstream]]
 name = "sim"
 connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
+system_id = "proxyd-{name}"
 password = "pw"
 binds = 2
 window = 200
@@ -59,8 +59,10 @@ VARIANTS = {
 
 def measure(port: int, count: int, window: int, binds: int = 1,
             receipts: bool = False) -> dict:
-    return asyncio.run(loadclient.run(port, "bench", "bench", count, window, binds,
-                                      b"Your verification code is 123456", 0, receipts))
+    # (a deadline, so that a lost answer or receipt stops the run instead of hanging it)
+    return asyncio.run(asyncio.wait_for(loadclient.run(
+        port, "bench", "bench", count, window, binds, b"Your verification code is 123456", 0,
+        receipts), 600))
 
 
 def main() -> None:
@@ -84,7 +86,9 @@ def main() -> None:
         ports = {"direct": sim_port}
         for name, (extra, funds) in VARIANTS.items():
             port = free_port()
-            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port)
+            # (each with its own system_id at the simulator: receipts go back to the binds
+            # of the proxyd that sent the message)
+            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port, name=name)
                                + extra.replace("{name}", name), "%s.toml" % name)
             procs.append(start_proxyd(tmp, cfg, port, name=name))
             if funds:
