@@ -760,14 +760,15 @@ class Ledger:
         # held until it is recorded. (Otherwise the order is kept: every batch goes over
         # the same connection, `Store.evalsha(ordered=True)`.)
         self._l_wait: dict[str, list] = {}
-        # leased messages whose reservation is queued, not yet sent: msg_id -> [price, to,
-        # ids, outcomes]. An outcome that comes meanwhile is written with the reservation
-        # (op 'm'), not as an operation of its own.
-        self._lpend: dict[str, list] = {}
-        # account -> those entries [price, to, ids, parts, queued at, parts without an
-        # outcome (-1: the reservation was written alone), account]; parts[k]: the group
-        # item "id\x1dto\x1dC|R\x1dnote" once the outcome came
+        # messages admitted on the lease whose reservation is queued, not yet sent; an
+        # outcome that comes meanwhile is written with the reservation (a group item, op
+        # 'g'), not as an operation of its own. account -> those entries [price, to, ids,
+        # parts, queued at, parts without an outcome (-1: the reservation was written
+        # alone), account]; parts[k]: the group item "id\x1dto\x1dC|R\x1dnote" once the
+        # outcome came
         self._lq: dict[str, list] = {}
+        # msg_id -> its entry, for `settle` by id (the relay settles through the entry)
+        self._lpend: dict[str, list] = {}
         self._closing = False   # release_leases was called: nothing waits any more
         self._oq: dict[str, list] = {}
         # calls that failed and are sent again (same token, so never done twice):
