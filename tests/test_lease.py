@@ -39,6 +39,16 @@ class TestLease(LedgerTestBase):
         self.addCleanup(led.release_leases)
         return led
 
+    def record_batches(self, calls: list[str]) -> None:
+        """Append the packed operations of every batch call to `calls` (still made)."""
+        real = self.store.evalsha
+
+        def spy(name: str, keys: Any, args: Any, ordered: bool = False) -> Any:
+            if name == "batch":
+                calls.append(args[4])
+            return real(name, keys, args, ordered=ordered)
+        self.patch(self.store, "evalsha", spy)
+
     @defer.inlineCallbacks
     def report(self, led: Ledger) -> Any:
         recs = yield led.journal(self.a)
@@ -129,13 +139,7 @@ class TestLease(LedgerTestBase):
         yield admit(led, self.a, ["m0"])[1]            # to the store; takes the lease
         yield wait_until(lambda: self.a in led._leases, "the lease")
         calls: list[str] = []
-        real = self.store.evalsha
-
-        def spy(name: str, keys: Any, args: Any, ordered: bool = False) -> Any:
-            if name == "batch":
-                calls.append(args[4])
-            return real(name, keys, args, ordered=ordered)
-        self.patch(self.store, "evalsha", spy)
+        self.record_batches(calls)
         # a one-part message settled before its reservation is written, and a three-part
         # one with only two of its outcomes in time
         self.assertEqual(admit(led, self.a, ["s1"])[0], [0])
@@ -206,13 +210,7 @@ class TestLease(LedgerTestBase):
         yield admit(led, self.a, ["m0"])[1]
         yield wait_until(lambda: self.a in led._leases, "the lease")
         calls: list[str] = []
-        real = self.store.evalsha
-
-        def spy(name: str, keys: Any, args: Any, ordered: bool = False) -> Any:
-            if name == "batch":
-                calls.append(args[4])
-            return real(name, keys, args, ordered=ordered)
-        self.patch(self.store, "evalsha", spy)
+        self.record_batches(calls)
         self.assertEqual(admit(led, self.a, ["w1"])[0], [0])
         yield led.count_rejected(self.a, "content", "", 1)      # a call of its own, now
         self.assertEqual([c.split("\x1f")[0] for c in calls], ["x"])

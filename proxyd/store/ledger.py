@@ -1220,25 +1220,13 @@ class Ledger:
         to = to or number
         if not to.isprintable():
             to = to.translate(_SEPS)
-        # queued: written within record_delay_s, with the outcomes that come meanwhile
-        entry = [price, to, msg_ids, [None] * n, now, n, account]
-        q = self._lq.get(account)
-        if q is None:
-            q = self._lq[account] = []
-            if self._flush_call is None:
-                self._flush_urgent = False
-                self._flush_call = self.reactor.callLater(self.record_delay_s, self.flush)
-        q.append(entry)
-        return entry
+        return self._queue_leased(account, price, to, msg_ids, now)
 
     def _queue_leased(self, account: str, price: int, to: str, msg_ids: list[str],
-                      now: float) -> None:
-        """The reservation of a message admitted on the lease (after a store opt-out
-        check): written like `admit_leased`'s."""
-        n = len(msg_ids)
-        entry = [price, to, msg_ids, [None] * n, now, n, account]
-        for m in msg_ids:
-            self._lpend[m] = entry
+                      now: float) -> list:
+        """Queue the reservation of a message admitted on the lease: written within
+        `record_delay_s`, with the outcomes that come meanwhile. Its record (the entry)."""
+        entry = [price, to, msg_ids, [None] * len(msg_ids), now, len(msg_ids), account]
         q = self._lq.get(account)
         if q is None:
             q = self._lq[account] = []
@@ -1246,6 +1234,7 @@ class Ledger:
         if self._flush_call is None:
             self._flush_urgent = False
             self._flush_call = self.reactor.callLater(self.record_delay_s, self.flush)
+        return entry
 
     def _optout_then(self, account: str, number: str, msg_ids: list[str], price: int,
                      cb: Callable[[int, int], None], to: str) -> None:
@@ -1282,8 +1271,10 @@ class Ledger:
                         price, number, to, len(msg_ids), _SEP.join(msg_ids)), cb,
                         (msg_ids, self.reactor.seconds()))
                 else:
-                    self._queue_leased(account, price, to or number, msg_ids,
-                                       self.reactor.seconds())
+                    entry = self._queue_leased(account, price, to or number, msg_ids,
+                                               self.reactor.seconds())
+                    for m in msg_ids:       # (settled by id: `settle`)
+                        self._lpend[m] = entry
                     cb(0, lz[0] if lz is not None else 0)
             except Exception:
                 log.failure("ledger: callback of an admit failed")
