@@ -174,6 +174,13 @@ class _PduMixin:
                 return v
         return default
 
+    @property
+    def payload(self) -> bytes:
+        """The user data as sent: short_message, or the message_payload TLV when
+        short_message is empty (UDH included; b"" when neither is present)."""
+        return getattr(self, "short_message", b"") or self.tlv(C.TAG_MESSAGE_PAYLOAD, b"") \
+            or b""
+
     def encode(self) -> bytes:
         return encode(self)  # type: ignore[arg-type]
 
