@@ -70,7 +70,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .policy.optout import is_unsubscribe
-from .relay import _ID_RE, mask, message_text, normalise_upstream_id, rewrite_receipt
+from .gate.ids import normalise_upstream_id
+from .gate.memory import RECEIPT_ID as _ID_RE, rewrite_receipt
+from .gate.parts import message_text
+from .logs import mask
 from .smpp import constants as C
 from .smpp import pdu as P
 from .smpp.server import CLOSING

@@ -1,7 +1,9 @@
 """The message as the policy checks see it, and what a check answers.
 
 A `Message` is built once per client message (SMPP or HTTP; a concatenated message is one
-Message once all its parts are in) and handed to every check in `proxyd.policy`. A check
+Message once all its parts are in) and passes the gate (`proxyd.gate`): every check in
+`proxyd.policy` sees it, the ledger charges its billable `parts`, and its `segments` are
+what the operator links send, each with its own data_coding. A check
 returns `None` when the message passes, or a `Refusal` naming the SMPP status, a short
 machine reason (used in counters and the journal) and a human text (used in logs and HTTP).
 """
@@ -23,8 +25,9 @@ class Message:
     data_coding: int = 0
     registered_delivery: int = 0
     text: str | None = None      # whole decoded text (UDH stripped, parts joined); None if binary
-    parts: int = 1               # parts that will be charged and relayed
+    parts: int = 1               # billable parts: what the operator bills, what is charged
     channel: str = "smpp"        # "smpp" or "http"
+    segments: tuple = ()         # the wire parts exactly as they will be sent: ((pdu, body), ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,23 @@ from twisted.python import usage
 
 from . import config as config_mod
 from .accounts import Registry
-from .relay import Relay, configure_logging
+from .delivery import Delivery
+from .gate import Gate, MessageIds, SmppIntake
+from .gate.memory import MemoryReceipts
+from .gate.nulls import FreeLedger, NoChecks, NoReassembly
+from .gate.reassembly import Reassembly
+from .http.admin import make_admin_site
+from .http.api import make_site
+from .logs import configure_logging
+from .metrics import Metrics
+from .policy import Policy
 from .routing import Router
 from .smpp.server import ClientFactory
 from .smpp.upstream import Upstream
+from .store.client import Store
+from .store.embedded import EmbeddedServer
+from .store.ledger import Ledger, LedgerSweeper
+from .store.optout import OptOut, OptOutMirror
 
 log = Logger(namespace="proxyd")
 
@@ -48,7 +61,9 @@ class Options(usage.Options):
 
 
 class ProxydService(service.MultiService):
-    """The node: owns the relay and the pieces it wires together."""
+    """The node: the one builder of its parts. Everything that needs the store is built in
+    `_build`, once the store answers, each part with its collaborators as constructor
+    arguments; a node without a store gets null objects (`proxyd.gate.nulls`) instead."""
 
     def __init__(self, cfg: Any, reactor: Any) -> None:
         super().__init__()
@@ -57,57 +72,29 @@ class ProxydService(service.MultiService):
         self.store: Any = None
         self.optout: Any = None
         self.optout_mirror: Any = None
-        self.ledger: Any = None
         self.store_server: Any = None
         configure_logging(cfg.log)
         self.registry = Registry(cfg)
         self.upstreams: list[Upstream] = []
         self.router = Router(self.upstreams)
         self.policy = self._policy(cfg)
-        self.relay = Relay(cfg, self.router, self.registry, reactor, policy=self.policy)
-        self.metrics: Any = None
-        try:
-            from .metrics import Metrics
-        except ImportError:
-            pass
-        else:
-            self.metrics = Metrics(self)
-            self.relay.metrics = self.metrics
+        self.ids = MessageIds(cfg.relay.node_id)
+        self.metrics = Metrics(self)
         if cfg.store.url == "embedded":
-            from .store.embedded import EmbeddedServer
             self.store_server = EmbeddedServer(cfg.store.dir, cfg.store.appendfsync, reactor)
             self.store_server.setServiceParent(self)
-        for u in cfg.upstreams:
-            up = Upstream(u, reactor, self.relay.on_deliver,
-                          queue_wait_s=cfg.relay.queue_wait_s)
-            up.setServiceParent(self)
-            self.upstreams.append(up)
         self.front = service.MultiService()
-        self.client_factory = ClientFactory(cfg.smpp, self.registry, self.relay, reactor)
-        for listen in cfg.smpp.listen:
-            svc = strports.service(listen, self.client_factory, reactor=reactor)
-            svc.setName("smpp:" + listen)
-            svc.setServiceParent(self.front)
-        if cfg.http.listen:
-            from .http.api import make_site
-            site = make_site(self)
-            for listen in cfg.http.listen:
-                svc = strports.service(listen, site, reactor=reactor)
-                svc.setName("http:" + listen)
-                svc.setServiceParent(self.front)
-        if cfg.admin.listen:
-            from .http.admin import make_admin_site
-            site = make_admin_site(self)
-            for listen in cfg.admin.listen:
-                svc = strports.service(listen, site, reactor=reactor)
-                svc.setName("admin:" + listen)
-                svc.setServiceParent(self.front)
+        # built by `_build` once the store answers
+        self.ledger: Any = None
+        self.receipts: Any = None
+        self.gate: Any = None
+        self.intake: Any = None
+        self.client_factory: Any = None
 
     @staticmethod
     def _policy(cfg: Any) -> Any:
         if not cfg.policy.enabled:
-            return None
-        from .policy import Policy
+            return NoChecks()
         return Policy(cfg)
 
     # --- start and stop --------------------------------------------------------------------
@@ -133,7 +120,6 @@ class ProxydService(service.MultiService):
         url = self.cfg.store.url
         if url == "none":
             return defer.succeed(None)
-        from .store.client import Store
         if self.store_server is not None:
             ready = self.store_server.whenReady()
         else:
@@ -156,30 +142,72 @@ class ProxydService(service.MultiService):
 
         return ready.addCallback(attempt)
 
-    def _start_front(self, store: Any) -> None:
+    def _build(self, store: Any) -> None:
+        """Construct the message path: charge, receipts, gate, reassembly, intake, links,
+        listeners, in that order, each with what it uses."""
+        cfg, reactor = self.cfg, self.reactor
         if store is not None:
-            from .store.ledger import Ledger, LedgerSweeper
-            from .store.optout import OptOut
             self.store = store
-            if self.metrics is not None:
-                store.on_latency = self.metrics.store_latency
-            sc = self.cfg.store
-            self.ledger = Ledger(store, self.reactor, retention_days=sc.retention_days,
+            store.on_latency = self.metrics.store_latency
+            sc = cfg.store
+            if sc.optout_cache:
+                self.optout_mirror = OptOutMirror(store, store.target, reactor)
+                self.optout_mirror.start()
+            self.ledger = Ledger(store, reactor, retention_days=sc.retention_days,
                                  lease_parts=sc.lease_parts, lease_ttl_s=sc.lease_ttl_s,
                                  lease_idle_s=sc.lease_idle_s,
-                                 record_delay_s=sc.record_delay_s)
-            self.relay.ledger = self.ledger
-            if sc.optout_cache:
-                from .store.optout import OptOutMirror
-                self.optout_mirror = OptOutMirror(store, store.target, self.reactor)
-                self.optout_mirror.start()
-                self.ledger.optout_mirror = self.optout_mirror
+                                 record_delay_s=sc.record_delay_s,
+                                 optout_mirror=self.optout_mirror)
             self.optout = OptOut(store, self.optout_mirror)
-            self.relay.optout = self.optout
-            sweeper = LedgerSweeper(self.ledger, self.cfg.store.reservation_max_age_s,
-                                    self.cfg.store.sweep_interval_s, reactor=self.reactor)
-            sweeper.setServiceParent(self.front)
-            self._attach_store(store)
+            LedgerSweeper(self.ledger, sc.reservation_max_age_s, sc.sweep_interval_s,
+                          reactor=reactor).setServiceParent(self.front)
+            self.delivery = self.receipts = Delivery(self)
+            self.receipts.setServiceParent(self.front)
+        else:
+            self.ledger = FreeLedger()
+            self.receipts = MemoryReceipts(cfg, self.registry, reactor)
+        self.registry.on_ready.append(self.receipts.session_ready)
+        self.registry.on_unbound.append(self.receipts.session_gone)
+        self.gate = Gate(cfg, self.policy, self.ledger, self.router, self.receipts,
+                         self.metrics, reactor, self.ids)
+        if store is not None:
+            reassembly: Any = Reassembly(store, self.gate, self.receipts, reactor,
+                                         cfg.policy.reassembly_timeout_s)
+            reassembly.sweeper.setServiceParent(self.front)
+        else:
+            reassembly = NoReassembly()
+        self.reassembly = reassembly
+        self.intake = SmppIntake(self.gate, reassembly, self.receipts.messages, self.router,
+                                 reactor)
+        for u in cfg.upstreams:
+            self._add_upstream(u, cfg)
+        self.client_factory = ClientFactory(cfg.smpp, self.registry, self.intake, reactor)
+        for listen in cfg.smpp.listen:
+            svc = strports.service(listen, self.client_factory, reactor=reactor)
+            svc.setName("smpp:" + listen)
+            svc.setServiceParent(self.front)
+        if cfg.http.listen:
+            site = make_site(self)
+            for listen in cfg.http.listen:
+                svc = strports.service(listen, site, reactor=reactor)
+                svc.setName("http:" + listen)
+                svc.setServiceParent(self.front)
+        if cfg.admin.listen:
+            site = make_admin_site(self)
+            for listen in cfg.admin.listen:
+                svc = strports.service(listen, site, reactor=reactor)
+                svc.setName("admin:" + listen)
+                svc.setServiceParent(self.front)
+
+    def _add_upstream(self, ucfg: Any, cfg: Any) -> Upstream:
+        up = Upstream(ucfg, self.reactor, self.receipts.on_deliver,
+                      queue_wait_s=cfg.relay.queue_wait_s)
+        up.setServiceParent(self)
+        self.upstreams.append(up)
+        return up
+
+    def _start_front(self, store: Any) -> None:
+        self._build(store)
         # everything made so far (modules, config, automata) lives as long as the process:
         # out of the collector's sight, so that its full passes only walk what traffic made
         gc.collect()
@@ -188,26 +216,6 @@ class ProxydService(service.MultiService):
                  n=len(self.cfg.accounts), u=len(self.cfg.upstreams),
                  listen=", ".join(self.cfg.smpp.listen), store=self.cfg.store.url)
         self.front.setServiceParent(self)
-
-    def _attach_store(self, store: Any) -> None:
-        """The store-backed parts: reassembly of concatenated parts, durable receipts/MO."""
-        try:
-            from .store.concat import Reassembly
-        except ImportError:
-            pass
-        else:
-            self.relay.concat = Reassembly(self, store)
-            self.relay.concat.setServiceParent(self.front)
-        try:
-            from .delivery import Delivery
-        except ImportError:
-            pass
-        else:
-            self.delivery = Delivery(self)
-            self.relay.receipts = self.delivery
-            self.registry.on_ready.append(self.delivery.session_ready)
-            self.registry.on_unbound.append(self.delivery.session_gone)
-            self.delivery.setServiceParent(self.front)
 
     def _fatal(self, f: Any) -> None:
         log.failure("proxyd cannot start: the store is unavailable", f)
@@ -221,7 +229,7 @@ class ProxydService(service.MultiService):
         try:
             new = config_mod.load(self.cfg.path)
             policy = self.policy.reconfigured(new) if (
-                self.policy is not None and new.policy.enabled) else self._policy(new)
+                isinstance(self.policy, Policy) and new.policy.enabled) else self._policy(new)
         except (config_mod.ConfigError, ValueError, OSError) as e:
             log.error("reload refused, keeping the running config: {err}", err=str(e))
             return False
@@ -230,8 +238,12 @@ class ProxydService(service.MultiService):
         configure_logging(new.log)
         self.policy = policy
         self.registry.set_config(new)
-        self.relay.set_config(new, policy)
-        self.relay.policy = policy
+        if self.gate is None:       # not built yet (the store has not answered)
+            log.info("reload applied before start: {n} accounts", n=len(new.accounts))
+            return True
+        self.gate.set_config(new, policy)
+        if hasattr(self.receipts, "set_config"):
+            self.receipts.set_config(new)
         self.client_factory.smpp = new.smpp
         for sid, sessions in list(self.registry.sessions.items()):
             account = new.account(sid)
@@ -247,10 +259,7 @@ class ProxydService(service.MultiService):
             cur = old_by_name.get(ucfg.name)
             if cur is not None and cur.cfg == ucfg:
                 continue
-            up = Upstream(ucfg, self.reactor, self.relay.on_deliver,
-                          queue_wait_s=new.relay.queue_wait_s)
-            up.setServiceParent(self)
-            self.upstreams.append(up)
+            self._add_upstream(ucfg, new)
             log.info("reload: upstream {name} {what}", name=ucfg.name,
                      what="changed, re-binding" if cur is not None else "added")
             if cur is not None:
@@ -292,7 +301,8 @@ class ProxydService(service.MultiService):
             deadline = self.reactor.seconds() + 5.0
 
             def check() -> None:
-                busy = sum(s.outstanding for s in self.client_factory.sessions)
+                sessions = self.client_factory.sessions if self.client_factory else ()
+                busy = sum(s.outstanding for s in sessions)
                 if busy and self.reactor.seconds() < deadline:
                     self.reactor.callLater(0.05, check)
                 else:
@@ -301,7 +311,7 @@ class ProxydService(service.MultiService):
             return done
 
         def unbind_clients(_: Any) -> Any:
-            for s in list(self.client_factory.sessions):
+            for s in list(self.client_factory.sessions if self.client_factory else ()):
                 s.unbind()
             rest = [s for s in self.front if s not in listeners]
             return defer.gatherResults([defer.maybeDeferred(s.stopService) for s in rest])
@@ -313,7 +323,7 @@ class ProxydService(service.MultiService):
         def release_leases(_: Any) -> Any:
             if self.ledger is not None:
                 return self.ledger.release_leases()
-            return None
+            return None     # (stopped before the store answered)
 
         def stop_store(_: Any) -> Any:
             if self.optout_mirror is not None:

@@ -12,7 +12,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from proxyd.delivery import Delivery
-from proxyd.relay import normalise_upstream_id
+from proxyd.gate import normalise_upstream_id
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.store.client import Store

@@ -9,7 +9,7 @@ from proxyd.http import params as PR
 from proxyd.http import replies as R
 from proxyd.http.encoding import split_payload, udh_fits, with_class
 from proxyd.message import Refusal
-from proxyd.relay import NO_BALANCE, NO_ROUTE, OPTED_OUT, STORE_DOWN
+from proxyd.gate import NO_BALANCE, NO_ROUTE, OPTED_OUT, STORE_DOWN
 from proxyd.smpp import constants as C
 from proxyd.text.codec import choose_encoding
 from proxyd.text.split import TooManyParts, split_text

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from proxyd.relay import MessageIds, configure_logging, mask, normalise_upstream_id
+from proxyd.gate import MessageIds, normalise_upstream_id
+from proxyd.logs import configure_logging, mask
 
 
 def test_message_ids_unique_short_and_node_specific():

@@ -5,8 +5,8 @@
     GET      /balance           Jasmin: {"balance": <fen>, "sms_count": "ND"}
     GET      /rate              Jasmin: {"unit_rate": <fen per part>, "submit_sm_count": n}
 
-Every message goes through `Relay.send` (policy, opt-out, ledger, routing, upstream) like an
-SMPP one; one Message per recipient. The reply is written when the relay's `done` fires
+Every message goes through `Gate.send` (policy, opt-out, ledger, routing, upstream) like an
+SMPP one; one Message per recipient. The reply is written when the gate's `done` fires
 (after the operator took every part, or with the reason it did not), so a 202/200 means the
 message is at the operator. A request whose client went away is simply not answered.
 
@@ -24,7 +24,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from proxyd.relay import build_message, mask
+from proxyd.gate import build_message
+from proxyd.logs import mask
 from proxyd.smpp import pdu as P
 from proxyd.text.split import TooManyParts
 from proxyd.text.udh import parse_concat, split_udh
@@ -124,14 +125,6 @@ def _write(request: Any, status: int, body: str | bytes, ctype: bytes = _TEXT,
         request.setHeader(k, v)
     request.write(body)
     request.finish()
-
-
-class _HttpSession:
-    """What `Relay.submit` needs of a session: the account (for client-built UDHs)."""
-    __slots__ = ("account",)
-
-    def __init__(self, account: Any) -> None:
-        self.account = account
 
 
 class _Fanout:
@@ -306,7 +299,7 @@ class Api(resource.Resource):
                 concat = c is not None and c[1] > 1
             except ValueError:
                 concat = False
-        relay = self.node.relay
+        node = self.node
         rd = sub.dlr.registered_delivery if sub.dlr is not None else 0
         for i, dest in enumerate(sub.recipients):
             parts = self._parts(source, dest, sub, enc, rd)
@@ -318,9 +311,10 @@ class Api(resource.Resource):
                 def reply(status: int, mid: bytes, i: int = i) -> None:
                     fan.done(i, R.outcome_from_status(status, mid))
                 pdu, body = parts[0]
-                relay.submit(_HttpSession(account), pdu, body, reply)
+                node.intake.message(account, pdu, body, reply)
                 continue
-            msg = build_message(account, parts[0][0], enc.text, len(parts), "http")
+            msg = build_message(account, parts[0][0], enc.text, tuple(parts), len(parts),
+                                "http")
 
             def done(status: int, ids: list, refusal: Any, ok: int, i: int = i,
                      n: int = len(parts)) -> None:
@@ -330,7 +324,7 @@ class Api(resource.Resource):
                     fan.done(i, R.Refused(refusal))
                 else:
                     fan.done(i, R.Failed(status, ok, n))
-            relay.send(account, msg, parts, done)
+            node.gate.send(account, msg, done)
 
     @staticmethod
     def _parts(source: str, dest: str, sub: PR.Submission, enc: PR.Encoded,
@@ -353,7 +347,7 @@ class Api(resource.Resource):
     def _answer(self, fan: _Fanout) -> None:
         sub = fan.sub
         account = fan.account
-        hook = getattr(self.node.relay.receipts, "expect_http_dlr", None)
+        hook = getattr(self.node.receipts, "expect_http_dlr", None)
         for dest, o in zip(fan.recipients, fan.outcomes):
             if type(o) is R.Accepted:
                 if sub.dlr is not None and hook is not None:

@@ -40,6 +40,8 @@ __all__ = ["Policy"]
 class Policy:
     """Holds the content filter, one token bucket per account and the config."""
 
+    needs_text = True       # the gate decodes each message's text for `check`
+
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
                  content: ContentFilter | None = None) -> None:
         self.config = config

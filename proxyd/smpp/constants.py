@@ -95,6 +95,8 @@ STATUS: dict[str, int] = {
     # vendor range (0x400-0x4FF): what SMPP has no code for
     "PROXYD_RCONTENT": 0x00000400,
     "PROXYD_RNOBALANCE": 0x00000401,
+    "PROXYD_RDUPPART": 0x00000402,
+    "PROXYD_RMIXEDDCS": 0x00000403,
 }
 STATUS_NAME: dict[int, str] = {v: k for k, v in STATUS.items()}
 
@@ -127,6 +129,8 @@ STATUS_TEXT: dict[int, str] = {
     0xFF: "unknown error",
     0x400: "content refused by the content filter",
     0x401: "insufficient prepaid balance",
+    0x402: "duplicate part, or a total that differs from the other parts of the long message",
+    0x403: "a part of a long message in another data_coding than the other parts",
 }
 
 

@@ -280,6 +280,25 @@ class Upstream(service.MultiService):
         self.tokens = tokens
         return False
 
+    def submit_part(self, part: tuple, source: bytes | None, on_outcome: OnResp) -> None:
+        """The operator-link interface (`proxyd.links.OperatorLink`): send one wire part
+        (pdu, body) as the client sent it (cut-through), re-encoded only when a field is
+        rewritten: a prefix-mode `source`, or this upstream's source TON/NPI."""
+        pdu, body = part
+        cfg = self.cfg
+        if (source is not None and source != pdu.source_addr) or \
+                0 <= cfg.source_addr_ton != pdu.source_addr_ton or \
+                0 <= cfg.source_addr_npi != pdu.source_addr_npi:
+            changes: dict[str, Any] = {}
+            if source is not None and source != pdu.source_addr:
+                changes["source_addr"] = source
+            if 0 <= cfg.source_addr_ton != pdu.source_addr_ton:
+                changes["source_addr_ton"] = cfg.source_addr_ton
+            if 0 <= cfg.source_addr_npi != pdu.source_addr_npi:
+                changes["source_addr_npi"] = cfg.source_addr_npi
+            body = P.encode(pdu._replace(**changes))[P.HEADER_LEN:]
+        self.submit(pdu.command_id, body, on_outcome)
+
     def submit(self, command_id: int, body: bytes, on_resp: OnResp) -> None:
         if not self.waiting:
             b = self._pick()

@@ -724,7 +724,7 @@ class Ledger:
                  retention_days: int = RETENTION_DAYS, node: str = "",
                  lease_parts: int = 0, lease_ttl_s: float = 30.0,
                  lease_idle_s: float = 0.5, record_delay_s: float = 0.005,
-                 retry_for_s: float = 5.0) -> None:
+                 retry_for_s: float = 5.0, optout_mirror: Any = None) -> None:
         """`store` may be None until `attach` (calls fail with StoreUnavailable till then).
 
         `lease_parts` > 0 turns balance leases on: this node takes up to that many parts'
@@ -779,7 +779,7 @@ class Ledger:
         self.token_ttl_s = int(max(60.0, 4 * lease_ttl_s))
         self._oq_call: Any = None
         # proxyd.store.optout.OptOutMirror: opt-out answers without a store call
-        self.optout_mirror: Any = None
+        self.optout_mirror: Any = optout_mirror
         self.store: Store | None = None
         if store is not None:
             self.attach(store)

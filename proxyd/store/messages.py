@@ -260,16 +260,20 @@ def mo_parts_key(account: str, source: str, dest: str, ref: int, total: int) -> 
 class Record:
     """The stored state of one message."""
 
-    __slots__ = ("state", "final_ms", "err", "upstream", "upstream_id", "submit_ms")
+    __slots__ = ("state", "final_ms", "err", "upstream", "upstream_id", "submit_ms",
+                 "source", "destination")
 
     def __init__(self, state: int, final_ms: int, err: str, upstream: str,
-                 upstream_id: str, submit_ms: int) -> None:
+                 upstream_id: str, submit_ms: int, source: str = "",
+                 destination: str = "") -> None:
         self.state = state
         self.final_ms = final_ms
         self.err = err
         self.upstream = upstream
         self.upstream_id = upstream_id
         self.submit_ms = submit_ms
+        self.source = source            # kept until the first receipt rewrites the record
+        self.destination = destination
 
     @classmethod
     def parse(cls, value: Any) -> "Record | None":
@@ -277,7 +281,8 @@ class Record:
         if len(f) < 6:
             return None
         try:
-            return cls(int(f[0]), int(f[1] or 0), f[2], f[3], f[4], int(f[5] or 0))
+            return cls(int(f[0]), int(f[1] or 0), f[2], f[3], f[4], int(f[5] or 0),
+                       *f[6:8])
         except ValueError:
             return None
 

@@ -7,7 +7,7 @@ identify a part and join complete sets.
 from __future__ import annotations
 
 from proxyd.text.codec import decode_text
-from proxyd.text.udh import parse_concat, split_udh
+from proxyd.text.udh import IEI_CONCAT_8, IEI_CONCAT_16, iter_ies, parse_concat, split_udh
 
 __all__ = [
     "ESM_UDHI",
@@ -16,6 +16,7 @@ __all__ = [
     "TAG_SAR_SEGMENT_SEQNUM",
     "TAG_MESSAGE_PAYLOAD",
     "concat_key",
+    "concat_ident",
     "strip_udh",
     "join_parts",
 ]
@@ -75,6 +76,24 @@ def concat_key(
     if udh_key is not None and sar_key is not None and udh_key != sar_key:
         raise ValueError(f"UDH concatenation {udh_key} and SAR TLVs {sar_key} disagree")
     return udh_key if udh_key is not None else sar_key
+
+
+def concat_ident(
+    esm_class: int, payload: bytes, tlvs: dict[int, bytes]
+) -> tuple[str, int, int, int] | None:
+    """(kind, ref, total, seq) of a concatenated part, or None: `concat_key` plus the kind
+    of reference ("u8" or "u16" for a UDH, "sar" for the TLVs), so that two messages whose
+    references are equal numbers of different kinds are never joined."""
+    key = concat_key(esm_class, payload, tlvs)
+    if key is None:
+        return None
+    if esm_class & ESM_UDHI:
+        udh, _ = split_udh(payload)
+        if any(iei == IEI_CONCAT_16 for iei, _d in iter_ies(udh)):
+            return ("u16",) + key
+        if any(iei == IEI_CONCAT_8 for iei, _d in iter_ies(udh)):
+            return ("u8",) + key
+    return ("sar",) + key
 
 
 def strip_udh(esm_class: int, short_message: bytes) -> bytes:

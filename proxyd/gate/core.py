@@ -1,0 +1,255 @@
+"""The one function every message passes: checks -> charge -> route -> relay -> outcome.
+
+    Message (parts as sent, whole text, billable parts)
+      -> policy.check                       (pure, in-process)
+      -> ledger: opt-out + one reservation per billable part   (lease, or one batched call)
+      -> router.routable / router.pick       (failover between links)
+      -> link.submit(part) per wire part     (window, back-pressure)
+      -> settle each part by its outcome; done(status, ids, refusal, ok_parts)
+
+Nothing reaches an operator link any other way: the SMPP intake (`intake.py`), the
+reassembly of long messages (`reassembly.py`) and the HTTP API all build a `Message` and
+call `Gate.send`; replace_sm's new text is judged by `Gate.judge`, the same checks.
+
+Failover: a part that no link took (not bound, window full, ESME_RTHROTTLED or
+ESME_RMSGQFUL from the operator) is tried on the next eligible link until
+`[relay] deadline_s`. A part whose fate is unknown (timeout, connection lost after it was
+written) is never retried elsewhere: that could send it twice. It is refunded and answered
+ESME_RSYSERR, so the account is never charged for what the operator may not have taken.
+
+Billing: the ledger reserves `msg.parts` (the billable count, see `billing.py`) per
+message. A long message sent as separate parts bills one per wire part; a single wire part
+that the operator bills as several (a long message_payload) holds all its ids and settles
+them together with its one outcome.
+
+Plain callbacks, not a Deferred chain per message: `send(...)` ends in exactly one `done(...)`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+from proxyd.logs import mask
+from proxyd.message import Message, Refusal
+from proxyd.policy.optout import normalise_number
+from proxyd.smpp import constants as C
+
+from .ids import MessageIds
+
+log = Logger(namespace="proxyd.gate")
+_S = C.STATUS
+_OK = 0
+_RETRYABLE = frozenset((_S["ESME_RTHROTTLED"], _S["ESME_RMSGQFUL"]))
+# done(status, ids, refusal, ok_parts): ids are proxyd ids of the parts the operator took
+Done = Callable[[int, list, "Refusal | None", int], None]
+
+NO_BALANCE = Refusal(_S["PROXYD_RNOBALANCE"], "balance", "insufficient prepaid balance")
+STORE_DOWN = Refusal(_S["ESME_RSYSERR"], "store", "store unavailable, try again later")
+NO_ROUTE = Refusal(_S["ESME_RINVDSTADR"], "route", "no route for this destination")
+NO_CAPACITY = Refusal(_S["ESME_RMSGQFUL"], "capacity", "no upstream capacity now")
+OPTED_OUT = Refusal(_S["ESME_RINVDSTADR"], "optout", "recipient has opted out")
+
+
+class _Job:
+    """One message in flight: its wire parts, their ids, and what came back."""
+
+    __slots__ = ("account", "msg", "parts", "ids", "done", "results", "left", "deadline",
+                 "source", "sids", "rec")
+
+    def __init__(self, account: Any, msg: Message, ids: list, done: Done,
+                 deadline: float, source: bytes | None) -> None:
+        self.account = account
+        self.msg = msg
+        self.parts = msg.segments   # ((pdu, body), ...) exactly as they will be sent
+        self.ids = ids              # one per billable part
+        self.done = done
+        self.results: list = [None] * len(self.parts)
+        self.left = len(self.parts)
+        self.deadline = deadline
+        self.source = source        # rewritten source_addr (prefix mode) or None
+        self.sids: list = []        # the ids as text (the ledger's)
+        self.rec: Any = None        # the ledger's record, if admitted on its lease
+
+
+class Gate:
+    """checks -> charge -> route -> relay, for every message of one proxyd node.
+
+    Collaborators are constructor arguments; the ones a node may run without are null
+    objects (`nulls.py`), so the per-message path has no `is None` branch."""
+
+    def __init__(self, config: Any, policy: Any, ledger: Any, router: Any, receipts: Any,
+                 metrics: Any, clock: Any, ids: MessageIds) -> None:
+        self.config = config
+        self.policy = policy
+        self.ledger = ledger
+        self.router = router
+        self.receipts = receipts
+        self.metrics = metrics
+        self.clock = clock
+        self.ids = ids
+        self.counters: dict[str, int] = {"submitted": 0, "ok": 0, "refused": 0,
+                                         "upstream_error": 0}
+
+    def set_config(self, config: Any, policy: Any) -> None:
+        """A reload: the new config and the policy built from it."""
+        self.config = config
+        self.policy = policy
+
+    # --- judge ------------------------------------------------------------------------------
+    def judge(self, msg: Message, account: Any) -> Refusal | None:
+        """The inline checks of one message (sender, caller, destination, rate, content on
+        the whole text) and its size: None when it may be charged and relayed."""
+        if msg.parts > account.max_parts:
+            return Refusal(_S["ESME_RINVMSGLEN"], "length",
+                           "message bills %d parts, over max_parts %d"
+                           % (msg.parts, account.max_parts))
+        return self.policy.check(msg, account)
+
+    # --- the one function -------------------------------------------------------------------
+    def send(self, account: Any, msg: Message, done: Done, ids: list | None = None) -> None:
+        """Check, charge, route and relay one message; `ids` are the ids its wire parts
+        already have (a long message acknowledged part by part), else new ones."""
+        self.counters["submitted"] += 1
+        refusal = self.judge(msg, account)
+        if refusal is not None:
+            self._refuse(account, msg, refusal, done, ids=ids)
+            return
+        source = None
+        if account.sender_mode == "prefix":
+            source = self.policy.rewrite_source(msg, account).encode()
+        if not self.router.routable(msg.destination_addr, account):
+            self._refuse(account, msg, NO_ROUTE, done, ids=ids)
+            return
+        n = msg.parts
+        nxt = self.ids.next
+        if ids is None:
+            ids = [nxt() for _ in range(n)]
+        elif len(ids) < n:
+            ids = list(ids) + [nxt() for _ in range(n - len(ids))]
+        job = _Job(account, msg, ids, done, self.clock.seconds() + self.config.relay.deadline_s,
+                   source)
+        self._charge(job)
+
+    def _charge(self, job: _Job) -> None:
+        """Opt-out check and one reservation per billable part, on this node's lease or in
+        one atomic store step batched with the other messages of this reactor turn."""
+        account = job.account
+        to = job.msg.destination_addr
+        if len(to) != 11 or not to.isdigit():   # (a national mobile number is as it is)
+            to = normalise_number(to)
+        ids = job.ids
+        sids = job.sids = [ids[0].decode()] if len(ids) == 1 else [m.decode() for m in ids]
+        rec = self.ledger.admit_leased(account.system_id, sids, account.price, to, to)
+        if rec is not None:
+            job.rec = rec
+            self._forward(job)      # admitted on this node's lease, now
+            return
+
+        def admitted(code: int, balance: int) -> None:
+            if code == 0:
+                self._forward(job)
+            elif code == -1:
+                self._refuse(account, job.msg, NO_BALANCE, job.done, counted=True)
+            elif code == -3:
+                self._refuse(account, job.msg, OPTED_OUT, job.done, counted=True)
+            else:
+                self._refuse(account, job.msg, STORE_DOWN, job.done, counted=True)
+
+        self.ledger.admit(account.system_id, sids, account.price, to, admitted, to=to)
+
+    def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
+                counted: bool = False, ids: list | None = None) -> None:
+        self.refused(account, msg, refusal, counted, ids)
+        done(refusal.status, [], refusal, 0)
+
+    def refused(self, account: Any, msg: Message, refusal: Refusal, counted: bool = False,
+                ids: list | None = None) -> None:
+        """Count, journal and log one refused message."""
+        self.counters["refused"] += 1
+        if not counted and refusal is not STORE_DOWN:
+            reason = refusal.category or refusal.reason
+            ledger = self.ledger
+            if ids:     # parts that already have ids (a long message): a record each
+                for mid in ids:
+                    ledger.count_rejected(account.system_id, reason, mid.decode(),
+                                          parts=1).addErrback(lambda f: None)
+            else:
+                ledger.count_rejected(account.system_id, reason, "",
+                                      parts=max(1, msg.parts)).addErrback(lambda f: None)
+        self.metrics.refused(account.system_id, refusal.reason)
+        if self.config.log.log_content and msg.text is not None:
+            log.info("refused {acct} -> {dest}: {reason}: {text}; content: {content!r}",
+                     acct=account.system_id, dest=mask(msg.destination_addr),
+                     reason=refusal.reason, text=refusal.text, content=msg.text)
+        else:
+            log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
+                     dest=mask(msg.destination_addr), reason=refusal.reason, text=refusal.text)
+
+    # --- route and relay --------------------------------------------------------------------
+    def _forward(self, job: _Job) -> None:
+        for i in range(len(job.parts)):
+            self._send_part(job, i, ())
+
+    def _send_part(self, job: _Job, i: int, tried: tuple, link: Any = None) -> None:
+        if link is None:
+            link = self.router.pick(job.msg.destination_addr, job.account, tried)
+        if link is None:
+            self._part_done(job, i, None, _S["ESME_RMSGQFUL"], None)
+            return
+        sent_at = self.clock.seconds()
+
+        def on_outcome(status: int, upstream_id: bytes | None) -> None:
+            if status in _RETRYABLE and self.clock.seconds() < job.deadline:
+                nxt = self.router.pick(job.msg.destination_addr, job.account, tried + (link,))
+                if nxt is not None:
+                    self._send_part(job, i, tried + (link,), nxt)
+                    return
+            self.metrics.upstream_rtt(link.name, self.clock.seconds() - sent_at, status)
+            self._part_done(job, i, link, status, upstream_id)
+
+        link.submit_part(job.parts[i], job.source, on_outcome)
+
+    def _settle(self, job: _Job, i: int, note: str, ok: bool) -> None:
+        """Settle the billable parts that wire part i carries: itself, or all of them when
+        one wire part is billed as several."""
+        span = range(len(job.ids)) if len(job.parts) == 1 else (i,)
+        rec = job.rec
+        ledger = self.ledger
+        for k in span:
+            if rec is not None:
+                ledger.settle_leased(rec, k, note, ok)
+            else:
+                ledger.settle(job.account.system_id, job.sids[k], note, ok)
+
+    def _part_done(self, job: _Job, i: int, link: Any, status: int,
+                   upstream_id: bytes | None) -> None:
+        job.results[i] = status
+        mid = job.ids[i]
+        acct = job.account.system_id
+        if status == _OK:
+            # no answer wanted: a failure is logged by the ledger and the record is sent
+            # again while the store is away
+            self._settle(job, i, "up=%s id=%s" % (link.name,
+                                                  (upstream_id or b"").decode("latin-1")), True)
+            if upstream_id and job.msg.registered_delivery & 0x03:
+                pdu = job.parts[i][0]
+                self.receipts.remember(link.name, upstream_id, acct, mid,
+                                       job.source or pdu.source_addr, pdu.destination_addr)
+        else:
+            self._settle(job, i, "up=%s status=%s" % (link.name if link is not None else "-",
+                                                      C.status_name(status)), False)
+        job.left -= 1
+        if job.left:
+            return
+        nparts = len(job.parts)
+        part_ids = job.ids if nparts == len(job.ids) else job.ids[:nparts]
+        ok_ids = [m for m, s in zip(part_ids, job.results) if s == _OK]
+        first_err = next((s for s in job.results if s != _OK), _OK)
+        if first_err == _OK:
+            self.counters["ok"] += 1
+        else:
+            self.counters["upstream_error"] += 1
+        self.metrics.outcome(acct, link.name if link is not None else "", first_err)
+        job.done(first_err, ok_ids if first_err == _OK else part_ids, None,
+                 len(job.ids) if ok_ids and nparts == 1 else len(ok_ids))
