@@ -253,8 +253,10 @@ class SmppIntake:
                      why=why)
             reply(resp(0, fail))
             return
-        body = P.encode(pdu._replace(seq=0, message_id=rec.upstream_id.encode("latin-1"))
-                        )[P.HEADER_LEN:]
+        # SMPP 3.4 gives cancel_sm and replace_sm no optional parameters: none is relayed
+        # (a message_payload riding on a cancel_sm would reach the operator unjudged)
+        body = P.encode(pdu._replace(seq=0, message_id=rec.upstream_id.encode("latin-1"),
+                                     tlvs=()))[P.HEADER_LEN:]
         messages = self.messages
 
         def on_resp(status: int, _id: Any) -> None:
