@@ -59,6 +59,9 @@ KANNEL_REFUSALS: dict[str, tuple[int, str]] = {
     "route": (403, K_NOT_ROUTABLE),
     "store": (503, K_TEMPORAL),
     "capacity": (503, K_TEMPORAL),
+    "length": (400, "Message too long for this account, rejected"),
+    "part": (400, "Duplicate or conflicting part of a long message, rejected"),
+    "coding": (400, "Parts of a long message in different codings, rejected"),
 }
 
 
@@ -116,6 +119,9 @@ JASMIN_REFUSALS: dict[str, tuple[int, str]] = {
     "route": (412, "No route found"),
     "store": (503, "Service temporarily unavailable, try again later"),
     "capacity": (503, "No connector available now, try again later"),
+    "length": (400, "Message too long for this account"),
+    "part": (400, "Duplicate or conflicting part of a long message"),
+    "coding": (400, "Parts of a long message in different codings"),
 }
 
 
@@ -152,6 +158,10 @@ _BY_STATUS = {
     _S["PROXYD_RNOBALANCE"]: Refusal(_S["PROXYD_RNOBALANCE"], "balance", "no balance"),
     _S["ESME_RSYSERR"]: Refusal(_S["ESME_RSYSERR"], "store", "try again later"),
     _S["ESME_RMSGQFUL"]: Refusal(_S["ESME_RMSGQFUL"], "capacity", "try again later"),
+    _S["ESME_RINVMSGLEN"]: Refusal(_S["ESME_RINVMSGLEN"], "length", "too long"),
+    _S["ESME_RINVNUMMSGS"]: Refusal(_S["ESME_RINVNUMMSGS"], "length", "too many parts"),
+    _S["PROXYD_RDUPPART"]: Refusal(_S["PROXYD_RDUPPART"], "part", "duplicate part"),
+    _S["PROXYD_RMIXEDDCS"]: Refusal(_S["PROXYD_RMIXEDDCS"], "coding", "mixed codings"),
 }
 
 
