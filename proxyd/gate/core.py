@@ -35,7 +35,7 @@ from proxyd.message import Message, Refusal
 from proxyd.policy.optout import normalise_number
 from proxyd.smpp import constants as C
 
-from .ids import MessageIds
+from .ids import MessageIds, normalise_upstream_id
 
 log = Logger(namespace="proxyd.gate")
 _S = C.STATUS
@@ -234,8 +234,9 @@ class Gate:
                                                   (upstream_id or b"").decode("latin-1")), True)
             if upstream_id and job.msg.registered_delivery & 0x03:
                 pdu = job.parts[i][0]
-                self.receipts.remember(link.name, upstream_id, acct, mid,
-                                       job.source or pdu.source_addr, pdu.destination_addr)
+                self.receipts.remember(link.name, normalise_upstream_id(upstream_id)[0],
+                                       acct, mid, job.source or pdu.source_addr,
+                                       pdu.destination_addr)
         else:
             self._settle(job, i, "up=%s status=%s" % (link.name if link is not None else "-",
                                                       C.status_name(status)), False)

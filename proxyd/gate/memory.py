@@ -48,9 +48,10 @@ class MemoryReceipts:
     def set_config(self, config: Any) -> None:
         self.config = config
 
-    def remember(self, upstream: str, upstream_id: bytes, account: str, mid: bytes,
+    def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes,
                  source: bytes = b"", destination: bytes = b"") -> None:
-        self.receipt_map[(upstream, normalise_upstream_id(upstream_id)[0])] = (account, mid)
+        """`upstream_id` as `normalise_upstream_id` gives it first."""
+        self.receipt_map[(upstream, upstream_id)] = (account, mid)
 
     def own_receipt(self, account: str, mid: bytes, pdu: Any, stat: str,
                     status: int) -> None:
