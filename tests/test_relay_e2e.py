@@ -193,6 +193,31 @@ def test_receiver_bind_may_not_submit(stack):
     assert read_record(stack["record"]) == []
 
 
+def test_smpplib_receiver_bind_refused_cancel_query_replace(stack):
+    """Issue 14 item 4: a receiver bind gets ESME_RINVBNDSTS for cancel_sm, query_sm and
+    replace_sm too (they used to reach the relay)."""
+    c = client(stack["port"])
+    c.bind_receiver(system_id="acme", password="s3cret")
+    sock = c._socket            # smpplib has no cancel_sm / replace_sm: raw on its socket
+    sock.sendall(P.encode(P.CancelSm(seq=50, message_id=b"1", source_addr=b"10690001",
+                                     destination_addr=b"13800138000")))
+    r = read_pdu(sock)
+    assert (r.command_id, r.seq, r.status) == (C.CANCEL_SM_RESP, 50, 0x04)
+    sock.sendall(P.encode(P.ReplaceSm(seq=51, message_id=b"1", source_addr=b"10690001",
+                                      short_message=b"new")))
+    r = read_pdu(sock)
+    assert (r.command_id, r.seq, r.status) == (C.REPLACE_SM_RESP, 51, 0x04)
+    q = c.query_message(message_id="1", source_addr_ton=1, source_addr_npi=1,
+                        source_addr="10690001")
+    r = read_pdu(sock)
+    assert (r.command_id, r.seq, r.status) == (C.QUERY_SM_RESP, q.sequence, 0x04)
+    sock.sendall(P.encode(P.EnquireLink(seq=52)))        # the bind lives on
+    assert read_pdu(sock).command_id == C.ENQUIRE_LINK_RESP
+    c.disconnect()
+    assert "cancel_sm" not in stack["proxyd"].text()
+    assert read_record(stack["record"]) == []
+
+
 def test_request_before_bind_refused(stack):
     s = socket.create_connection(("127.0.0.1", stack["port"]), timeout=10)
     s.sendall(P.encode(P.SubmitSm(seq=3, source_addr=b"10690001",

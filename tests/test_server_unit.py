@@ -1,6 +1,7 @@
 """ClientSession without sockets: a fake clock, a string transport, a relay that we drive."""
 from __future__ import annotations
 
+import struct
 import sys
 
 from twisted.internet import defer
@@ -168,3 +169,52 @@ def test_good_pdus_before_a_broken_header_are_handled():
     out = pdus(t)
     assert (out[-1].command_id, out[-1].status) == (C.GENERIC_NACK, C.STATUS["ESME_RINVCMDLEN"])
     assert t.disconnecting
+
+
+class CountingRelay(HeldRelay):
+    def __init__(self) -> None:
+        super().__init__()
+        self.other: list = []
+
+    def other_request(self, session, pdu, reply) -> None:
+        self.other.append(pdu)
+
+
+def test_receiver_cancel_replace_query_never_reach_the_relay():
+    clock, relay, reg, f, s, t = make()
+    f.relay = relay = CountingRelay()
+    s.dataReceived(P.encode(P.BindReceiver(1, 0, b"acme", b"pw", b"", 0x34, 0, 0, b"")))
+    assert [(p.command_id, p.status) for p in pdus(t)] == [(C.BIND_RECEIVER_RESP, 0)]
+    assert (s.mode, s.can_submit, s.can_receive) == ("receiver", False, True)
+    s.dataReceived(P.encode(P.CancelSm(seq=2, message_id=b"1"))
+                   + P.encode(P.ReplaceSm(seq=3, message_id=b"1", short_message=b"y"))
+                   + P.encode(P.QuerySm(seq=4, message_id=b"1")) + submit(5))
+    assert t.value() == b"".join(struct.pack(">IIII", 16, cid, 4, seq) for cid, seq in (
+        (C.CANCEL_SM_RESP, 2), (C.REPLACE_SM_RESP, 3), (C.QUERY_SM_RESP, 4),
+        (C.SUBMIT_SM_RESP, 5)))
+    assert relay.other == [] and relay.replies == [] and s.outstanding == 0
+
+
+def test_transmitter_cancel_goes_to_the_relay_and_is_answered():
+    clock, relay, reg, f, s, t = make()
+    f.relay = relay = CountingRelay()
+    bind(s, t)
+    s.dataReceived(P.encode(P.CancelSm(seq=2, message_id=b"1")))
+    assert [p.command_id for p in relay.other] == [C.CANCEL_SM]
+    assert s.outstanding == 1 and t.value() == b""
+
+
+def test_deliver_answered_and_lost_connection_fails_the_rest():
+    clock, relay, reg, f, s, t = make()
+    s.dataReceived(P.encode(P.BindTransceiver(1, 0, b"acme", b"pw", b"", 0x34, 0, 0, b"")))
+    pdus(t)
+    got: list = []
+    s.deliver(C.DELIVER_SM, b"b1", lambda st: got.append(("a", st)))
+    s.deliver(C.DELIVER_SM, b"b2", lambda st: got.append(("b", st)))
+    sent = pdus(t)
+    assert [p.command_id for p in sent] == [C.DELIVER_SM, C.DELIVER_SM]
+    s.dataReceived(P.encode(P.DeliverSmResp(seq=sent[1].seq)))
+    assert got == [("b", 0)]
+    s.connectionLost(None)
+    assert got == [("b", 0), ("a", C.STATUS["ESME_RSYSERR"])]
+    assert reg.bound_sessions == []

@@ -512,3 +512,14 @@ def test_malformed_submit_when_receipts_are_read(tmp_path):
     [r] = dec.feed(t.value())
     assert r.seq == 5 and r.status != 0
     assert not (tmp_path / "rec.jsonl").exists()
+
+
+def test_receiver_bind_refused_every_request_it_may_not_send(tmp_path):
+    h = Harness(tmp_path)
+    p, t, dec = h.connect(C.BIND_RECEIVER)
+    p.dataReceived(submits(1, start_seq=5) + P.CancelSm(seq=6, message_id=b"1").encode()
+                   + P.QuerySm(seq=7, message_id=b"1").encode() + P.frame(C.ENQUIRE_LINK, 0, 8))
+    assert t.value() == b"".join(struct.pack(">IIII", 16, cid, st, seq) for cid, st, seq in (
+        (C.SUBMIT_SM_RESP, 4, 5), (C.CANCEL_SM_RESP, 4, 6), (C.QUERY_SM_RESP, 4, 7),
+        (C.ENQUIRE_LINK_RESP, 0, 8)))
+    assert t.writes == 1 and h.factory.counters["submits"] == 0

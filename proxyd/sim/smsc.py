@@ -37,26 +37,21 @@ from twisted.logger import Logger
 
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
+from proxyd.smpp import session as S
 
 _HEADER = P._HDR  # struct ">IIII"
 _ROK = 0
-_RINVBNDSTS = C.STATUS["ESME_RINVBNDSTS"]
-_RALYBND = C.STATUS["ESME_RALYBND"]
 _RINVPASWD = C.STATUS["ESME_RINVPASWD"]
 _RINVSYSID = C.STATUS["ESME_RINVSYSID"]
 _RINVCMDID = C.STATUS["ESME_RINVCMDID"]
-_RINVCMDLEN = C.STATUS["ESME_RINVCMDLEN"]
 _RTHROTTLED = C.STATUS["ESME_RTHROTTLED"]
 
 _SUBMIT_SM = C.SUBMIT_SM
 _SUBMIT_SM_RESP = C.SUBMIT_SM_RESP
 _DATA_SM = C.DATA_SM
 _DATA_SM_RESP = C.DATA_SM_RESP
-_ENQUIRE_LINK = C.ENQUIRE_LINK
-_DELIVER_SM_RESP = C.DELIVER_SM_RESP
 
 SMSC_SYSTEM_ID = b"proxyd-smsc"
-_BIND_RESP_BODY = SMSC_SYSTEM_ID + b"\0" + b"\x02\x10\x00\x01\x34"  # + sc_interface_version 3.4
 
 # Appendix B "stat" values -> message_state TLV value (SMPP 3.4 section 5.2.28)
 MESSAGE_STATE = {"ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "DELETED": 4, "UNDELIV": 5,
@@ -429,8 +424,10 @@ class SmscFactory(protocol.ServerFactory):
             p.send_deliver(out)
 
 
-class SmscProtocol(protocol.Protocol):
-    """One ESME connection to the simulated SMSC."""
+class SmscProtocol(protocol.Protocol, S.SessionHandler):
+    """One ESME connection to the simulated SMSC: a thin adapter over the sans-IO `Session`
+    (role SMSC, no timers); binds, enquire_link, unbind, bind-state refusals and framing
+    errors are the session's, submits and receipts the simulator's."""
 
     log = Logger()
 
@@ -438,20 +435,35 @@ class SmscProtocol(protocol.Protocol):
         self.factory = factory
         c = factory.config
         self.config = c
-        self.framer = P.Framer(c.max_pdu_bytes)
-        self.seq = P.Sequence()
+        self.session = S.Session(S.SMSC, self, S.SessionConfig(max_pdu_bytes=c.max_pdu_bytes))
+        self.seq = self.session.seq
         self.system_id = ""
         self._sid_json = '""'
-        self.mode: str | None = None            # transmitter / receiver / transceiver
-        self.can_submit = False
-        self.can_receive = False
         self.submits = 0                       # received on this connection (drop_after)
         self.closing = False
         self.peer = "?"
         self._latency = c.latency_ms / 1000.0
         self._late: deque[tuple[float, bytes]] = deque()
         self._late_timer: Any = None
+        self._batch_late: list[bytes] = []     # answers of this batch due after latency
         self._receipts = c.receipts
+        self._drop_after = c.drop_after
+        self._record = c.record
+        self._now_sec = -1
+        self._received = self._accepted = self._rejected = 0
+
+    @property
+    def mode(self) -> str | None:
+        """transmitter / receiver / transceiver while bound, else None."""
+        return self.session.mode if self.session.state == S.BOUND else None
+
+    @property
+    def can_submit(self) -> bool:
+        return self.session.can_submit
+
+    @property
+    def can_receive(self) -> bool:
+        return self.session.can_receive
 
     # --- connection ---------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -470,135 +482,118 @@ class SmscProtocol(protocol.Protocol):
             self._late_timer.cancel()
         self._late_timer = None
         self._late.clear()
-        if self.mode is not None:
+        mode = self.mode
+        if mode is not None:
             self.factory.remove_receiver(self)
             self.log.info("smsc: {peer} system_id={sid} {mode} connection closed",
-                          peer=self.peer, sid=self.system_id, mode=self.mode)
-        self.mode = None
-        self.can_submit = self.can_receive = False
+                          peer=self.peer, sid=self.system_id, mode=mode)
+        self.session.connection_lost()
 
     # --- input -------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        try:
-            frames = self.framer.feed(data)
-        except P.FramingError as e:
-            self.log.warn("smsc: {peer} framing error: {err}; closing", peer=self.peer, err=e)
-            self.transport.write(P.generic_nack(e.seq, _RINVCMDLEN))
-            self._close()
-            return
-        if not frames:
-            return
+        self._now_sec = -1
+        self._received = self._accepted = self._rejected = 0
+        self.session.receive_data(data, 0.0)    # one write of this batch's answers
         f = self.factory
-        out: list[bytes] = []                  # answered now
-        late: list[bytes] | None = [] if self._latency else None   # answered after latency
-        resp_out = out if late is None else late
-        now_sec = -1
-        received = accepted = rejected = 0
-        bound_rx = False
-        after: list[Callable[[], None]] = []
-        hdr = _HEADER.pack
-        for cid, status, seq, body in frames:
-            if cid == _SUBMIT_SM or cid == _DATA_SM:
-                if not self.can_submit:
-                    out.append(hdr(16, cid | C.RESP_BIT, _RINVBNDSTS, seq))
-                    continue
-                received += 1
-                self.submits += 1
-                f.counters["submits"] += 1
-                if self.config.drop_after and self.submits >= self.config.drop_after:
-                    f.counters["dropped"] += 1
-                    self.log.info("smsc: {peer} system_id={sid} dropping the connection after "
-                                  "{n} submits (drop_after)", peer=self.peer,
-                                  sid=self.system_id, n=self.submits)
-                    f.count_stats(received, accepted, rejected)
-                    self._finish(out, late)
-                    self._close()
-                    return
-                if now_sec < 0:
-                    now_sec = int(f.wallclock())
-                st = f.admit(now_sec)
-                resp_cid = _SUBMIT_SM_RESP if cid == _SUBMIT_SM else _DATA_SM_RESP
-                if st:
-                    rejected += 1
-                    resp_out.append(hdr(16, resp_cid, st, seq))
-                    continue
-                fields = None
-                if self._receipts:
-                    try:
-                        if cid == _SUBMIT_SM:
-                            fields = _scan_submit(body)
-                        else:
-                            fields = self._scan_data_sm(body)
-                    except (ValueError, IndexError):
-                        bad = P.decode_body(cid, status, seq, body)
-                        err = bad.error if isinstance(bad, P.BadPdu) else C.STATUS[
-                            "ESME_RSYSERR"]
-                        rejected += 1
-                        resp_out.append(hdr(16, resp_cid, err, seq))
-                        continue
-                mid = f.new_id()
-                accepted += 1
-                f.counters["accepted"] += 1
-                if f.config.record:
-                    f.record(mid, self._sid_json, "submit_sm" if cid == _SUBMIT_SM
-                             else "data_sm", body)
-                if fields is not None and fields[6] & 1:
-                    f.schedule_receipt(self.system_id, mid, fields[:6] + fields[7:],
-                                       f.wallclock())
-                resp_out.append(hdr(17 + len(mid), resp_cid, 0, seq) + mid + b"\0")
-            elif cid == _ENQUIRE_LINK:
-                out.append(hdr(16, C.ENQUIRE_LINK_RESP, 0, seq))
-            elif cid == _DELIVER_SM_RESP or cid & C.RESP_BIT:
-                continue                          # answers to our deliver_sm, nacks: nothing to do
-            elif cid in BIND_MODES:
-                st = self._bind(cid, status, seq, body)
-                if st:
-                    out.append(hdr(16, cid | C.RESP_BIT, st, seq))
-                else:
-                    out.append(hdr(16 + len(_BIND_RESP_BODY), cid | C.RESP_BIT, 0, seq)
-                               + _BIND_RESP_BODY)
-                    if self.can_receive:
-                        bound_rx = True
-            elif cid == C.UNBIND:
-                self._flush_late(out)           # answers still delayed go out first
-                if late:
-                    out.extend(late)
-                    late.clear()
-                out.append(hdr(16, C.UNBIND_RESP, 0, seq))
-                if self.mode is not None:
-                    self.log.info("smsc: {peer} system_id={sid} {mode} unbound",
-                                  peer=self.peer, sid=self.system_id, mode=self.mode)
-                    f.remove_receiver(self)
-                self.mode = None
-                self.can_submit = self.can_receive = False
-                after.append(self._close)
-                break
-            elif cid in P.PDU_CLASSES and cid not in (C.OUTBIND, C.ALERT_NOTIFICATION):
-                # a request SMPP 3.4 defines that this simulator does not implement
-                out.append(hdr(16, cid | C.RESP_BIT, _RINVCMDID, seq))
-            else:
-                out.append(P.generic_nack(seq, _RINVCMDID))
-        if received:
-            f.count_stats(received, accepted, rejected)
-        self._finish(out, late)
-        if bound_rx:
-            f.add_receiver(self)
-            f.flush_pending(self)
-        for fn in after:
-            fn()
-
-    def _finish(self, out: list[bytes], late: list[bytes] | None) -> None:
-        """End of a batch: record first, then the one write (and the delayed answers)."""
-        self.factory.flush()
-        if out:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if self._received:
+            f.count_stats(self._received, self._accepted, self._rejected)
+        f.flush()
+        late = self._batch_late
         if late:
-            self._late.append((self.factory.reactor.seconds() + self._latency, b"".join(late)))
-            if self._late_timer is None:
-                self._late_timer = self.factory.reactor.callLater(self._latency,
-                                                                  self._fire_late)
+            if not self.closing:
+                self._late.append((f.reactor.seconds() + self._latency, b"".join(late)))
+                if self._late_timer is None:
+                    self._late_timer = f.reactor.callLater(self._latency, self._fire_late)
+            late.clear()
+
+    def write(self, data: bytes) -> None:
+        self.factory.flush()                   # recorded before answered
+        self.transport.write(data)
+
+    def close_connection(self, reason: str) -> None:
+        self.closing = True
+        if reason == S.FRAMING:
+            self.log.warn("smsc: {peer} framing error: {err}; closing", peer=self.peer,
+                          err=self.session.error)
+        chunks: list[bytes] = []
+        self._flush_late(chunks)
+        chunks.extend(self._batch_late)
+        self._batch_late.clear()
+        if chunks:
+            self.write(b"".join(chunks))
+        self.transport.loseConnection()
+
+    def on_request(self, cid: int, status: int, seq: int, body: bytes) -> None:
+        if cid == _SUBMIT_SM or cid == _DATA_SM:
+            self._submit(cid, status, seq, body)
+        else:
+            # a request SMPP 3.4 defines that this simulator does not implement
+            self.session.reply(_HEADER.pack(16, cid | C.RESP_BIT, _RINVCMDID, seq))
+
+    def _answer(self, data: bytes) -> None:
+        if self._latency:
+            self._batch_late.append(data)
+            self.session.answered()
+        else:
+            self.session.reply(data)
+
+    def _submit(self, cid: int, status: int, seq: int, body: bytes) -> None:
+        f = self.factory
+        self._received += 1
+        self.submits += 1
+        f.counters["submits"] += 1
+        if self._drop_after and self.submits >= self._drop_after:
+            f.counters["dropped"] += 1
+            self.log.info("smsc: {peer} system_id={sid} dropping the connection after "
+                          "{n} submits (drop_after)", peer=self.peer,
+                          sid=self.system_id, n=self.submits)
+            self.session.close()                # this one is never answered
+            return
+        if self._now_sec < 0:
+            self._now_sec = int(f.wallclock())
+        st = f.admit(self._now_sec)
+        resp_cid = _SUBMIT_SM_RESP if cid == _SUBMIT_SM else _DATA_SM_RESP
+        if st:
+            self._rejected += 1
+            self._answer(_HEADER.pack(16, resp_cid, st, seq))
+            return
+        fields = None
+        if self._receipts:
+            try:
+                if cid == _SUBMIT_SM:
+                    fields = _scan_submit(body)
+                else:
+                    fields = self._scan_data_sm(body)
+            except (ValueError, IndexError):
+                bad = P.decode_body(cid, status, seq, body)
+                err = bad.error if isinstance(bad, P.BadPdu) else C.STATUS["ESME_RSYSERR"]
+                self._rejected += 1
+                self._answer(_HEADER.pack(16, resp_cid, err, seq))
+                return
+        mid = f.new_id()
+        self._accepted += 1
+        f.counters["accepted"] += 1
+        if self._record:
+            f.record(mid, self._sid_json, "submit_sm" if cid == _SUBMIT_SM else "data_sm",
+                     body)
+        if fields is not None and fields[6] & 1:
+            f.schedule_receipt(self.system_id, mid, fields[:6] + fields[7:], f.wallclock())
+        self._answer(_HEADER.pack(17 + len(mid), resp_cid, 0, seq) + mid + b"\0")
+
+    def on_unbind(self) -> None:
+        chunks: list[bytes] = []
+        self._flush_late(chunks)               # answers still delayed go out first
+        chunks.extend(self._batch_late)
+        self._batch_late.clear()
+        if chunks:
+            self.session.send(b"".join(chunks))
+        mode = self.mode
+        if mode is not None:
+            self.log.info("smsc: {peer} system_id={sid} {mode} unbound",
+                          peer=self.peer, sid=self.system_id, mode=mode)
+            self.factory.remove_receiver(self)
 
     def _fire_late(self) -> None:
         self._late_timer = None
@@ -621,17 +616,20 @@ class SmscProtocol(protocol.Protocol):
         while self._late:
             out.append(self._late.popleft()[1])
 
-    def _close(self) -> None:
-        self.closing = True
-        if self._late:
-            chunks: list[bytes] = []
-            self._flush_late(chunks)
-            self.transport.write(b"".join(chunks))
-        self.transport.loseConnection()
+    def on_bind_request(self, cid: int, status: int, seq: int, body: bytes) -> None:
+        st = self._bind(cid, status, seq, body)
+        if st:
+            self.session.refuse_bind(cid, seq, st)
+            return
+        self.session.accept_bind(cid, seq, SMSC_SYSTEM_ID)
+        self.factory.counters["binds"] += 1
+        self.log.info("smsc: {peer} bound as {mode} system_id={sid}", peer=self.peer,
+                      mode=self.session.mode, sid=self.system_id)
+        if self.session.can_receive:
+            self.factory.add_receiver(self)
+            self.factory.flush_pending(self)    # after the bind_resp, in the same write
 
     def _bind(self, cid: int, status: int, seq: int, body: bytes) -> int:
-        if self.mode is not None:
-            return _RALYBND
         b = P.decode_body(cid, status, seq, body)
         if isinstance(b, P.BadPdu):
             return b.error
@@ -649,12 +647,6 @@ class SmscProtocol(protocol.Protocol):
             return _RINVPASWD
         self.system_id = system_id
         self._sid_json = json.dumps(system_id)
-        self.mode = mode
-        self.can_submit = cid != C.BIND_RECEIVER
-        self.can_receive = cid != C.BIND_TRANSMITTER
-        self.factory.counters["binds"] += 1
-        self.log.info("smsc: {peer} bound as {mode} system_id={sid}", peer=self.peer,
-                      mode=mode, sid=system_id)
         return _ROK
 
     @staticmethod
@@ -669,11 +661,11 @@ class SmscProtocol(protocol.Protocol):
     # --- output -------------------------------------------------------------------------------
     def send_deliver(self, bodies: list[bytes]) -> None:
         """deliver_sm PDUs (bodies built by the factory), numbered and written at once."""
-        nxt = self.seq.next
+        nxt = self.session.seq.next
         hdr = _HEADER.pack
         self.factory.counters["deliver_sent"] += len(bodies)
-        self.transport.write(b"".join(hdr(16 + len(b), C.DELIVER_SM, 0, nxt()) + b
-                                      for b in bodies))
+        self.session.send(b"".join(hdr(16 + len(b), C.DELIVER_SM, 0, nxt()) + b
+                                   for b in bodies))
 
     def send_mo(self, source: str | bytes, dest: str | bytes, text_bytes: bytes,
                 data_coding: int = 0) -> None:

@@ -1,16 +1,17 @@
-"""Sessions of client ESMEs: the Twisted adapter around the sans-IO codec.
+"""Sessions of client ESMEs: a thin Twisted adapter around the sans-IO `Session`.
 
-One `ClientSession` per TCP (or TLS) connection. It frames the byte stream, enforces the bind
-state machine, answers what it can itself (enquire_link, unbind, bad input) and hands submits
-to the relay with a reply callback. Back-pressure: a session with `window` submits awaiting an
-answer stops reading from its socket; frames already read wait in a small queue.
+One `ClientSession` per TCP (or TLS) connection. The bind state machine, the window, the
+keepalive and the timers live in `smpp/session.py` (role SMSC); this adapter owns the
+transport, pause/resume of reading, and the calls into the registry (binds) and the relay
+(submit_sm with its original body bytes, every other request the bind allows).
+Back-pressure: a session with `window` requests awaiting the relay's answer stops reading
+from its socket; frames already read wait in the session's backlog.
 
 Timers: the factory runs ONE LoopingCall (1 s) over all sessions for inactivity, bind timeout
 and keepalive; no callLater per request.
 """
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Callable
 
 from twisted.internet import protocol
@@ -19,36 +20,56 @@ from twisted.logger import Logger
 
 from . import constants as C
 from . import pdu as P
+from . import session as S
+from .session import BINDING, BOUND, CLOSING, OPEN  # noqa: F401  (re-exported)
 
 log = Logger(namespace="proxyd.smpp")
 
 _S = C.STATUS
-OPEN, BINDING, BOUND, CLOSING = range(4)
-BIND_MODE = {C.BIND_TRANSMITTER: "transmitter", C.BIND_RECEIVER: "receiver",
-             C.BIND_TRANSCEIVER: "transceiver"}
+BIND_MODE = S.BIND_MODE
+_SUBMIT_SM = C.SUBMIT_SM
+_SUBMIT_SM_RESP = C.SUBMIT_SM_RESP
 
 
-class ClientSession(protocol.Protocol):
+def session_config(smpp: Any) -> S.SessionConfig:
+    """The session limits of the `smpp` config section (client sessions)."""
+    return S.SessionConfig(window=smpp.window, inbound_window=smpp.window,
+                           bind_timeout_s=smpp.bind_timeout_s, inactivity_s=smpp.inactivity_s,
+                           enquire_link_s=smpp.enquire_link_s,
+                           enquire_timeout_s=smpp.enquire_link_s,
+                           max_pdu_bytes=smpp.max_pdu_bytes)
+
+
+class ClientSession(protocol.Protocol, S.SessionHandler):
     """One client ESME connection."""
 
     def __init__(self, factory: "ClientFactory") -> None:
         self.factory = factory
-        self.framer = P.Framer(factory.smpp.max_pdu_bytes)
-        self.seq = P.Sequence()
-        self.state = OPEN
+        self.session = S.Session(S.SMSC, self, factory.session_cfg, factory.clock.seconds())
         self.account: Any = None
-        self.mode = ""                      # transmitter / receiver / transceiver
-        self.can_submit = False
-        self.can_receive = False
-        self.outstanding = 0                # submits awaiting the relay's answer
-        self.window = factory.smpp.window
-        self.backlog: deque = deque()       # frames read while the window was full
-        self.paused = False
-        self.last_rx = 0.0
-        self.connected_at = 0.0
-        self.enquire_sent = 0.0             # time of our unanswered enquire_link, or 0
         self.peer = ""
-        self.delivery_waiters: dict[int, Callable[[int], None]] = {}
+
+    # what the relay, the registry and the delivery feed read
+    @property
+    def state(self) -> int:
+        return self.session.state
+
+    @property
+    def mode(self) -> str:
+        return self.session.mode
+
+    @property
+    def can_submit(self) -> bool:
+        return self.session.can_submit
+
+    @property
+    def can_receive(self) -> bool:
+        return self.session.can_receive
+
+    @property
+    def outstanding(self) -> int:
+        """Requests awaiting the relay's answer."""
+        return self.session.inbound
 
     # --- connection -----------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -60,8 +81,8 @@ class ClientSession(protocol.Protocol):
                 pass
         peer = t.getPeer()
         self.peer = "%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?"))
-        now = self.factory.clock.seconds()
-        self.last_rx = self.connected_at = now
+        s = self.session
+        s.last_rx = s.connected_at = self.factory.clock.seconds()
         self.factory.sessions.add(self)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -70,203 +91,109 @@ class ClientSession(protocol.Protocol):
             self.factory.registry.unbound(self)
             log.info("unbind {account} {mode} from {peer}", account=self.account.system_id,
                      mode=self.mode, peer=self.peer)
-        self.state = CLOSING
-        waiters, self.delivery_waiters = self.delivery_waiters, {}
-        for cb in waiters.values():
-            cb(_S["ESME_RSYSERR"])
+        s = self.session
+        s.fail_pending(s.connection_lost())
 
-    def send(self, data: bytes) -> None:
-        if self.state != CLOSING or self.transport is not None:
-            self.transport.write(data)
+    def dataReceived(self, data: bytes) -> None:
+        self.session.receive_data(data, self.factory.clock.seconds())
 
     def close(self) -> None:
-        self.state = CLOSING
-        self.transport.loseConnection()
+        self.session.close()
 
-    # --- input ----------------------------------------------------------------------------
-    def dataReceived(self, data: bytes) -> None:
-        self.last_rx = self.factory.clock.seconds()
-        try:
-            frames = self.framer.feed(data)
-        except P.FramingError as e:
-            log.warn("framing error from {peer}: {err}; closing", peer=self.peer, err=str(e))
-            for f in e.frames:          # the good PDUs before the bad header still count
-                if self.state == CLOSING:
-                    break
-                self.handle(*f)
-            self.send(P.generic_nack(e.seq, _S["ESME_RINVCMDLEN"]))
-            self.state = CLOSING
+    # --- SessionHandler ---------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None:
+            t.write(data)
+
+    def close_connection(self, reason: str) -> None:
+        if reason == S.FRAMING:
+            log.warn("framing error from {peer}: {err}; closing", peer=self.peer,
+                     err=self.session.error)
+        elif reason == S.BIND_TIMEOUT:
+            log.info("no bind from {peer} within {s}s; closing", peer=self.peer,
+                     s=self.session.cfg.bind_timeout_s)
+        elif reason == S.INACTIVITY:
+            log.info("inactivity timeout for {peer}; unbinding", peer=self.peer)
+        elif reason == S.ENQUIRE_TIMEOUT:
+            log.info("enquire_link unanswered by {peer}; closing", peer=self.peer)
+        if self.transport is not None:
             self.transport.loseConnection()
-            return
-        if self.backlog or self.outstanding >= self.window:
-            self.backlog.extend(frames)
-            self._drain()
-            return
-        for f in frames:
-            if self.state == CLOSING:
-                return
-            if self.outstanding >= self.window or self.state == BINDING:
-                self.backlog.append(f)
-                continue
-            self.handle(*f)
-        if self.backlog:
-            self._pause()
 
-    def _pause(self) -> None:
-        if not self.paused and self.transport is not None:
-            self.paused = True
+    def pause_reading(self) -> None:
+        if self.transport is not None:
             self.transport.pauseProducing()
 
-    _draining = False
-
-    def _drain(self) -> None:
-        # a request answered synchronously (refused, or no upstream) calls this again from
-        # inside handle(): the loop below goes on instead of recursing once per PDU
-        if self._draining:
-            return
-        backlog = self.backlog
-        self._draining = True
-        try:
-            while backlog and self.outstanding < self.window and self.state in (OPEN, BOUND):
-                self.handle(*backlog.popleft())
-        finally:
-            self._draining = False
-        if backlog:
-            self._pause()
-        elif self.paused and self.state != CLOSING:
-            self.paused = False
+    def resume_reading(self) -> None:
+        if self.transport is not None:
             self.transport.resumeProducing()
 
-    def handle(self, command_id: int, status: int, seq: int, body: bytes) -> None:
-        if command_id == C.SUBMIT_SM:
-            if not self.can_submit:
-                self.send(P.message_id_resp(C.SUBMIT_SM_RESP, seq, _S["ESME_RINVBNDSTS"], b""))
-                return
-            pdu = P.decode_body(command_id, status, seq, body)
-            if pdu.__class__ is P.BadPdu:
-                self._bad(pdu)
-                return
-            self.outstanding += 1
-            self.factory.relay.submit(self, pdu, body, self._replier(C.SUBMIT_SM_RESP, seq))
-            return
-        if command_id == C.DELIVER_SM_RESP or command_id == C.DATA_SM_RESP:
-            cb = self.delivery_waiters.pop(seq, None)
-            if cb is not None:
-                cb(status)
-            return
-        if command_id == C.ENQUIRE_LINK:
-            self.send(P.frame(C.ENQUIRE_LINK_RESP, 0, seq))
-            return
-        if command_id == C.ENQUIRE_LINK_RESP:
-            self.enquire_sent = 0.0
-            return
-        if command_id in C.BIND_COMMANDS:
-            self._bind(command_id, status, seq, body)
-            return
-        if command_id == C.UNBIND:
-            self.send(P.frame(C.UNBIND_RESP, 0, seq))
-            self.close()
-            return
-        if command_id == C.UNBIND_RESP:
-            self.close()
-            return
-        if command_id == C.GENERIC_NACK:
-            log.info("generic_nack {status} from {peer} seq {seq}",
-                     status=C.status_name(status), peer=self.peer, seq=seq)
-            cb = self.delivery_waiters.pop(seq, None)
-            if cb is not None:
-                cb(status or _S["ESME_RUNKNOWNERR"])
-            return
-        cls = P.PDU_CLASSES.get(command_id)
-        if cls is None or command_id in (C.OUTBIND, C.ALERT_NOTIFICATION):
-            log.info("unknown or unexpected command 0x{cid:08X} from {peer}",
-                     cid=command_id, peer=self.peer)
-            self.send(P.generic_nack(seq, _S["ESME_RINVCMDID"]))
-            return
-        if command_id & C.RESP_BIT:
-            log.debug("unexpected {name} from {peer}", name=cls.__name__, peer=self.peer)
-            return
-        resp = P.resp_class(command_id)
-        if self.state != BOUND:
-            self.send(P.encode(resp(seq, _S["ESME_RINVBNDSTS"])))
-            return
-        if command_id in (C.SUBMIT_MULTI, C.DATA_SM) and not self.can_submit:
-            self.send(P.encode(resp(seq, _S["ESME_RINVBNDSTS"])))
-            return
+    def on_request(self, command_id: int, status: int, seq: int, body: bytes) -> None:
         pdu = P.decode_body(command_id, status, seq, body)
         if pdu.__class__ is P.BadPdu:
-            self._bad(pdu)
+            log.info("bad {cmd} from {peer}: {msg}", cmd=C.COMMAND_NAMES.get(pdu.command_id),
+                     peer=self.peer, msg=pdu.message)
+            self.session.reply(S.error_resp(command_id, seq, pdu.error))
             return
-        handler = self.factory.relay.other_request
-        self.outstanding += 1
-        handler(self, pdu, self._pdu_replier(seq))
-
-    def _bad(self, bad: P.BadPdu) -> None:
-        log.info("bad {cmd} from {peer}: {msg}", cmd=C.COMMAND_NAMES.get(bad.command_id),
-                 peer=self.peer, msg=bad.message)
-        resp = P.resp_class(bad.command_id)
-        if resp is None:
-            self.send(P.generic_nack(bad.seq, bad.error))
+        if command_id == _SUBMIT_SM:
+            self.factory.relay.submit(self, pdu, body, self._replier(seq))
         else:
-            self.send(P.encode(resp(bad.seq, bad.error)))
+            self.factory.relay.other_request(self, pdu, self._pdu_replier(seq))
 
-    def _replier(self, resp_id: int, seq: int) -> Callable[[int, bytes], None]:
+    def _replier(self, seq: int) -> Callable[[int, bytes], None]:
+        session = self.session
+
         def reply(status: int, message_id: bytes = b"") -> None:
-            self.outstanding -= 1
-            if self.state != CLOSING:
-                self.transport.write(P.message_id_resp(resp_id, seq, status, message_id))
-                if self.backlog:
-                    self._drain()
+            session.reply(P.message_id_resp(_SUBMIT_SM_RESP, seq, status, message_id))
         return reply
 
     def _pdu_replier(self, seq: int) -> Callable[[Any], None]:
+        session = self.session
+
         def reply(resp: Any) -> None:
-            self.outstanding -= 1
-            if self.state != CLOSING:
-                self.transport.write(P.encode(resp._replace(seq=seq)))
-                if self.backlog:
-                    self._drain()
+            session.reply(P.encode(resp._replace(seq=seq)))
         return reply
 
+    def on_response(self, callback: Any, status: int, body: bytes | None) -> None:
+        callback(status)
+
+    def on_generic_nack(self, status: int, seq: int) -> None:
+        log.info("generic_nack {status} from {peer} seq {seq}",
+                 status=C.status_name(status), peer=self.peer, seq=seq)
+
+    def on_unknown(self, command_id: int, seq: int) -> None:
+        log.info("unknown or unexpected command 0x{cid:08X} from {peer}",
+                 cid=command_id, peer=self.peer)
+
     # --- bind -----------------------------------------------------------------------------
-    def _bind(self, command_id: int, status: int, seq: int, body: bytes) -> None:
-        resp_id = command_id | C.RESP_BIT
-        resp = P.PDU_CLASSES[resp_id]
-        if self.state != OPEN:
-            self.send(P.encode(resp(seq, _S["ESME_RALYBND"])))
-            return
+    def on_bind_request(self, command_id: int, status: int, seq: int, body: bytes) -> None:
+        session = self.session
         pdu = P.decode_body(command_id, status, seq, body)
         if pdu.__class__ is P.BadPdu:
-            self._bad(pdu)
+            log.info("bad {cmd} from {peer}: {msg}", cmd=C.COMMAND_NAMES.get(command_id),
+                     peer=self.peer, msg=pdu.message)
+            session.refuse_bind(command_id, seq, pdu.error)
             return
         system_id = pdu.system_id.decode("latin-1")
-        self.state = BINDING
         d = self.factory.registry.authenticate(system_id, pdu.password.decode("latin-1"))
 
         def done(result: tuple[int, Any]) -> None:
             status_, account = result
-            if self.state == CLOSING:
+            if session.state != BINDING:
                 return
             if status_ == 0:
                 status_ = self.factory.registry.bound(self, account)
             if status_:
-                self.state = OPEN
                 log.info("bind refused for {sid} from {peer}: {status}", sid=system_id[:15],
                          peer=self.peer, status=C.status_name(status_))
-                self.send(P.encode(resp(seq, status_)))
+                session.refuse_bind(command_id, seq, status_)
             else:
-                self.state = BOUND
                 self.account = account
-                self.mode = BIND_MODE[command_id]
-                self.can_submit = command_id != C.BIND_RECEIVER
-                self.can_receive = command_id != C.BIND_TRANSMITTER
+                session.accept_bind(command_id, seq, self.factory.system_id)
                 log.info("bind {account} {mode} from {peer}", account=system_id,
                          mode=self.mode, peer=self.peer)
-                self.send(P.encode(resp(seq, 0, self.factory.system_id,
-                                        ((C.TAG_SC_INTERFACE_VERSION, b"\x34"),))))
                 self.factory.registry.ready(self)
-            if self.backlog:
-                self._drain()
+            session.drain()
 
         def failed(f: Any) -> None:
             log.failure("bind of {sid} failed", f, sid=system_id)
@@ -277,37 +204,16 @@ class ClientSession(protocol.Protocol):
     # --- outgoing requests (deliver_sm to receivers) ---------------------------------------
     def deliver(self, command_id: int, body: bytes, on_resp: Callable[[int], None]) -> None:
         """Send deliver_sm/data_sm (body already encoded); on_resp(status) on the answer."""
-        seq = self.seq.next()
-        self.delivery_waiters[seq] = on_resp
-        self.transport.write(P.frame(command_id, 0, seq, body))
+        self.session.request(command_id, body, on_resp, 0.0)
 
     # --- timers ---------------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        smpp = self.factory.smpp
-        if self.state in (OPEN, BINDING) and now - self.connected_at > smpp.bind_timeout_s:
-            log.info("no bind from {peer} within {s}s; closing", peer=self.peer,
-                     s=smpp.bind_timeout_s)
-            self.close()
-            return
-        idle = now - self.last_rx
-        if idle > smpp.inactivity_s:
-            log.info("inactivity timeout for {peer}; unbinding", peer=self.peer)
-            self.send(P.frame(C.UNBIND, 0, self.seq.next()))
-            self.close()
-            return
-        if self.state == BOUND:
-            if self.enquire_sent and now - self.enquire_sent > smpp.enquire_link_s:
-                log.info("enquire_link unanswered by {peer}; closing", peer=self.peer)
-                self.close()
-            elif not self.enquire_sent and idle > smpp.enquire_link_s:
-                self.enquire_sent = now
-                self.send(P.frame(C.ENQUIRE_LINK, 0, self.seq.next()))
+        self.session.tick(now)
 
     def unbind(self) -> None:
         """Unbind cleanly (shutdown, account removed)."""
-        if self.state != CLOSING and self.transport is not None:
-            self.send(P.frame(C.UNBIND, 0, self.seq.next()))
-            self.close()
+        if self.session.state != CLOSING and self.transport is not None:
+            self.session.unbind(self.factory.clock.seconds(), wait=False)
 
 
 class ClientFactory(protocol.Factory):
@@ -322,9 +228,19 @@ class ClientFactory(protocol.Factory):
         self.relay = relay
         self.clock = clock
         self.system_id = system_id
+        self._cfg_of: Any = None
+        self._session_cfg: S.SessionConfig | None = None
         self.sessions: set[ClientSession] = set()
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = clock
+
+    @property
+    def session_cfg(self) -> S.SessionConfig:
+        """Session limits of the current `smpp` config (rebuilt after a reload)."""
+        if self._cfg_of is not self.smpp or self._session_cfg is None:
+            self._session_cfg = session_config(self.smpp)
+            self._cfg_of = self.smpp
+        return self._session_cfg
 
     def buildProtocol(self, addr: Any) -> ClientSession:
         p = ClientSession(self)
@@ -341,5 +257,7 @@ class ClientFactory(protocol.Factory):
 
     def _tick(self) -> None:
         now = self.clock.seconds()
+        cfg = self.session_cfg          # a reload applies to the sessions already bound too
         for s in list(self.sessions):
+            s.session.cfg = cfg
             s.tick(now)

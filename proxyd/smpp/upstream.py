@@ -24,30 +24,41 @@ from twisted.logger import Logger
 
 from . import constants as C
 from . import pdu as P
+from . import session as S
 
 log = Logger(namespace="proxyd.upstream")
 _S = C.STATUS
-_BIND_IDS = {"transceiver": C.BIND_TRANSCEIVER, "transmitter": C.BIND_TRANSMITTER}
 
 OnResp = Callable[[int, "bytes | None"], None]
 
 
-class UpstreamBind(protocol.Protocol):
-    """One connection to an operator SMSC."""
+class UpstreamBind(protocol.Protocol, S.SessionHandler):
+    """One connection to an operator SMSC: a thin adapter over the sans-IO `Session`
+    (role ESME); the window, keepalive and response timeouts live there."""
 
     def __init__(self, upstream: "Upstream") -> None:
         self.upstream = upstream
-        self.framer = P.Framer(1 << 20)
-        self.seq = P.Sequence(random.randrange(0, 1 << 20))
-        self.bound = False
-        self.inflight: dict[int, tuple[float, OnResp]] = {}   # seq -> (deadline, callback)
-        self.last_rx = 0.0
-        self.enquire_sent = 0.0
-        self.closing = False
+        cfg = upstream.cfg
+        self.session = S.Session(S.ESME, self, S.SessionConfig(
+            window=cfg.window, bind_timeout_s=cfg.response_timeout_s,
+            enquire_link_s=cfg.enquire_link_s, enquire_timeout_s=cfg.response_timeout_s,
+            response_timeout_s=cfg.response_timeout_s, max_pdu_bytes=1 << 20),
+            upstream.clock.seconds(), seq_start=random.randrange(0, 1 << 20))
+        self.closing = False            # we chose to close (or the operator unbound)
+        self._was_bound = False
+
+    @property
+    def bound(self) -> bool:
+        return self.session.state == S.BOUND
+
+    @property
+    def inflight(self) -> dict[int, tuple[float, OnResp]]:
+        """Requests awaiting the operator's answer: seq -> (deadline, on_resp)."""
+        return self.session.pending
 
     @property
     def free(self) -> int:
-        return self.upstream.cfg.window - len(self.inflight) if self.bound else 0
+        return self.session.free
 
     def connectionMade(self) -> None:
         t = self.transport
@@ -57,124 +68,91 @@ class UpstreamBind(protocol.Protocol):
             except Exception:  # pragma: no cover
                 pass
         cfg = self.upstream.cfg
-        self.last_rx = self.upstream.clock.seconds()
-        bind = P.PDU_CLASSES[_BIND_IDS[cfg.bind]]
-        seq = self.seq.next()
-        self.inflight[seq] = (self.last_rx + cfg.response_timeout_s, self._bind_resp)
-        self.transport.write(P.encode(bind(
-            seq, 0, cfg.system_id.encode(), cfg.password.encode(),
-            cfg.system_type.encode(), 0x34, 0, 0, b"")))
-
-    def _bind_resp(self, status: int, _: Any) -> None:
-        if status == 0:
-            self.bound = True
-            self.upstream.bind_ready(self)
-            log.info("upstream {name} bound ({n} of {total})", name=self.upstream.name,
-                     n=self.upstream.bound_count(), total=self.upstream.cfg.binds)
-        else:
-            log.warn("upstream {name} refused the bind: {status}", name=self.upstream.name,
-                     status=C.status_name(status))
-            self.transport.loseConnection()
+        now = self.upstream.clock.seconds()
+        s = self.session
+        s.last_rx = s.connected_at = now
+        s.bind(cfg.bind, cfg.system_id.encode(), cfg.password.encode(),
+               cfg.system_type.encode(), now)
 
     def connectionLost(self, reason: Any = None) -> None:
-        was_bound = self.bound
-        self.bound = False
-        inflight, self.inflight = self.inflight, {}
+        was_bound, self._was_bound = self._was_bound, False
+        pending = self.session.connection_lost()
         if not was_bound and not self.closing:
             why = reason.getErrorMessage() if reason is not None else "?"
             log.warn("upstream {name}: connection lost before bound: {why}",
                      name=self.upstream.name, why=why)
-            inflight = {k: v for k, v in inflight.items() if v[1] != self._bind_resp}
-        self.upstream.bind_lost(self, was_bound, len(inflight))
-        for _deadline, cb in inflight.values():
-            cb(_S["ESME_RSYSERR"], None)
+        self.upstream.bind_lost(self, was_bound, len(pending))
+        self.session.fail_pending(pending)
 
     def request(self, command_id: int, body: bytes, on_resp: OnResp) -> None:
-        seq = self.seq.next()
-        self.inflight[seq] = (self.upstream.clock.seconds() + self.upstream.cfg.response_timeout_s,
-                              on_resp)
-        self.transport.write(P.frame(command_id, 0, seq, body))
+        self.session.request(command_id, body, on_resp, self.upstream.clock.seconds())
 
     def dataReceived(self, data: bytes) -> None:
-        self.last_rx = self.upstream.clock.seconds()
-        try:
-            frames = self.framer.feed(data)
-        except P.FramingError as e:
-            log.warn("upstream {name}: framing error {err}; reconnecting",
-                     name=self.upstream.name, err=str(e))
-            self.transport.loseConnection()
-            return
-        inflight = self.inflight
-        for command_id, status, seq, body in frames:
-            if command_id & C.RESP_BIT:
-                entry = inflight.pop(seq, None)
-                if entry is None:
-                    log.debug("upstream {name}: unexpected resp seq {seq}",
-                              name=self.upstream.name, seq=seq)
-                    continue
-                if command_id == C.ENQUIRE_LINK_RESP:
-                    self.enquire_sent = 0.0
-                    continue
-                mid = None
-                if status == 0 and body:
-                    end = body.find(b"\0")
-                    mid = body[:end] if end >= 0 else body
-                entry[1](status, mid)
-            elif command_id == C.DELIVER_SM or command_id == C.DATA_SM:
-                self._deliver(command_id, status, seq, body)
-            elif command_id == C.ENQUIRE_LINK:
-                self.transport.write(P.frame(C.ENQUIRE_LINK_RESP, 0, seq))
-            elif command_id == C.UNBIND:
-                self.transport.write(P.frame(C.UNBIND_RESP, 0, seq))
-                self.closing = True
-                self.transport.loseConnection()
-            elif command_id == C.OUTBIND or command_id == C.ALERT_NOTIFICATION:
-                pass
-            else:
-                self.transport.write(P.generic_nack(seq, _S["ESME_RINVCMDID"]))
-        if self.bound and self.upstream.waiting:
+        self.session.receive_data(data, self.upstream.clock.seconds())
+        if self.upstream.waiting and self.session.state == S.BOUND:
             self.upstream.dispatch()
 
-    def _deliver(self, command_id: int, status: int, seq: int, body: bytes) -> None:
+    # --- SessionHandler ---------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None:
+            t.write(data)
+
+    def close_connection(self, reason: str) -> None:
+        self.closing = True
+        if reason == S.FRAMING:
+            log.warn("upstream {name}: framing error {err}; reconnecting",
+                     name=self.upstream.name, err=self.session.error)
+        elif reason == S.ENQUIRE_TIMEOUT:
+            log.warn("upstream {name}: enquire_link unanswered; reconnecting",
+                     name=self.upstream.name)
+        elif reason == S.BIND_TIMEOUT:
+            log.warn("upstream {name}: no answer to the bind; reconnecting",
+                     name=self.upstream.name)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def on_bound(self) -> None:
+        self._was_bound = True
+        self.upstream.bind_ready(self)
+        log.info("upstream {name} bound ({n} of {total})", name=self.upstream.name,
+                 n=self.upstream.bound_count(), total=self.upstream.cfg.binds)
+
+    def on_bind_refused(self, status: int) -> None:
+        log.warn("upstream {name} refused the bind: {status}", name=self.upstream.name,
+                 status=C.status_name(status))
+
+    def on_response(self, callback: Any, status: int, body: bytes | None) -> None:
+        mid = None
+        if status == 0 and body:
+            end = body.find(b"\0")
+            mid = body[:end] if end >= 0 else body
+        callback(status, mid)
+
+    def on_request(self, command_id: int, status: int, seq: int, body: bytes) -> None:
+        """deliver_sm / data_sm from the operator (receipts, MO)."""
+        session = self.session
         pdu = P.decode_body(command_id, status, seq, body)
         resp_id = command_id | C.RESP_BIT
         if pdu.__class__ is P.BadPdu:
-            self.transport.write(P.message_id_resp(resp_id, seq, pdu.error, b""))
+            session.reply(P.message_id_resp(resp_id, seq, pdu.error, b""))
             return
 
         def ack(status_: int) -> None:
-            if self.transport is not None and self.inflight is not None:
-                self.transport.write(P.message_id_resp(resp_id, seq, status_, b""))
+            session.reply(P.message_id_resp(resp_id, seq, status_, b""))
 
         self.upstream.on_deliver(self.upstream, pdu, ack)
 
     def tick(self, now: float) -> None:
-        inflight = self.inflight
-        expired = []
-        for seq, (deadline, _cb) in inflight.items():
-            if deadline > now:
-                break           # insertion order == deadline order
-            expired.append(seq)
-        for seq in expired:
-            _deadline, cb = inflight.pop(seq)
-            cb(_S["ESME_RSYSERR"], None)
+        expired = self.session.tick(now)
         if expired:
             log.warn("upstream {name}: {n} requests timed out", name=self.upstream.name,
-                     n=len(expired))
-        cfg = self.upstream.cfg
-        if self.bound and not self.enquire_sent and now - self.last_rx > cfg.enquire_link_s:
-            self.enquire_sent = now
-            self.request(C.ENQUIRE_LINK, b"", lambda s, m: None)
-        elif self.enquire_sent and now - self.enquire_sent > cfg.response_timeout_s:
-            log.warn("upstream {name}: enquire_link unanswered; reconnecting",
-                     name=self.upstream.name)
-            self.enquire_sent = 0.0
-            self.transport.loseConnection()
+                     n=expired)
 
     def unbind(self) -> None:
-        if self.bound:
-            self.bound = False
-            self.request(C.UNBIND, b"", lambda s, m: self.transport.loseConnection())
+        if self.session.state == S.BOUND:
+            self._was_bound = False
+            self.session.unbind(self.upstream.clock.seconds(), wait=True)
 
 
 class _BindFactory(protocol.Factory):
