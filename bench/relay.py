@@ -1,6 +1,7 @@
 """Relay throughput: simulator + proxyd (real twistd processes) + the windowed load client.
 
     .venv/bin/python bench/relay.py [--count 30000] [--rounds 3] [--only bare,ledger]
+                                    [--baseline DIR]
 
 Prints, measured in this run: msg/s direct to the simulator and through proxyd at window 10
 and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (ledger on,
@@ -8,6 +9,10 @@ every check on) are added as the features land; their ratio is against the plain
 Every configuration runs at once and the rounds measure them in turn; the median round is
 shown, with the spread, and a ratio is the median of the ratios of the rounds (each round
 measures the two one right after the other).
+
+`--baseline DIR` also runs each variant from another checkout of proxyd (for example
+`git worktree add /tmp/before <commit>`), as `<variant>@base`, and prints the ratio of this
+checkout to it, measured in the same rounds: how a change moves the figures.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from procs import admin, free_port, start_proxyd, start_sim, write_config  # noqa: E402
+from procs import BIN, Proc, admin, free_port, start_proxyd, start_sim, write_config  # noqa: E402,E501
 
 import loadclient  # noqa: E402
 
@@ -71,6 +76,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3,
                     help="measurements of each path and window, taken in turn (median shown)")
     ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    ap.add_argument("--baseline", default="",
+                    help="another proxyd checkout: its variants run too, as <name>@base")
     a = ap.parse_args()
     if a.only:
         for k in list(VARIANTS):
@@ -84,21 +91,35 @@ def main() -> None:
         # every variant runs at once (idle while another is measured), so that the rounds
         # can take them in turn: a slow spell of the machine then hits all of them alike
         ports = {"direct": sim_port}
-        for name, (extra, funds) in VARIANTS.items():
+        runs_of = [(name, name, extra, funds) for name, (extra, funds) in VARIANTS.items()]
+        if a.baseline:
+            runs_of += [(name + "@base", name, extra, funds)
+                        for name, (extra, funds) in VARIANTS.items()]
+        for label, name, extra, funds in runs_of:
             port = free_port()
+            tag = label.replace("@", "-")
             # (each with its own system_id at the simulator: receipts go back to the binds
             # of the proxyd that sent the message)
-            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port, name=name)
-                               + extra.replace("{name}", name), "%s.toml" % name)
-            procs.append(start_proxyd(tmp, cfg, port, name=name))
+            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port, name=tag)
+                               + extra.replace("{name}", tag), "%s.toml" % tag)
+            if label.endswith("@base"):
+                base = str(Path(a.baseline).resolve())
+                proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "proxyd",
+                             "--config", str(cfg)], tmp / ("%s.log" % tag), cwd=tmp,
+                            env={"PYTHONPATH": base})
+                proc.wait_port(port, 60)
+                procs.append(proc)
+            else:
+                procs.append(start_proxyd(tmp, cfg, port, name=tag))
             if funds:
                 admin(tmp, cfg, "topup", "bench", str(10 ** 9))
             measure(port, 2000, 100, receipts=name == "receipts")  # warm up (binds, caches)
-            ports["proxyd-" + name] = port
+            ports["proxyd-" + label] = port
         for _ in range(a.rounds):
             for w in (10, 100):
                 for path, port in ports.items():
-                    r = measure(port, a.count, w, receipts=path == "proxyd-receipts")
+                    r = measure(port, a.count, w,
+                                receipts=path.split("@")[0] == "proxyd-receipts")
                     r["path"] = path
                     runs.setdefault((path, w), []).append(r)
     finally:
@@ -120,10 +141,16 @@ def main() -> None:
     by = {(r["path"], r["window"]): r for r in results}
     print("%d messages per measurement, median of %d rounds (spread: slowest-fastest; a ratio "
           "is the median of the rounds' ratios)" % (a.count, a.rounds))
-    print("%-18s %6s %10s %15s %8s %8s  %s" % ("path", "window", "msg/s", "spread", "p50 ms",
+    print("%-23s %6s %10s %15s %8s %8s  %s" % ("path", "window", "msg/s", "spread", "p50 ms",
                                                "p99 ms", "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
                 "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
+    for path in list(ports):
+        if path.endswith("@base"):
+            plain = path[:-5]
+            prev = baseline.get(plain, "direct")
+            baseline[path] = prev + "@base" if prev != "direct" else "direct"
+            baseline[plain] = path              # this checkout against the baseline's
     for r in results:
         base = by.get((baseline.get(r["path"], "direct"), r["window"]))
         ratio = ""
@@ -133,7 +160,7 @@ def main() -> None:
                 runs[(r["path"], r["window"])], runs[(base["path"], r["window"])]))
             ratio = "%.2f of %s (rounds %s)" % (pairs[len(pairs) // 2], base["path"],
                                                 " ".join("%.2f" % x for x in pairs))
-        print("%-18s %6d %10d %15s %8.2f %8.2f  %s" % (
+        print("%-23s %6d %10d %15s %8.2f %8.2f  %s" % (
             r["path"], r["window"], r["msg_per_s"], r["spread"], r["p50_ms"], r["p99_ms"],
             ratio))
         bad = {k: v for k, v in r["status"].items() if k != "ESME_ROK"}
