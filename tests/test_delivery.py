@@ -17,7 +17,7 @@ import smpplib.client
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 
 CONFIG = """
 [smpp]
@@ -66,7 +66,7 @@ def _config(tmp: Path, port: int, sim_port: int, name: str = "proxyd.toml",
 
 def _node(tmp: Path, cfg: Path, port: int, name: str = "proxyd"):
     proc = start_proxyd(tmp, cfg, port, name=name)
-    wait_for(lambda: proc.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+    wait_until(lambda: proc.text().count("upstream sim bound") >= 2, "upstream binds", 20)
     return proc
 
 
@@ -251,7 +251,7 @@ def test_receiver_unbound_while_receipts_arrive_then_rebound(stack):
     ids += tx.submit_all(half, text=b"second %d", dest="1370013%04d")
     n = 2 * half
     # every receipt left the operator while no receiver was bound
-    wait_for(lambda: _stats(st["control"])["receipts"] >= n, 30, "all receipts sent")
+    wait_until(lambda: _stats(st["control"])["receipts"] >= n, "all receipts sent", 30)
     rx2 = Raw(st["port"], C.BIND_RECEIVER)
     rx2.pump(lambda: len(first) + len(rx2.delivered) >= n)
     # anything more would be a duplicate: an enquire_link round trip lets one show up

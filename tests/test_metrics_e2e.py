@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import (admin, free_port, read_record, start_proxyd, start_sim, wait_for,
+from .procs import (admin, free_port, read_record, start_proxyd, start_sim, wait_until,
                     wait_log, write_config)
 
 S = C.STATUS
@@ -155,7 +155,7 @@ def test_metrics_counters_match_what_was_sent(single):
     refused = {st for i, st in answers.items() if i >= 40}
     assert ok == 32 and syserr == 8, answers          # every 5th of the 40 failed
     assert refused == {S["ESME_RINVDSTADR"]}
-    wait_for(lambda: len(read_record(single["record"])) >= ok, 10, "record")
+    wait_until(lambda: len(read_record(single["record"])) >= ok, "record", 10)
     assert len(read_record(single["record"])) == ok
 
     m = scrape(single["admin"])
@@ -173,8 +173,8 @@ def test_metrics_counters_match_what_was_sent(single):
                   le="+Inf") == 43
     assert sample(m, "proxyd_upstream_rtt_seconds_count", upstream="only") == 40
     # nothing left in flight once every answer is in
-    wait_for(lambda: sample(scrape(single["admin"]), "proxyd_binds", account="acme",
-                            mode="transmitter") == 0, 10, "unbind seen")
+    wait_until(lambda: sample(scrape(single["admin"]), "proxyd_binds", account="acme",
+                              mode="transmitter") == 0, "unbind seen", 10)
     m = scrape(single["admin"])
     assert sample(m, "proxyd_client_outstanding") == 0
     assert sample(m, "proxyd_upstream_window_used", upstream="only") == 0
@@ -208,4 +208,4 @@ def test_health_reports_a_store_that_stopped_answering(single):
     finally:
         os.kill(pid, signal.SIGCONT)
     assert status == 503 and body.startswith("store: ") and body.count("\n") == 1, body
-    wait_for(lambda: http_get(single["admin"], "/health")[0] == 200, 10, "healthy again")
+    wait_until(lambda: http_get(single["admin"], "/health")[0] == 200, "healthy again", 10)

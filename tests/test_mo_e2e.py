@@ -19,7 +19,7 @@ from proxyd.store.client import Store
 from proxyd.store.messages import MessageStore, mo_parts_key
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 
 CONFIG = """
 [smpp]
@@ -102,7 +102,7 @@ def mo_stack(tmp_path):
         cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port, web=web.port))
         node = start_proxyd(tmp_path, cfg, port)
         procs.append(node)
-        wait_for(lambda: "upstream sim bound" in node.text(), 20, "upstream bind")
+        wait_until(lambda: "upstream sim bound" in node.text(), "upstream bind", 20)
         made.update(control=control, cfg=cfg, proxyd=node, tmp=tmp_path)
         return made
 
@@ -118,7 +118,7 @@ def test_plain_mo_reaches_mo_url(mo_stack):
     st = mo_stack["start"]()
     web = st["web"]
     _mo(st["control"], "13700000001", "10690001234", "你好 world".encode("utf-16-be"), 8)
-    wait_for(lambda: len(web.ok()) >= 1, 20, "the MO at the mo_url")
+    wait_until(lambda: len(web.ok()) >= 1, "the MO at the mo_url", 20)
     q = web.ok()[0]
     assert q == {"from": "13700000001", "to": "10690001234", "text": "你好 world",
                  "up": "sim"}, q
@@ -129,9 +129,9 @@ def test_mo_url_failing_once_gives_one_success(mo_stack):
     st = mo_stack["start"](fail=1)
     web = st["web"]
     _mo(st["control"], "13700000002", "1069000155", b"hello")
-    wait_for(lambda: len(web.ok()) >= 1, 30, "the MO retried to success")
+    wait_until(lambda: len(web.ok()) >= 1, "the MO retried to success", 30)
     # no more calls come once it succeeded: ask the node, not the clock
-    wait_for(lambda: "retry 1" in st["proxyd"].text(), 5, "the retry logged")
+    wait_until(lambda: "retry 1" in st["proxyd"].text(), "the retry logged", 5)
     assert [c for c, _ in web.calls] == [500, 200], web.calls
     assert web.ok()[0]["text"] == "hello" and web.ok()[0]["from"] == "13700000002"
 
@@ -140,7 +140,7 @@ def test_unsubscribe_via_mo_url_opts_out(mo_stack):
     st = mo_stack["start"]()
     web = st["web"]
     _mo(st["control"], "13700000003", "1069000155", b"TD")
-    wait_for(lambda: len(web.ok()) >= 1, 20, "the TD at the mo_url")
+    wait_until(lambda: len(web.ok()) >= 1, "the TD at the mo_url", 20)
     assert web.ok()[0]["text"] == "TD"
     out = admin(st["tmp"], st["cfg"], "optout", "list", "moacct").stdout
     assert "13700000003" in out, out

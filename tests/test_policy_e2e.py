@@ -11,7 +11,7 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import concat_udh
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
 CONFIG = """
@@ -73,7 +73,7 @@ def stack(tmp_path_factory):
     port = free_port()
     cfg = write_config(tmp, CONFIG.format(port=port, sim=sim_port, filters=FILTERS))
     proxyd = start_proxyd(tmp, cfg, port)
-    wait_for(lambda: "upstream sim bound" in proxyd.text(), 20, "upstream bind")
+    wait_until(lambda: "upstream sim bound" in proxyd.text(), "upstream bind", 20)
     for acct in ("acme", "pfx", "slow", "mkt"):
         admin(tmp, cfg, "topup", acct, "100000")
     admin(tmp, cfg, "topup", "poor", "12")    # two parts at 5, not three
@@ -133,7 +133,7 @@ def test_prefix_mode_prepends_the_service_code(stack):
     c = bound(stack["port"], "pfx", "pw2")
     assert submit(c, source_addr="77", short_message=b"prefixed") == 0
     c.disconnect()
-    wait_for(lambda: b"prefixed" in recorded_texts(stack), 10, "prefixed message")
+    wait_until(lambda: b"prefixed" in recorded_texts(stack), "prefixed message", 10)
     for x in read_record(stack["record"]):
         p = P.decode_body(C.SUBMIT_SM, 0, 1, bytes.fromhex(x["body"]))
         if p.short_message == b"prefixed":
@@ -234,8 +234,8 @@ def test_banned_word_in_part_two_stops_every_part(stack, mode):
         r = read_pdu(s)
         assert r.status == 0 and r.message_id      # each part acknowledged with its own id
     s.close()
-    wait_for(lambda: "long message of acme (3 parts) not sent: content" in
-             stack["proxyd"].text(), 10, "refusal of the long message")
+    wait_until(lambda: "long message of acme (3 parts) not sent: content" in
+               stack["proxyd"].text(), "refusal of the long message", 10)
     m = marker.encode("utf-16-be")
     assert not any(m in t for t in recorded_texts(stack))
 
@@ -250,8 +250,8 @@ def test_clean_long_message_relayed_whole(stack):
                                       data_coding=8, short_message=p)))
         assert read_pdu(s).status == 0
     s.close()
-    wait_for(lambda: sum(1 for t in recorded_texts(stack) if t in parts) == 3, 10,
-             "3 parts at the simulator")
+    wait_until(lambda: sum(1 for t in recorded_texts(stack) if t in parts) == 3,
+               "3 parts at the simulator", 10)
 
 
 def test_incomplete_long_message_times_out_unsent(stack):
@@ -263,8 +263,8 @@ def test_incomplete_long_message_times_out_unsent(stack):
                                       data_coding=8, short_message=parts[i])))
         assert read_pdu(s).status == 0
     s.close()
-    wait_for(lambda: "long message of acme (2 parts) not sent: incomplete" in
-             stack["proxyd"].text(), 15, "timeout of the incomplete message")
+    wait_until(lambda: "long message of acme (2 parts) not sent: incomplete" in
+               stack["proxyd"].text(), "timeout of the incomplete message", 15)
     assert not any(t in parts for t in recorded_texts(stack))
 
 
@@ -274,8 +274,8 @@ def test_balance_covers_whole_messages_only(stack):
     assert submit(c, source_addr="10690004", short_message=b"poor 2") == 0
     assert submit(c, source_addr="10690004", short_message=b"poor 3") == S["PROXYD_RNOBALANCE"]
     c.disconnect()
-    wait_for(lambda: admin(stack["tmp"], stack["cfg"], "balance", "poor").stdout.strip()
-             .split()[-1] == "2", 10, "balance 2")
+    wait_until(lambda: admin(stack["tmp"], stack["cfg"], "balance", "poor").stdout.strip()
+               .split()[-1] == "2", "balance 2", 10)
 
 
 def test_refusal_logs_mask_numbers_and_never_show_content(stack):

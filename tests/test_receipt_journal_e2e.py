@@ -10,7 +10,7 @@ import socket
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
 CONFIG = """
@@ -38,7 +38,7 @@ def test_receipts_journaled_and_reconciled(tmp_path):
     cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream op bound" in proxyd.text(), 20, "bind")
+        wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)
         admin(tmp_path, cfg, "topup", "rcpt", str(5 * N))
         s = socket.create_connection(("127.0.0.1", port), timeout=20)
         s.sendall(P.encode(P.BindTransceiver(1, 0, b"rcpt", b"pw", b"", 0x34, 0, 0, b"")))
@@ -70,16 +70,16 @@ def test_receipts_journaled_and_reconciled(tmp_path):
             r = admin(tmp_path, cfg, "report", "rcpt", "--json", check=False)
             return json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
 
-        wait_for(lambda: figures().get("parts", {}).get("delivered") == delivered
-                 and figures()["parts"].get("undelivered") == undelivered, 20,
-                 "the receipts journaled")
+        wait_until(lambda: figures().get("parts", {}).get("delivered") == delivered
+                   and figures()["parts"].get("undelivered") == undelivered,
+                   "the receipts journaled", 20)
         rep = figures()
         assert rep["ok"], rep
         assert admin(tmp_path, cfg, "verify", "rcpt", check=False).returncode == 0
         for mid in ids:
-            wait_for(lambda mid=mid: "receipt_delivered" in
-                     admin(tmp_path, cfg, "trace", mid).stdout, 10,
-                     "receipt_delivered of %s" % mid)
+            wait_until(lambda mid=mid: "receipt_delivered" in
+                       admin(tmp_path, cfg, "trace", mid).stdout, "receipt_delivered of %s" % mid,
+                       10)
             trace = admin(tmp_path, cfg, "trace", mid).stdout
             assert "%s 000" % receipts[mid] in trace or receipts[mid] in trace, trace
     finally:

@@ -5,7 +5,7 @@ import pytest
 
 from proxyd.smpp import constants as C
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, wait_log, write_config
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, wait_log, write_config
 from .test_metrics_e2e import ACCOUNT, bind, recorded_destinations, sample, scrape, submit_all
 
 S = C.STATUS
@@ -76,7 +76,7 @@ def test_destinations_reach_their_carriers_simulator(operators):
         assert answers[i] == want, (d, C.status_name(answers[i]))
     for name, ds in expected.items():
         record = operators["records"][name]
-        wait_for(lambda: len(recorded_destinations(record)) >= len(ds), 10, name)
+        wait_until(lambda: len(recorded_destinations(record)) >= len(ds), name, 10)
         assert sorted(recorded_destinations(record)) == sorted(ds), name
 
     m = scrape(operators["admin"])

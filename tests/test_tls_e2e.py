@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
 
@@ -72,7 +72,7 @@ def test_tls_listener_and_verified_tls_upstream(tmp_path):
                                                ca=ca))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream secure bound" in proxyd.text(), 20, "TLS upstream bind")
+        wait_until(lambda: "upstream secure bound" in proxyd.text(), "TLS upstream bind", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000")
         ctx = ssl.create_default_context(cafile=str(ca / "ca.pem"))
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -85,7 +85,7 @@ def test_tls_listener_and_verified_tls_upstream(tmp_path):
         r = read_pdu(s)
         assert (r.command_id, r.status) == (C.SUBMIT_SM_RESP, 0)
         s.close()
-        wait_for(lambda: len(read_record(record)) == 1, 10, "message at the operator")
+        wait_until(lambda: len(read_record(record)) == 1, "message at the operator", 10)
     finally:
         proxyd.stop()
         sim.stop()
@@ -103,8 +103,8 @@ def test_tls_upstream_with_wrong_name_is_refused(tmp_path):
     cfg = write_config(tmp_path, text)
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: proxyd.text().count("connection lost before bound") >= 2, 20,
-                 "verification failures")
+        wait_until(lambda: proxyd.text().count("connection lost before bound") >= 2,
+                   "verification failures", 20)
         assert "VerificationError" in proxyd.text()
         assert "upstream secure bound" not in proxyd.text()
     finally:

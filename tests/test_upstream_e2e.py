@@ -8,7 +8,7 @@ import time
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
 S = C.STATUS
@@ -54,7 +54,7 @@ def test_upstream_tps_is_never_exceeded(tmp_path):
     cfg = write_config(tmp_path, TPS_CONFIG.format(port=port, sim=sim_port))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: proxyd.text().count("upstream op bound") >= 2, 20, "binds")
+        wait_until(lambda: proxyd.text().count("upstream op bound") >= 2, "binds", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000000")
         s = bind(port)
         n = 0
@@ -119,8 +119,8 @@ def test_failover_when_an_operator_goes_away(tmp_path):
     cfg = write_config(tmp_path, FAILOVER_CONFIG.format(port=port, a=port_a, b=port_b))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream a bound" in proxyd.text() and
-                 "upstream b bound" in proxyd.text(), 20, "binds")
+        wait_until(lambda: "upstream a bound" in proxyd.text() and
+                   "upstream b bound" in proxyd.text(), "binds", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000000")
         s = bind(port)
         n = 0
