@@ -14,18 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
+from .conftemplate import config_text, listen
 from .procs import (admin, free_port, read_record, start_proxyd, start_sim, wait_until,
                     wait_log, write_config)
 
 S = C.STATUS
 
-ACCOUNT = """
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-max_binds = 2
-"""
+ACCOUNT = {"max_binds": 2}      # overrides of the template's account acme
 
 
 # --- helpers shared with test_routing_e2e -------------------------------------------------
@@ -102,26 +97,10 @@ def recorded_destinations(record) -> list[str]:
 
 # --- one simulator ----------------------------------------------------------------------------
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[admin]
-listen = ["tcp:{admin}:interface=127.0.0.1"]
-
-[relay]
-queue_wait_s = 0.2
-
-[[upstream]]
-name = "only"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 1
-window = 50
-response_timeout_s = 5
-reconnect_max_s = 0.5
-""" + ACCOUNT
+CONFIG = dict(relay={"queue_wait_s": 0.2},
+              upstream={"name": "only", "binds": 1, "window": 50, "response_timeout_s": 5,
+                        "reconnect_max_s": 0.5},
+              account=ACCOUNT)
 
 
 @pytest.fixture
@@ -130,7 +109,8 @@ def single(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--fail-every", "5",
                                       "--fail-status", "ESME_RSYSERR")
     port, admin_port = free_port(), free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, admin=admin_port, sim=sim_port))
+    cfg = write_config(tmp_path, config_text(port, sim_port, admin={"listen": listen(admin_port)},
+                                             **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     wait_log(proxyd, "upstream only bound")
     admin(tmp_path, cfg, "topup", "acme", "100000", "--note", "test funds")

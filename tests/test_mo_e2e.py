@@ -19,24 +19,10 @@ from proxyd.store.client import Store
 from proxyd.store.messages import MessageStore, mo_parts_key
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
 
+from .conftemplate import config_text
 from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-
-[[account]]
-system_id = "moacct"
-password = "pw"
-service_codes = ["10690001"]
-mo_url = "http://127.0.0.1:{web}/mo?from=%p&to=%P&text=%a&up=%i"
-"""
+MO_URL = "http://127.0.0.1:{web}/mo?from=%p&to=%P&text=%a&up=%i"
 
 
 class Recorder:
@@ -99,7 +85,8 @@ def mo_stack(tmp_path):
                                      "tcp:%d:interface=127.0.0.1" % control)
         procs.append(sim)
         port = free_port()
-        cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port, web=web.port))
+        account = {"system_id": "moacct", "password": "pw", "mo_url": MO_URL.format(web=web.port)}
+        cfg = write_config(tmp_path, config_text(port, sim_port, account=account))
         node = start_proxyd(tmp_path, cfg, port)
         procs.append(node)
         wait_until(lambda: "upstream sim bound" in node.text(), "upstream bind", 20)

@@ -13,34 +13,13 @@ import smpplib.exceptions
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
+from .conftemplate import config_text
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 100
-enquire_link_s = 30
-inactivity_s = 300
-
-[relay]
-queue_wait_s = 0.2
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 2
-window = 50
-response_timeout_s = 5
-reconnect_max_s = 1
-
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-max_binds = 2
-"""
+CONFIG = dict(smpp={"window": 100, "enquire_link_s": 30, "inactivity_s": 300},
+              relay={"queue_wait_s": 0.2},
+              upstream={"binds": 2, "window": 50, "response_timeout_s": 5, "reconnect_max_s": 1},
+              account={"max_binds": 2})
 
 
 @pytest.fixture
@@ -49,7 +28,7 @@ def stack(tmp_path):
     proxyd = None
     try:
         port = free_port()
-        cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port))
+        cfg = write_config(tmp_path, config_text(port, sim_port, **CONFIG))
         proxyd = start_proxyd(tmp_path, cfg, port)
         wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000000", "--note", "test funds")
