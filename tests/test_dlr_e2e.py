@@ -11,36 +11,11 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import pytest
 import valkey
 
+from .conftemplate import config_text, listen
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[http]
-listen = ["tcp:{http}:interface=127.0.0.1"]
-
-[store]
-dir = "{store}"
-
-[relay]
-queue_wait_s = 0.5
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 2
-window = 100
-response_timeout_s = 5
-reconnect_max_s = 1
-
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-"""
+CONFIG = dict(relay={"queue_wait_s": 0.5},
+              upstream={"binds": 2, "window": 100, "response_timeout_s": 5, "reconnect_max_s": 1})
 
 
 class Receiver:
@@ -91,8 +66,8 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dlr")
     sim, sim_port, record = start_sim(tmp, None, "--receipt-delay", "0.2")
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, http=hport, sim=sim_port,
-                                          store=tmp / "store"))
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport)},
+                                        store={"dir": tmp / "store"}, **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
     try:
         wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)

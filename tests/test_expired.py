@@ -14,6 +14,7 @@ import pytest
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
+from .conftemplate import config_text
 from .procs import admin, free_port, start_sim, wait_until, write_config
 from .test_delivery import CONFIG, SRC, Raw, _node, receipt_ids
 
@@ -26,7 +27,8 @@ def stack(tmp_path):
         sim, sim_port, _record = start_sim(tmp_path, None, "--no-receipts")
         procs.append(sim)
         port = free_port()
-        text = CONFIG.format(port=port, sim=sim_port, store=tmp_path / "store") + delivery
+        text = config_text(port, sim_port, store={"dir": tmp_path / "store"}, extra=delivery,
+                           **CONFIG)
         cfg = write_config(tmp_path, text)
         node = _node(tmp_path, cfg, port)
         procs.append(node)

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from .conftemplate import config_text, listen
 from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 from .test_dlr_e2e import CONFIG, Receiver, get
 
@@ -17,8 +18,8 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dlrfail")
     sim, sim_port, _record = start_sim(tmp, None, "--fail-every", "1", "--fail-status", "0x45")
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, http=hport, sim=sim_port,
-                                          store=tmp / "store"))
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport)},
+                                        store={"dir": tmp / "store"}, **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
     try:
         wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
