@@ -18,48 +18,18 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import parse_concat, split_udh
 
+from .conftemplate import config_text, listen
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .valkey_fixture import ValkeyProcess
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[http]
-listen = ["tcp:{http}:interface=127.0.0.1"]
-max_request_bytes = 4096
-
-[relay]
-queue_wait_s = 0.5
-{store}
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 2
-window = 100
-response_timeout_s = 5
-reconnect_max_s = 1
-prefixes = ["13", "15", "+86"]
-
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-max_parts = 6
-
-[[account]]
-system_id = "poor"
-password = "poor1"
-service_codes = ["10690002"]
-
-[[account]]
-system_id = "bulk"
-password = "bulk1"
-service_codes = ["10690003"]
-price = 3
-"""
+HTTP = {"max_request_bytes": 4096}      # and a listener
+CONFIG = dict(relay={"queue_wait_s": 0.5},
+              upstream={"binds": 2, "window": 100, "response_timeout_s": 5, "reconnect_max_s": 1,
+                        "prefixes": ["13", "15", "+86"]},
+              account={"max_parts": 6},
+              accounts=[{"system_id": "poor", "password": "poor1", "service_codes": ["10690002"]},
+                        {"system_id": "bulk", "password": "bulk1", "service_codes": ["10690003"],
+                         "price": 3}])
 
 ACCEPTED = "0: Accepted for delivery"
 
@@ -69,7 +39,8 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("http")
     sim, sim_port, record = start_sim(tmp)
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, http=hport, sim=sim_port, store=""))
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport), **HTTP},
+                                        **CONFIG))
     proxyd = start_proxyd(tmp, cfg, hport)
     try:
         wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
@@ -389,9 +360,9 @@ def test_store_down_answers_503(tmp_path):
     sock = vk.start()
     sim, sim_port, _ = start_sim(tmp_path)
     port, hport = free_port(), free_port()
-    store = '\n[store]\nurl = "unix://%s"\ntimeout_s = 0.5\n' % sock
-    cfg = write_config(tmp_path, CONFIG.format(port=port, http=hport, sim=sim_port,
-                                               store=store))
+    store = {"url": "unix://%s" % sock, "timeout_s": 0.5}
+    cfg = write_config(tmp_path, config_text(port, sim_port, http={"listen": listen(hport), **HTTP},
+                                             store=store, **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, hport)
     try:
         wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "binds", 20)

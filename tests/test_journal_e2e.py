@@ -11,40 +11,17 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import concat_udh
 
+from .conftemplate import config_text
 from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 from .test_ledger_e2e import blast
 from .test_relay_e2e import read_pdu
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 500
-
-[store]
-reservation_max_age_s = 3
-sweep_interval_s = 1
-
-[policy]
-filters_dir = "{filters}"
-
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-window = 200
-
-[[account]]
-system_id = "acme"
-password = "pw"
-service_codes = ["10690001"]
-price = 5
-
-[[account]]
-system_id = "beta"
-password = "pw"
-service_codes = ["10690002"]
-price = 3
-"""
+CONFIG = dict(smpp={"window": 500},
+              store={"reservation_max_age_s": 3, "sweep_interval_s": 1},
+              upstream={"name": "op", "password": None, "window": 200},
+              account={"password": "pw", "price": 5},
+              accounts=[{"system_id": "beta", "password": "pw", "service_codes": ["10690002"],
+                         "price": 3}])
 
 S = C.STATUS
 
@@ -73,7 +50,8 @@ def test_mixed_run_reconciles_verifies_and_traces(tmp_path):
                                       "0x45", "--receipt-stat", "DELIVRD:2,UNDELIV:1",
                                       "--latency-ms", "30")
     port = free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port, filters=FILTERS))
+    cfg = write_config(tmp_path, config_text(port, sim_port, policy={"filters_dir": FILTERS},
+                                             **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
         wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)

@@ -10,40 +10,20 @@ import threading
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
+from .conftemplate import config_text
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
 S = C.STATUS
 PRICE = 5
 
-NODE = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 500
-
-[store]
-dir = "{store}"
-reservation_max_age_s = 3
-sweep_interval_s = 1
-
-[relay]
-queue_wait_s = 2
-
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-binds = 2
-window = 100
-response_timeout_s = 5
-
-[[account]]
-system_id = "acme"
-password = "pw"
-service_codes = ["10690001"]
-price = 5
-max_binds = 8
-"""
+def node_config(port: int, sim: int, store) -> str:
+    return config_text(port, sim, smpp={"window": 500},
+                       store={"dir": store, "reservation_max_age_s": 3, "sweep_interval_s": 1},
+                       relay={"queue_wait_s": 2},
+                       upstream={"name": "op", "password": None, "binds": 2, "window": 100,
+                                 "response_timeout_s": 5},
+                       account={"password": "pw", "price": 5, "max_binds": 8})
 
 
 def balance(tmp, cfg) -> int:
@@ -89,7 +69,7 @@ def test_two_nodes_one_store_exact_balance(tmp_path):
     sim, sim_port, record = start_sim(tmp_path)
     store = tmp_path / "shared-store"
     ports = [free_port(), free_port()]
-    cfgs = [write_config(tmp_path, NODE.format(port=p, store=store, sim=sim_port),
+    cfgs = [write_config(tmp_path, node_config(p, sim_port, store),
                          "node%d.toml" % i) for i, p in enumerate(ports)]
     nodes = [start_proxyd(tmp_path, cfg, p, name="node%d" % i)
              for i, (cfg, p) in enumerate(zip(cfgs, ports))]
@@ -127,7 +107,7 @@ def test_upstream_refusals_are_refunded(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--fail-every", "3",
                                       "--fail-status", "0x45")
     port = free_port()
-    cfg = write_config(tmp_path, NODE.format(port=port, store=tmp_path / "store", sim=sim_port))
+    cfg = write_config(tmp_path, node_config(port, sim_port, tmp_path / "store"))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
         wait_until(lambda: proxyd.text().count("upstream op bound") >= 2, "binds", 20)
@@ -149,7 +129,7 @@ def test_kill9_under_load_then_sweeper(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "50")
     port = free_port()
     store = tmp_path / "store"
-    cfg = write_config(tmp_path, NODE.format(port=port, store=store, sim=sim_port))
+    cfg = write_config(tmp_path, node_config(port, sim_port, store))
     proxyd = start_proxyd(tmp_path, cfg, port)
     start = 1000000
     try:
@@ -193,7 +173,7 @@ def test_store_killed_and_restarted_under_load(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "20")
     port = free_port()
     store = tmp_path / "store"
-    cfg = write_config(tmp_path, NODE.format(port=port, store=store, sim=sim_port))
+    cfg = write_config(tmp_path, node_config(port, sim_port, store))
     proxyd = start_proxyd(tmp_path, cfg, port)
     start = 1000000
     try:

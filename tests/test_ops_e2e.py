@@ -10,30 +10,13 @@ import smpplib.exceptions
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
+from .conftemplate import config_text
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
-BASE = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
+BASE = dict(upstream={"name": "op", "password": None})
 
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-
-[[account]]
-system_id = "acme"
-password = "{pw}"
-service_codes = ["10690001"]
-"""
-
-EXTRA = """
-[[account]]
-system_id = "newco"
-password = "fresh"
-service_codes = ["10690009"]
-"""
+NEWCO = {"system_id": "newco", "password": "fresh", "service_codes": ["10690009"]}
 
 
 def smpp(port: int, sid: str, pw: str) -> smpplib.client.Client:
@@ -54,7 +37,7 @@ def send(c: smpplib.client.Client, src: str, text: bytes) -> int:
 def test_sighup_reload_keeps_binds(tmp_path):
     sim, sim_port, record = start_sim(tmp_path)
     port = free_port()
-    cfg = write_config(tmp_path, BASE.format(port=port, sim=sim_port, pw="old"))
+    cfg = write_config(tmp_path, config_text(port, sim_port, account={"password": "old"}, **BASE))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
         wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)
@@ -68,7 +51,8 @@ def test_sighup_reload_keeps_binds(tmp_path):
         wait_until(lambda: "reload refused" in proxyd.text(), "reload refused", 10)
         assert send(old, "10690001", b"after bad reload") == 0
         # new account, changed password
-        write_config(tmp_path, BASE.format(port=port, sim=sim_port, pw="new") + EXTRA)
+        write_config(tmp_path, config_text(port, sim_port, account={"password": "new"},
+                                           accounts=[NEWCO], **BASE))
         proxyd.p.send_signal(signal.SIGHUP)
         wait_until(lambda: "reload applied" in proxyd.text(), "reload applied", 10)
         assert send(old, "10690001", b"old bind still up") == 0
@@ -104,7 +88,7 @@ def test_sighup_reload_keeps_binds(tmp_path):
 def test_sigterm_answers_every_inflight_request(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "300")
     port = free_port()
-    cfg = write_config(tmp_path, BASE.format(port=port, sim=sim_port, pw="pw"))
+    cfg = write_config(tmp_path, config_text(port, sim_port, account={"password": "pw"}, **BASE))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
         wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)

@@ -11,56 +11,21 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import concat_udh
 
+from .conftemplate import config_text
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[policy]
-filters_dir = "{filters}"
-reassembly_timeout_s = 2
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "pw"
-
-[[account]]
-system_id = "acme"
-password = "pw1"
-service_codes = ["10690001"]
-sender_max_len = 12
-price = 5
-
-[[account]]
-system_id = "pfx"
-password = "pw2"
-service_codes = ["10690002"]
-sender_mode = "prefix"
-
-[[account]]
-system_id = "slow"
-password = "pw3"
-service_codes = ["10690003"]
-tps = 1
-burst = 3
-
-[[account]]
-system_id = "poor"
-password = "pw4"
-service_codes = ["10690004"]
-price = 5
-
-[[account]]
-system_id = "mkt"
-password = "pw5"
-service_codes = ["10690005"]
-signature = "start"
-marketing = true
-"""
+POLICY = {"reassembly_timeout_s": 2}     # and the shipped word lists
+CONFIG = dict(upstream={"password": "pw"},
+              account={"password": "pw1", "sender_max_len": 12, "price": 5},
+              accounts=[{"system_id": "pfx", "password": "pw2", "service_codes": ["10690002"],
+                         "sender_mode": "prefix"},
+                        {"system_id": "slow", "password": "pw3", "service_codes": ["10690003"],
+                         "tps": 1, "burst": 3},
+                        {"system_id": "poor", "password": "pw4", "service_codes": ["10690004"],
+                         "price": 5},
+                        {"system_id": "mkt", "password": "pw5", "service_codes": ["10690005"],
+                         "signature": "start", "marketing": True}])
 
 S = C.STATUS
 
@@ -71,7 +36,8 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("policy")
     sim, sim_port, record = start_sim(tmp)
     port = free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, sim=sim_port, filters=FILTERS))
+    cfg = write_config(tmp, config_text(port, sim_port, policy={"filters_dir": FILTERS, **POLICY},
+                                        **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
     wait_until(lambda: "upstream sim bound" in proxyd.text(), "upstream bind", 20)
     for acct in ("acme", "pfx", "slow", "mkt"):

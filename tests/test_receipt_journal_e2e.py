@@ -10,24 +10,12 @@ import socket
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
+from .conftemplate import config_text
 from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-
-[[account]]
-system_id = "rcpt"
-password = "pw"
-service_codes = ["10690001"]
-price = 5
-"""
+CONFIG = dict(upstream={"name": "op", "password": None},
+              account={"system_id": "rcpt", "password": "pw", "price": 5})
 
 N = 12
 
@@ -35,7 +23,7 @@ N = 12
 def test_receipts_journaled_and_reconciled(tmp_path):
     sim, sim_port, _record = start_sim(tmp_path, None, "--receipt-stat", "DELIVRD:2,UNDELIV:1")
     port = free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port))
+    cfg = write_config(tmp_path, config_text(port, sim_port, **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
         wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)
