@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -127,17 +128,65 @@ def start_proxyd(tmp: Path, config: Path, port: int, name: str = "proxyd",
     return proc
 
 
-def wait_for(pred, deadline_s: float = 20.0, what: str = "condition") -> None:
+def wait_until(pred: Callable[[], Any], what: str, deadline_s: float = 30.0) -> Any:
+    """Poll `pred` every 50 ms until it returns something true, and return that; fail with
+    "timed out after Ns waiting for <what>" once `deadline_s` (a limit on waiting, never a
+    measurement) has passed.
+
+    In a test that runs the Twisted reactor (a twisted.trial TestCase: `yield` the result)
+    it returns a Deferred and polls with the reactor turning; `pred` may return a Deferred.
+    Anywhere else it blocks (sleeping between polls) and `pred` must return a plain value.
+    """
+    if _reactor_running():
+        return _wait_until_deferred(pred, what, deadline_s)
     end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if pred():
-            return
+    while True:
+        ok = pred()
+        if _is_deferred(ok):
+            raise TypeError("wait_until(%s): pred returned a Deferred outside the reactor"
+                            % what)
+        if ok:
+            return ok
+        if time.monotonic() > end:
+            raise AssertionError("timed out after %ss waiting for %s" % (deadline_s, what))
         time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
+
+
+def _reactor_running() -> bool:
+    """True in the reactor's own thread while it runs (never imports, so never installs,
+    a reactor)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not reactor.running:
+        return False
+    from twisted.python.threadable import isInIOThread
+    return isInIOThread()
+
+
+def _is_deferred(x: Any) -> bool:
+    defer = sys.modules.get("twisted.internet.defer")
+    return defer is not None and isinstance(x, defer.Deferred)
+
+
+def _wait_until_deferred(pred: Callable[[], Any], what: str, deadline_s: float) -> Any:
+    from twisted.internet import defer, reactor, task
+
+    @defer.inlineCallbacks
+    def poll() -> Any:
+        end = reactor.seconds() + deadline_s
+        while True:
+            ok = pred()
+            if isinstance(ok, defer.Deferred):
+                ok = yield ok
+            if ok:
+                return ok
+            if reactor.seconds() > end:
+                raise AssertionError("timed out after %ss waiting for %s" % (deadline_s, what))
+            yield task.deferLater(reactor, 0.05, lambda: None)
+    return poll()
 
 
 def wait_log(proc: Proc, needle: str, count: int = 1, deadline_s: float = 20.0) -> None:
-    wait_for(lambda: proc.text().count(needle) >= count, deadline_s, repr(needle))
+    wait_until(lambda: proc.text().count(needle) >= count, repr(needle), deadline_s)
 
 
 def read_record(path: Path) -> list[dict]:

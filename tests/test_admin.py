@@ -14,6 +14,7 @@ from proxyd.passwords import hash_password, verify_password
 from proxyd.store import journal as J
 from proxyd.store import ledger as L
 from proxyd.store.embedded import ping_blocking, socket_path_for
+from tests.conftemplate import config_text
 from tests.valkey_fixture import valkey_socket  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,18 +27,16 @@ def admin(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def write_config(tmp_path: Path, store: str) -> str:
+def write_config(tmp_path: Path, store: dict) -> str:
     path = tmp_path / "proxyd.toml"
-    path.write_text('%s\n\n[[account]]\nsystem_id = "acme"\npassword = "secret"\n\n'
-                    '[[account]]\nsystem_id = "beta"\npassword = "secret"\nprice = 7\n'
-                    % store)
+    path.write_text(config_text(store=store, account={"password": "secret", "service_codes": None},
+                                accounts=[{"system_id": "beta", "password": "secret", "price": 7}]))
     return str(path)
 
 
 @pytest.fixture
 def embedded_config(tmp_path: Path) -> str:
-    return write_config(tmp_path, '[store]\ndir = "%s"\nappendfsync = "always"'
-                        % (tmp_path / "store"))
+    return write_config(tmp_path, {"dir": tmp_path / "store", "appendfsync": "always"})
 
 
 def test_embedded_round_trip(embedded_config: str, tmp_path: Path) -> None:
@@ -73,7 +72,7 @@ def test_embedded_round_trip(embedded_config: str, tmp_path: Path) -> None:
 def test_against_running_server(valkey_socket: str, tmp_path: Path) -> None:
     import valkey
 
-    cfg = write_config(tmp_path, '[store]\nurl = "unix://%s"' % valkey_socket)
+    cfg = write_config(tmp_path, {"url": "unix://%s" % valkey_socket})
     client = valkey.Valkey(unix_socket_path=valkey_socket, decode_responses=True)
     day = L.day_of(__import__("time").time())
     client.delete(L.balance_key("acme"), L.jhead_key("acme"), L.journal_key("acme", day))
@@ -133,8 +132,8 @@ def test_bad_config_exit_2(tmp_path: Path) -> None:
 
 
 def test_store_down_exit_1(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, '[store]\nurl = "unix://%s"\ntimeout_s = 0.5'
-                       % (tmp_path / "nothing.sock"))
+    cfg = write_config(tmp_path, {"url": "unix://%s" % (tmp_path / "nothing.sock"),
+                                  "timeout_s": 0.5})
     r = admin("--config", cfg, "balance", "acme")
     assert r.returncode == 1 and "unavailable" in r.stderr
 

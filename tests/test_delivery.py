@@ -17,56 +17,28 @@ import smpplib.client
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 100
-enquire_link_s = 30
-inactivity_s = 300
-
-[store]
-dir = "{store}"
-
-[relay]
-queue_wait_s = 0.2
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 2
-window = 50
-response_timeout_s = 5
-reconnect_max_s = 1
-
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-max_binds = 4
-
-[[account]]
-system_id = "other"
-password = "0ther"
-service_codes = ["106900012"]
-max_binds = 4
-"""
+CONFIG = dict(smpp={"window": 100, "enquire_link_s": 30, "inactivity_s": 300},
+              relay={"queue_wait_s": 0.2},
+              upstream={"binds": 2, "window": 50, "response_timeout_s": 5, "reconnect_max_s": 1},
+              account={"max_binds": 4},
+              accounts=[{"system_id": "other", "password": "0ther",
+                         "service_codes": ["106900012"], "max_binds": 4}])
 
 SRC = "1069000188"
 
 
 def _config(tmp: Path, port: int, sim_port: int, name: str = "proxyd.toml",
             store: Path | None = None) -> Path:
-    return write_config(tmp, CONFIG.format(port=port, sim=sim_port,
-                                           store=store or (tmp / "store")), name)
+    return write_config(tmp, config_text(port, sim_port, store={"dir": store or (tmp / "store")},
+                                         **CONFIG), name)
 
 
 def _node(tmp: Path, cfg: Path, port: int, name: str = "proxyd"):
     proc = start_proxyd(tmp, cfg, port, name=name)
-    wait_for(lambda: proc.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+    wait_until(lambda: proc.text().count("upstream sim bound") >= 2, "upstream binds", 20)
     return proc
 
 
@@ -251,7 +223,7 @@ def test_receiver_unbound_while_receipts_arrive_then_rebound(stack):
     ids += tx.submit_all(half, text=b"second %d", dest="1370013%04d")
     n = 2 * half
     # every receipt left the operator while no receiver was bound
-    wait_for(lambda: _stats(st["control"])["receipts"] >= n, 30, "all receipts sent")
+    wait_until(lambda: _stats(st["control"])["receipts"] >= n, "all receipts sent", 30)
     rx2 = Raw(st["port"], C.BIND_RECEIVER)
     rx2.pump(lambda: len(first) + len(rx2.delivered) >= n)
     # anything more would be a duplicate: an enquire_link round trip lets one show up

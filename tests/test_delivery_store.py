@@ -17,25 +17,12 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.store.client import Store
 from proxyd.store.receipts import MO, RECEIPT, ReceiptStore, rmap_key, stream_key
+from tests.procs import wait_until
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
 
 
 def acct() -> str:
     return "d" + uuid.uuid4().hex[:12]
-
-
-@defer.inlineCallbacks
-def wait_until(pred: Callable[[], Any], what: str, limit_s: float = 20.0) -> Any:
-    deadline = reactor.seconds() + limit_s
-    while True:
-        ok = pred()
-        if isinstance(ok, defer.Deferred):
-            ok = yield ok
-        if ok:
-            return ok
-        if reactor.seconds() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        yield task.deferLater(reactor, 0.02, lambda: None)
 
 
 class Base(unittest.TestCase):
@@ -56,7 +43,7 @@ class ReceiptStoreTest(Base):
         up = "up-" + acct()
         rs.remember(up, normalise_upstream_id(b"00000ABC")[0], "acme", b"m1")
         rs.remember(up, normalise_upstream_id(b"000123")[0], "acme", b"m2")
-        yield wait_until(lambda: rs.lookup(up, ["abc"]), "map written")
+        yield wait_until(lambda: rs.lookup(up, ["abc"]), "map written", 20)
         for form, mid in [(b"abc", b"m1"), (b"0ABC", b"m1"), (b"2748", b"m1"),
                           (b"123", b"m2"), (b"0000123", b"m2"), (b"7b", b"m2")]:
             hit = yield rs.lookup(up, normalise_upstream_id(form))
@@ -162,20 +149,20 @@ class DeliveryTest(Base):
         d = self.make(a, window=10)
         for i in range(25):      # one after the other: stream order is arrival order
             acks = self.inject(d, mo(b"hello %02d" % i))
-            yield wait_until(lambda: acks == [0], "operator ack")
+            yield wait_until(lambda: acks == [0], "operator ack", 20)
         s = FakeSession(a)
         d.session_ready(s)
-        yield wait_until(lambda: len(s.sent) == 10, "first window")
+        yield wait_until(lambda: len(s.sent) == 10, "first window", 20)
         yield task.deferLater(reactor, 0.3, lambda: None)   # the window holds
         self.assertEqual(len(s.sent), 10)
         while len(s.waiting):
             cbs, s.waiting = s.waiting, []
             for cb in cbs:
                 cb(0)
-            yield wait_until(lambda: s.waiting or len(s.sent) == 25, "next window")
+            yield wait_until(lambda: s.waiting or len(s.sent) == 25, "next window", 20)
         texts = [P.decode_body(cid, 0, 1, body).short_message for cid, body in s.sent]
         self.assertEqual(texts, [b"hello %02d" % i for i in range(25)])
-        yield wait_until(lambda: d.rs.backlog(a).addCallback(lambda n: n == 0), "acked")
+        yield wait_until(lambda: d.rs.backlog(a).addCallback(lambda n: n == 0), "acked", 20)
         self.assertEqual(d.counters["delivered"], 25)
 
     @defer.inlineCallbacks
@@ -189,10 +176,10 @@ class DeliveryTest(Base):
         self.addCleanup(d.stopService)
         for text in (b"first", b"second"):
             acks = self.inject(d, mo(text))
-            yield wait_until(lambda: acks, "stored")
+            yield wait_until(lambda: acks, "stored", 20)
         s = FakeSession(a)
         d.session_ready(s)
-        yield wait_until(lambda: len(s.waiting) == 2, "both sent")
+        yield wait_until(lambda: len(s.waiting) == 2, "both sent", 20)
         first, second = s.waiting
         s.waiting = []
         first(C.STATUS["ESME_RX_T_APPN"])      # refused by the client: retry after 1 s
@@ -208,7 +195,7 @@ class DeliveryTest(Base):
         for cb in s.waiting:
             cb(0)
         clock.advance(0)                       # the batched XACK
-        yield wait_until(lambda: d.rs.backlog(a).addCallback(lambda n: n == 0), "acked")
+        yield wait_until(lambda: d.rs.backlog(a).addCallback(lambda n: n == 0), "acked", 20)
         self.assertEqual((d.counters["delivered"], d.counters["retried"],
                           d.counters["timeouts"]), (2, 2, 1))
 
@@ -222,7 +209,7 @@ class DeliveryTest(Base):
         yield task.deferLater(reactor, 0.3, lambda: None)
         self.assertEqual(acks, [])             # not acknowledged before it is stored
         d.remember("sim", normalise_upstream_id(b"a1b2")[0], a, b"proxyd-id-1")
-        yield wait_until(lambda: acks == [0] and s.sent, "receipt delivered")
+        yield wait_until(lambda: acks == [0] and s.sent, "receipt delivered", 20)
         out = P.decode_body(*s.sent[0][:1], 0, 1, s.sent[0][1])
         self.assertEqual(out.tlv(C.TAG_RECEIPTED_MESSAGE_ID), b"proxyd-id-1\0")
         self.assertTrue(out.short_message.startswith(b"id:proxyd-id-1 sub:001"))
@@ -241,14 +228,14 @@ class DeliveryTest(Base):
         a = acct()
         d = self.make(a)
         acks = self.inject(d, mo(b"td", source=b"+8613900000001"))
-        yield wait_until(lambda: acks, "ack")
+        yield wait_until(lambda: acks, "ack", 20)
         self.assertEqual(acks, [0])
         member = yield self.store.execute("SISMEMBER", "optout:{%s}" % a, "13900000001")
         self.assertEqual(int(member), 1)
         n = yield d.rs.backlog(a)
         self.assertEqual(n, 1)                 # and still delivered to the account
         acks = self.inject(d, mo(b"hello", dest=b"999"))    # no such service code
-        yield wait_until(lambda: acks, "ack")
+        yield wait_until(lambda: acks, "ack", 20)
         self.assertEqual((acks, d.counters["mo_unrouted"]), ([0], 1))
 
     @defer.inlineCallbacks
@@ -261,7 +248,7 @@ class DeliveryTest(Base):
         for pdu in (mo(b"hi"), receipt(b"abc")):
             acks: list = []
             d.on_deliver(UP, pdu, acks.append)
-            yield wait_until(lambda: acks, "ack")
+            yield wait_until(lambda: acks, "ack", 20)
             self.assertEqual(acks, [C.STATUS["ESME_RX_T_APPN"]])
 
     @defer.inlineCallbacks
@@ -271,13 +258,13 @@ class DeliveryTest(Base):
         s1 = FakeSession(a)
         dead.session_ready(s1)
         self.inject(dead, mo(b"orphan"))
-        yield wait_until(lambda: s1.sent, "held by the first node")
+        yield wait_until(lambda: s1.sent, "held by the first node", 20)
         dead._ticker.stop()                    # the node "dies": no touch, no answer
         dead.feeds.clear()
         alive = self.make(a, consumer="alive-" + a, claim_idle_s=0.5)
         s2 = FakeSession(a, answer=0)
         alive.session_ready(s2)
-        yield wait_until(lambda: s2.sent, "taken over")
+        yield wait_until(lambda: s2.sent, "taken over", 20)
         self.assertEqual(P.decode_body(C.DELIVER_SM, 0, 1, s2.sent[0][1]).short_message,
                          b"orphan")
-        yield wait_until(lambda: alive.rs.backlog(a).addCallback(lambda n: n == 0), "acked")
+        yield wait_until(lambda: alive.rs.backlog(a).addCallback(lambda n: n == 0), "acked", 20)

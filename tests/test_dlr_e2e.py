@@ -11,36 +11,11 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import pytest
 import valkey
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text, listen
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[http]
-listen = ["tcp:{http}:interface=127.0.0.1"]
-
-[store]
-dir = "{store}"
-
-[relay]
-queue_wait_s = 0.5
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 2
-window = 100
-response_timeout_s = 5
-reconnect_max_s = 1
-
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-"""
+CONFIG = dict(relay={"queue_wait_s": 0.5},
+              upstream={"binds": 2, "window": 100, "response_timeout_s": 5, "reconnect_max_s": 1})
 
 
 class Receiver:
@@ -91,11 +66,11 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dlr")
     sim, sim_port, record = start_sim(tmp, None, "--receipt-delay", "0.2")
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, http=hport, sim=sim_port,
-                                          store=tmp / "store"))
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport)},
+                                        store={"dir": tmp / "store"}, **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
     try:
-        wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+        wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
         admin(tmp, cfg, "topup", "acme", "100000", "--note", "test funds")
         db = valkey.Valkey(unix_socket_path=str(tmp / "store" / "valkey.sock"))
         yield {"http": hport, "record": record, "proxyd": proxyd, "db": db}
@@ -133,9 +108,9 @@ def test_kannel_dlr_url_fails_twice_then_one_delivery(stack):
         assert status == 202, body
         mid = headers["x-proxyd-message-id"]
         db = stack["db"]
-        wait_for(lambda: len(rx.ok()) >= 1, 30, "the callback answered 200")
+        wait_until(lambda: len(rx.ok()) >= 1, "the callback answered 200", 30)
         # once answered it leaves the store: nothing can call it again
-        wait_for(lambda: db.zcard("hcb:{acme}") == 0, 10, "the callback cleared")
+        wait_until(lambda: db.zcard("hcb:{acme}") == 0, "the callback cleared", 10)
         assert [r[3] for r in rx.requests] == [500, 500, 200]
         calls = [{k: v[0] for k, v in parse_qs(urlsplit(p).query).items()}
                  for _m, p, _f, _c in rx.requests]
@@ -163,8 +138,8 @@ def test_kannel_mask_selects_reports(stack):
             "text": "mask eight", "dlr-mask": "9", "dlr-url": url}))
         assert status == 202, body
         mid = headers["x-proxyd-message-id"]
-        wait_for(lambda: len(rx.ok()) >= 2, 30, "two reports (8, then 1)")
-        wait_for(lambda: stack["db"].zcard("hcb:{acme}") == 0, 10, "callbacks cleared")
+        wait_until(lambda: len(rx.ok()) >= 2, "two reports (8, then 1)", 30)
+        wait_until(lambda: stack["db"].zcard("hcb:{acme}") == 0, "callbacks cleared", 10)
         types = sorted(parse_qs(urlsplit(p).query)["type"][0] for _m, p, _f, _c in rx.ok())
         assert types == ["1", "8"]
         for _m, p, _f, _c in rx.ok():
@@ -186,8 +161,8 @@ def test_jasmin_dlr_level_3_post(stack):
         body = r.read().decode()
         assert r.status == 200, body
         mid = body.split('"')[1]
-        wait_for(lambda: len(rx.ok()) >= 2, 30, "level 1 and level 2 reports")
-        wait_for(lambda: stack["db"].zcard("hcb:{acme}") == 0, 10, "callbacks cleared")
+        wait_until(lambda: len(rx.ok()) >= 2, "level 1 and level 2 reports", 30)
+        wait_until(lambda: stack["db"].zcard("hcb:{acme}") == 0, "callbacks cleared", 10)
         forms = [{k: v[0] for k, v in parse_qs(f).items()} for m, p, f, code in rx.ok()]
         assert all(m == "POST" and p == "/jasmin" for m, p, _f, _c in rx.ok())
         by_level = {f["level"]: f for f in forms}

@@ -14,7 +14,8 @@ import pytest
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, start_sim, wait_until, write_config
 from .test_delivery import CONFIG, SRC, Raw, _node, receipt_ids
 
 
@@ -26,7 +27,8 @@ def stack(tmp_path):
         sim, sim_port, _record = start_sim(tmp_path, None, "--no-receipts")
         procs.append(sim)
         port = free_port()
-        text = CONFIG.format(port=port, sim=sim_port, store=tmp_path / "store") + delivery
+        text = config_text(port, sim_port, store={"dir": tmp_path / "store"}, extra=delivery,
+                           **CONFIG)
         cfg = write_config(tmp_path, text)
         node = _node(tmp_path, cfg, port)
         procs.append(node)
@@ -62,7 +64,7 @@ def test_expired_own_receipt_carries_the_id_given(stack):
     c.pump(lambda: seq in c.resps, 20)
     assert c.resps[seq].status == 0, C.status_name(c.resps[seq].status)
     assert c.resps[seq].message_state == 3
-    wait_for(lambda: st["proxyd"].text().count("stat:EXPIRED") >= 5, 10, "own receipt logs")
+    wait_until(lambda: st["proxyd"].text().count("stat:EXPIRED") >= 5, "own receipt logs", 10)
     # nothing else comes (each part expires once)
     c.s.settimeout(2.0)
     extra = []

@@ -8,7 +8,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text, listen
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 from .test_dlr_e2e import CONFIG, Receiver, get
 
 
@@ -17,11 +18,11 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dlrfail")
     sim, sim_port, _record = start_sim(tmp, None, "--fail-every", "1", "--fail-status", "0x45")
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, http=hport, sim=sim_port,
-                                          store=tmp / "store"))
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport)},
+                                        store={"dir": tmp / "store"}, **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
     try:
-        wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+        wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
         admin(tmp, cfg, "topup", "acme", "100000", "--note", "test funds")
         yield {"http": hport, "proxyd": proxyd}
     finally:
@@ -37,7 +38,7 @@ def test_kannel_mask_16_gets_the_rejection(stack):
             "username": "acme", "password": "s3cret", "to": "13800138200",
             "text": "refused please", "dlr-mask": "16", "dlr-url": url}))
         assert status != 202, body
-        wait_for(lambda: len(rx.ok()) >= 1, 30, "the type 16 report")
+        wait_until(lambda: len(rx.ok()) >= 1, "the type 16 report", 30)
         calls = [{k: v[0] for k, v in parse_qs(urlsplit(p).query).items()}
                  for _m, p, _f, _c in rx.ok()]
         assert len(calls) == 1
@@ -61,7 +62,7 @@ def test_kannel_mask_8_gets_nothing_for_a_rejection(stack):
             "username": "acme", "password": "s3cret", "to": "13800138202",
             "text": "refused marker", "dlr-mask": "16",
             "dlr-url": "http://127.0.0.1:%d/m?type=%%d" % marker.port}))
-        wait_for(lambda: len(marker.ok()) >= 1, 30, "the marker's report")
+        wait_until(lambda: len(marker.ok()) >= 1, "the marker's report", 30)
         assert rx.requests == []
     finally:
         rx.close()
@@ -79,7 +80,7 @@ def test_jasmin_level_1_failure(stack):
         c.request("POST", "/send", form, {"Content-Type": "application/x-www-form-urlencoded"})
         r = c.getresponse()
         r.read()
-        wait_for(lambda: len(rx.ok()) >= 1, 30, "the level 1 failure report")
+        wait_until(lambda: len(rx.ok()) >= 1, "the level 1 failure report", 30)
         forms = [{k: v[0] for k, v in parse_qs(f).items()} for _m, _p, f, _c in rx.ok()]
         assert len(forms) == 1
         assert forms[0]["level"] == "1" and forms[0]["message_status"] == "ESME_RSUBMITFAIL"

@@ -18,48 +18,18 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import parse_concat, split_udh
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text, listen
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .valkey_fixture import ValkeyProcess
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[http]
-listen = ["tcp:{http}:interface=127.0.0.1"]
-max_request_bytes = 4096
-
-[relay]
-queue_wait_s = 0.5
-{store}
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 2
-window = 100
-response_timeout_s = 5
-reconnect_max_s = 1
-prefixes = ["13", "15", "+86"]
-
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-max_parts = 6
-
-[[account]]
-system_id = "poor"
-password = "poor1"
-service_codes = ["10690002"]
-
-[[account]]
-system_id = "bulk"
-password = "bulk1"
-service_codes = ["10690003"]
-price = 3
-"""
+HTTP = {"max_request_bytes": 4096}      # and a listener
+CONFIG = dict(relay={"queue_wait_s": 0.5},
+              upstream={"binds": 2, "window": 100, "response_timeout_s": 5, "reconnect_max_s": 1,
+                        "prefixes": ["13", "15", "+86"]},
+              account={"max_parts": 6},
+              accounts=[{"system_id": "poor", "password": "poor1", "service_codes": ["10690002"]},
+                        {"system_id": "bulk", "password": "bulk1", "service_codes": ["10690003"],
+                         "price": 3}])
 
 ACCEPTED = "0: Accepted for delivery"
 
@@ -69,10 +39,11 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("http")
     sim, sim_port, record = start_sim(tmp)
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, http=hport, sim=sim_port, store=""))
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport), **HTTP},
+                                        **CONFIG))
     proxyd = start_proxyd(tmp, cfg, hport)
     try:
-        wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+        wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
         admin(tmp, cfg, "topup", "acme", "1000000")
         admin(tmp, cfg, "topup", "bulk", "100000")
         yield {"http": hport, "record": record, "proxyd": proxyd, "tmp": tmp, "cfg": cfg}
@@ -121,7 +92,7 @@ def test_kannel_accepted_and_relayed(stack):
     assert (status, body) == (202, ACCEPTED)
     mid = headers["X-Proxyd-Message-Id"]
     assert len(mid) == 25
-    wait_for(lambda: submits_to(stack, "13800000001"), 10, "submit at the simulator")
+    wait_until(lambda: submits_to(stack, "13800000001"), "submit at the simulator", 10)
     [p] = submits_to(stack, "13800000001")
     assert p.source_addr == b"1069000188" and p.short_message == b"hello world"
     assert p.data_coding == 0 and p.esm_class == 0 and p.registered_delivery == 0
@@ -131,7 +102,7 @@ def test_kannel_user_pass_aliases_and_default_sender(stack):
     status, body, _ = call(stack["http"], "/cgi-bin/sendsms", user="acme", **{"pass": "s3cret"},
                            to="13800000002", text="alias")
     assert (status, body) == (202, ACCEPTED)
-    wait_for(lambda: submits_to(stack, "13800000002"), 10, "submit")
+    wait_until(lambda: submits_to(stack, "13800000002"), "submit", 10)
     assert submits_to(stack, "13800000002")[0].source_addr == b"10690001"
 
 
@@ -179,7 +150,7 @@ def test_kannel_misformed_fields(stack, field, value, text):
 def test_kannel_dlr_mask_sets_registered_delivery(stack):
     assert kannel(stack, to="13800000006", text="dlr", **{
         "dlr-mask": "3", "dlr-url": "http://example.com/dlr?id=%d"}) == (202, ACCEPTED)
-    wait_for(lambda: submits_to(stack, "13800000006"), 10, "submit")
+    wait_until(lambda: submits_to(stack, "13800000006"), "submit", 10)
     assert submits_to(stack, "13800000006")[0].registered_delivery == 1
 
 
@@ -187,7 +158,7 @@ def test_kannel_chinese_300_chars_five_ucs2_parts(stack):
     text = ("短信测试内容一二三四五六七八九十" * 20)[:300]
     assert len(text) == 300
     assert kannel(stack, to="13800000007", text=text) == (202, ACCEPTED)
-    wait_for(lambda: len(submits_to(stack, "13800000007")) == 5, 10, "5 parts")
+    wait_until(lambda: len(submits_to(stack, "13800000007")) == 5, "5 parts", 10)
     parts = submits_to(stack, "13800000007")
     assert len(parts) == 5
     seen = {}
@@ -237,7 +208,7 @@ def test_kannel_several_recipients(stack):
                     "12: 400 Receiver number not valid, rejected\n"
                     "13800000014: 202 0: Accepted for delivery")
     assert kannel(stack, to="13800000015 13800000016", text="all ok") == (202, ACCEPTED)
-    wait_for(lambda: submits_to(stack, "13800000016"), 10, "submit")
+    wait_until(lambda: submits_to(stack, "13800000016"), "submit", 10)
     assert len(submits_to(stack, "13800000013")) == 1
     assert len(submits_to(stack, "13800000015")) == 1
 
@@ -253,7 +224,7 @@ def test_kannel_several_recipients_all_refused(stack):
 
 def test_kannel_coding_udh_and_mclass(stack):
     assert kannel(stack, to="13800000019", text="hi", coding="2", mclass="1") == (202, ACCEPTED)
-    wait_for(lambda: submits_to(stack, "13800000019"), 10, "submit")
+    wait_until(lambda: submits_to(stack, "13800000019"), "submit", 10)
     p = submits_to(stack, "13800000019")[0]
     assert p.data_coding == 0x19 and p.short_message == "hi".encode("utf-16-be")
     # a UDH without a coding is 8-bit, as in Kannel: refused for an account without binary
@@ -305,7 +276,7 @@ def test_jasmin_send_success(stack):
                                                                 "dlr-level": "3"})
     assert status == 200 and body.startswith('Success "') and body.endswith('"')
     assert len(body) == len('Success ""') + 25
-    wait_for(lambda: submits_to(stack, "13800000030"), 10, "submit")
+    wait_until(lambda: submits_to(stack, "13800000030"), "submit", 10)
     p = submits_to(stack, "13800000030")[0]
     assert p.short_message == b"hello jasmin" and p.registered_delivery == 1
 
@@ -389,12 +360,12 @@ def test_store_down_answers_503(tmp_path):
     sock = vk.start()
     sim, sim_port, _ = start_sim(tmp_path)
     port, hport = free_port(), free_port()
-    store = '\n[store]\nurl = "unix://%s"\ntimeout_s = 0.5\n' % sock
-    cfg = write_config(tmp_path, CONFIG.format(port=port, http=hport, sim=sim_port,
-                                               store=store))
+    store = {"url": "unix://%s" % sock, "timeout_s": 0.5}
+    cfg = write_config(tmp_path, config_text(port, sim_port, http={"listen": listen(hport), **HTTP},
+                                             store=store, **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, hport)
     try:
-        wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "binds")
+        wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "binds", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000")
         assert call(hport, "/cgi-bin/sendsms", username="acme", password="s3cret",
                     to="13800000040", text="up")[:2] == (202, ACCEPTED)

@@ -18,6 +18,7 @@ from proxyd.admin import run_script
 from proxyd.store import journal as J
 from proxyd.store import ledger as L
 from proxyd.store.client import Store
+from tests.conftemplate import config_text
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +37,9 @@ def setup(valkey_socket: str, tmp_path: Path) -> Any:
 
     acct = "j" + uuid.uuid4().hex[:10]
     cfg = tmp_path / "proxyd.toml"
-    cfg.write_text('[store]\nurl = "unix://%s"\n\n[[account]]\nsystem_id = "%s"\n'
-                   'password = "pw"\nprice = 5\n' % (valkey_socket, acct))
+    cfg.write_text(config_text(store={"url": "unix://%s" % valkey_socket},
+                               account={"system_id": acct, "password": "pw", "service_codes": None,
+                                        "price": 5}))
     client = valkey.Valkey(unix_socket_path=valkey_socket, decode_responses=True)
     yield client, acct, str(cfg), L.day_of(time.time())
     client.close()

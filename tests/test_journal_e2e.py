@@ -11,40 +11,17 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import concat_udh
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 from .test_ledger_e2e import blast
 from .test_relay_e2e import read_pdu
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 500
-
-[store]
-reservation_max_age_s = 3
-sweep_interval_s = 1
-
-[policy]
-filters_dir = "{filters}"
-
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-window = 200
-
-[[account]]
-system_id = "acme"
-password = "pw"
-service_codes = ["10690001"]
-price = 5
-
-[[account]]
-system_id = "beta"
-password = "pw"
-service_codes = ["10690002"]
-price = 3
-"""
+CONFIG = dict(smpp={"window": 500},
+              store={"reservation_max_age_s": 3, "sweep_interval_s": 1},
+              upstream={"name": "op", "password": None, "window": 200},
+              account={"password": "pw", "price": 5},
+              accounts=[{"system_id": "beta", "password": "pw", "service_codes": ["10690002"],
+                         "price": 3}])
 
 S = C.STATUS
 
@@ -73,10 +50,11 @@ def test_mixed_run_reconciles_verifies_and_traces(tmp_path):
                                       "0x45", "--receipt-stat", "DELIVRD:2,UNDELIV:1",
                                       "--latency-ms", "30")
     port = free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port, filters=FILTERS))
+    cfg = write_config(tmp_path, config_text(port, sim_port, policy={"filters_dir": FILTERS},
+                                             **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream op bound" in proxyd.text(), 20, "bind")
+        wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)
         admin(tmp_path, cfg, "topup", "acme", str(5 * 50))
         admin(tmp_path, cfg, "topup", "beta", str(3 * 100000))
         s = session(port, b"acme")
@@ -106,15 +84,15 @@ def test_mixed_run_reconciles_verifies_and_traces(tmp_path):
             r = answer(s, seq)
             assert r.status == 0
             part_ids.append(r.message_id.decode())
-        wait_for(lambda: "long message of acme (3 parts) not sent: content" in proxyd.text(),
-                 10, "the long message judged")
+        wait_until(lambda: "long message of acme (3 parts) not sent: content" in proxyd.text(),
+                   "the long message judged", 10)
         s.close()
         # beta under load, then kill -9 in the middle
         answers: dict = {}
         t = threading.Thread(target=blast, args=(port, 3000, b"b-", answers, 200, b"beta",
                                                  b"10690002"))
         t.start()
-        wait_for(lambda: len(answers) >= 300, 30, "beta traffic flowing")
+        wait_until(lambda: len(answers) >= 300, "beta traffic flowing", 30)
         proxyd.kill9()
         t.join(60)
         proxyd = start_proxyd(tmp_path, cfg, port, name="proxyd2")
@@ -127,7 +105,7 @@ def test_mixed_run_reconciles_verifies_and_traces(tmp_path):
                     return False
                 rep = json.loads(r.stdout)
                 return rep["ok"] and rep["parts"]["pending"] == 0
-            wait_for(reconciled, 20, "report of %s balances" % acct)
+            wait_until(reconciled, "report of %s balances" % acct, 20)
             assert admin(tmp_path, cfg, "verify", acct, check=False).returncode == 0
         rep = json.loads(admin(tmp_path, cfg, "report", "acme", "--json").stdout)
         assert rep["parts"]["refused_by_reason"].get("obscenity_gambling_violence_terror") == 3

@@ -11,7 +11,8 @@ from twisted.internet import defer, reactor, task
 from proxyd.store import journal as J
 from proxyd.store.client import StoreError
 from proxyd.store.ledger import Ledger, lease_key
-from tests.test_store import LedgerTestBase, wait_until
+from tests.procs import wait_until
+from tests.test_store import LedgerTestBase
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
 
 
@@ -221,7 +222,7 @@ class TestLease(LedgerTestBase):
         # one whose outcome does not come in time is written alone (within two delays)
         self.assertEqual(admit(led, self.a, ["w2"])[0], [0])
         yield wait_until(lambda: led.reservations(self.a).addCallback(
-            lambda r: "w2" in r), "w2's reservation", limit_s=5.0)
+            lambda r: "w2" in r), "w2's reservation", deadline_s=5.0)
         self.assertEqual(calls[2], "l\x1f5\x1fn1\x1f\x1f1\x1fw2")
         led.settle(self.a, "w2", "up=sim status=ESME_RTHROTTLED", False)
         yield wait_until(lambda: led.reservations(self.a).addCallback(

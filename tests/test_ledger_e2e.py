@@ -10,40 +10,20 @@ import threading
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
 S = C.STATUS
 PRICE = 5
 
-NODE = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 500
-
-[store]
-dir = "{store}"
-reservation_max_age_s = 3
-sweep_interval_s = 1
-
-[relay]
-queue_wait_s = 2
-
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-binds = 2
-window = 100
-response_timeout_s = 5
-
-[[account]]
-system_id = "acme"
-password = "pw"
-service_codes = ["10690001"]
-price = 5
-max_binds = 8
-"""
+def node_config(port: int, sim: int, store) -> str:
+    return config_text(port, sim, smpp={"window": 500},
+                       store={"dir": store, "reservation_max_age_s": 3, "sweep_interval_s": 1},
+                       relay={"queue_wait_s": 2},
+                       upstream={"name": "op", "password": None, "binds": 2, "window": 100,
+                                 "response_timeout_s": 5},
+                       account={"password": "pw", "price": 5, "max_binds": 8})
 
 
 def balance(tmp, cfg) -> int:
@@ -89,13 +69,13 @@ def test_two_nodes_one_store_exact_balance(tmp_path):
     sim, sim_port, record = start_sim(tmp_path)
     store = tmp_path / "shared-store"
     ports = [free_port(), free_port()]
-    cfgs = [write_config(tmp_path, NODE.format(port=p, store=store, sim=sim_port),
+    cfgs = [write_config(tmp_path, node_config(p, sim_port, store),
                          "node%d.toml" % i) for i, p in enumerate(ports)]
     nodes = [start_proxyd(tmp_path, cfg, p, name="node%d" % i)
              for i, (cfg, p) in enumerate(zip(cfgs, ports))]
     try:
         for n in nodes:
-            wait_for(lambda n=n: n.text().count("upstream op bound") >= 2, 20, "binds")
+            wait_until(lambda n=n: n.text().count("upstream op bound") >= 2, "binds", 20)
         admin(tmp_path, cfgs[0], "topup", "acme", str(6000 * PRICE))
         answers: dict = {}
         threads = [threading.Thread(target=blast, args=(ports[i % 2], 2500, b"c%d-" % i,
@@ -109,7 +89,7 @@ def test_two_nodes_one_store_exact_balance(tmp_path):
         poor = [k for k, (st, _) in answers.items() if st == S["PROXYD_RNOBALANCE"]]
         assert len(ok) == 6000
         assert len(poor) == 4000
-        wait_for(lambda: len(read_record(record)) >= 6000, 20, "6000 at the operator")
+        wait_until(lambda: len(read_record(record)) >= 6000, "6000 at the operator", 20)
         assert sorted(texts(record)) == sorted(ok)
         assert balance(tmp_path, cfgs[1]) == 0
         ledger = admin(tmp_path, cfgs[0], "ledger", "acme", "--limit", "20000").stdout
@@ -127,10 +107,10 @@ def test_upstream_refusals_are_refunded(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--fail-every", "3",
                                       "--fail-status", "0x45")
     port = free_port()
-    cfg = write_config(tmp_path, NODE.format(port=port, store=tmp_path / "store", sim=sim_port))
+    cfg = write_config(tmp_path, node_config(port, sim_port, tmp_path / "store"))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: proxyd.text().count("upstream op bound") >= 2, 20, "binds")
+        wait_until(lambda: proxyd.text().count("upstream op bound") >= 2, "binds", 20)
         start = 100000
         admin(tmp_path, cfg, "topup", "acme", str(start))
         answers: dict = {}
@@ -138,8 +118,8 @@ def test_upstream_refusals_are_refunded(tmp_path):
         ok = [k for k, (st, _) in answers.items() if st == 0]
         refused = [k for k, (st, _) in answers.items() if st == S["ESME_RSUBMITFAIL"]]
         assert len(ok) == 600 and len(refused) == 300
-        wait_for(lambda: balance(tmp_path, cfg) == start - PRICE * len(ok), 10,
-                 "balance = start - price x OKs")
+        wait_until(lambda: balance(tmp_path, cfg) == start - PRICE * len(ok),
+                   "balance = start - price x OKs", 10)
     finally:
         proxyd.stop()
         sim.stop()
@@ -149,16 +129,16 @@ def test_kill9_under_load_then_sweeper(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "50")
     port = free_port()
     store = tmp_path / "store"
-    cfg = write_config(tmp_path, NODE.format(port=port, store=store, sim=sim_port))
+    cfg = write_config(tmp_path, node_config(port, sim_port, store))
     proxyd = start_proxyd(tmp_path, cfg, port)
     start = 1000000
     try:
-        wait_for(lambda: proxyd.text().count("upstream op bound") >= 2, 20, "binds")
+        wait_until(lambda: proxyd.text().count("upstream op bound") >= 2, "binds", 20)
         admin(tmp_path, cfg, "topup", "acme", str(start))
         answers: dict = {}
         t = threading.Thread(target=blast, args=(port, 5000, b"k-", answers))
         t.start()
-        wait_for(lambda: len(read_record(record)) >= 500, 30, "traffic flowing")
+        wait_until(lambda: len(read_record(record)) >= 500, "traffic flowing", 30)
         proxyd.kill9()
         t.join(60)
         ok = sum(1 for st, _ in answers.values() if st == 0)
@@ -168,14 +148,14 @@ def test_kill9_under_load_then_sweeper(tmp_path):
         def nothing_pending() -> bool:
             r = admin(tmp_path, cfg, "report", "acme", "--json", check=False)
             return r.returncode == 0 and json.loads(r.stdout)["parts"]["pending"] == 0
-        wait_for(nothing_pending, 30, "every reservation settled")
+        wait_until(nothing_pending, "every reservation settled", 30)
         received = len(read_record(record))
 
         def settled() -> bool:
             charged = start - balance(tmp_path, cfg)
             return PRICE * ok <= charged <= PRICE * received and charged % PRICE == 0 and \
                 not admin(tmp_path, cfg, "ledger", "acme", "--limit", "1").returncode
-        wait_for(settled, 30, "price x OKs <= charged <= price x received")
+        wait_until(settled, "price x OKs <= charged <= price x received", 30)
         charged = start - balance(tmp_path, cfg)
         assert PRICE * ok <= charged <= PRICE * received
     finally:
@@ -193,16 +173,16 @@ def test_store_killed_and_restarted_under_load(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "20")
     port = free_port()
     store = tmp_path / "store"
-    cfg = write_config(tmp_path, NODE.format(port=port, store=store, sim=sim_port))
+    cfg = write_config(tmp_path, node_config(port, sim_port, store))
     proxyd = start_proxyd(tmp_path, cfg, port)
     start = 1000000
     try:
-        wait_for(lambda: proxyd.text().count("upstream op bound") >= 2, 20, "binds")
+        wait_until(lambda: proxyd.text().count("upstream op bound") >= 2, "binds", 20)
         admin(tmp_path, cfg, "topup", "acme", str(start))
         answers: dict = {}
         t = threading.Thread(target=blast, args=(port, 4000, b"s-", answers, 100))
         t.start()
-        wait_for(lambda: len(read_record(record)) >= 300, 30, "traffic flowing")
+        wait_until(lambda: len(read_record(record)) >= 300, "traffic flowing", 30)
         pid = int((store / "valkey.pid").read_text().strip())
         os.kill(pid, signal.SIGKILL)
         t.join(120)
@@ -210,8 +190,8 @@ def test_store_killed_and_restarted_under_load(tmp_path):
         statuses = {st for st, _ in answers.values()}
         assert S["ESME_RSYSERR"] in statuses, "the store outage was not noticed"
         assert 0 in statuses
-        wait_for(lambda: "store: starting" in proxyd.text().split("store: this process")[-1]
-                 or proxyd.text().count("store: starting") >= 2, 20, "store restarted")
+        wait_until(lambda: "store: starting" in proxyd.text().split("store: this process")[-1]
+                   or proxyd.text().count("store: starting") >= 2, "store restarted", 20)
         ok = {k for k, (st, _) in answers.items() if st == 0}
         received = texts(record)
         assert ok <= set(received), "an OK for a message the operator never got"
@@ -222,7 +202,7 @@ def test_store_killed_and_restarted_under_load(tmp_path):
                 return False
             charged = start - int(r.stdout.split()[-1])
             return PRICE * len(ok) <= charged <= PRICE * len(received)
-        wait_for(settled, 30, "no OK without a charge, no charge without a relay")
+        wait_until(settled, "no OK without a charge, no charge without a relay", 30)
     finally:
         proxyd.stop()
         sim.stop()

@@ -14,18 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import (admin, free_port, read_record, start_proxyd, start_sim, wait_for,
+from .conftemplate import config_text, listen
+from .procs import (admin, free_port, read_record, start_proxyd, start_sim, wait_until,
                     wait_log, write_config)
 
 S = C.STATUS
 
-ACCOUNT = """
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-max_binds = 2
-"""
+ACCOUNT = {"max_binds": 2}      # overrides of the template's account acme
 
 
 # --- helpers shared with test_routing_e2e -------------------------------------------------
@@ -102,26 +97,10 @@ def recorded_destinations(record) -> list[str]:
 
 # --- one simulator ----------------------------------------------------------------------------
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[admin]
-listen = ["tcp:{admin}:interface=127.0.0.1"]
-
-[relay]
-queue_wait_s = 0.2
-
-[[upstream]]
-name = "only"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 1
-window = 50
-response_timeout_s = 5
-reconnect_max_s = 0.5
-""" + ACCOUNT
+CONFIG = dict(relay={"queue_wait_s": 0.2},
+              upstream={"name": "only", "binds": 1, "window": 50, "response_timeout_s": 5,
+                        "reconnect_max_s": 0.5},
+              account=ACCOUNT)
 
 
 @pytest.fixture
@@ -130,7 +109,8 @@ def single(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--fail-every", "5",
                                       "--fail-status", "ESME_RSYSERR")
     port, admin_port = free_port(), free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, admin=admin_port, sim=sim_port))
+    cfg = write_config(tmp_path, config_text(port, sim_port, admin={"listen": listen(admin_port)},
+                                             **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     wait_log(proxyd, "upstream only bound")
     admin(tmp_path, cfg, "topup", "acme", "100000", "--note", "test funds")
@@ -155,7 +135,7 @@ def test_metrics_counters_match_what_was_sent(single):
     refused = {st for i, st in answers.items() if i >= 40}
     assert ok == 32 and syserr == 8, answers          # every 5th of the 40 failed
     assert refused == {S["ESME_RINVDSTADR"]}
-    wait_for(lambda: len(read_record(single["record"])) >= ok, 10, "record")
+    wait_until(lambda: len(read_record(single["record"])) >= ok, "record", 10)
     assert len(read_record(single["record"])) == ok
 
     m = scrape(single["admin"])
@@ -173,8 +153,8 @@ def test_metrics_counters_match_what_was_sent(single):
                   le="+Inf") == 43
     assert sample(m, "proxyd_upstream_rtt_seconds_count", upstream="only") == 40
     # nothing left in flight once every answer is in
-    wait_for(lambda: sample(scrape(single["admin"]), "proxyd_binds", account="acme",
-                            mode="transmitter") == 0, 10, "unbind seen")
+    wait_until(lambda: sample(scrape(single["admin"]), "proxyd_binds", account="acme",
+                              mode="transmitter") == 0, "unbind seen", 10)
     m = scrape(single["admin"])
     assert sample(m, "proxyd_client_outstanding") == 0
     assert sample(m, "proxyd_upstream_window_used", upstream="only") == 0
@@ -208,4 +188,4 @@ def test_health_reports_a_store_that_stopped_answering(single):
     finally:
         os.kill(pid, signal.SIGCONT)
     assert status == 503 and body.startswith("store: ") and body.count("\n") == 1, body
-    wait_for(lambda: http_get(single["admin"], "/health")[0] == 200, 10, "healthy again")
+    wait_until(lambda: http_get(single["admin"], "/health")[0] == 200, "healthy again", 10)

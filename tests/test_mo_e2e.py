@@ -19,24 +19,10 @@ from proxyd.store.client import Store
 from proxyd.store.messages import MessageStore, mo_parts_key
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-
-[[account]]
-system_id = "moacct"
-password = "pw"
-service_codes = ["10690001"]
-mo_url = "http://127.0.0.1:{web}/mo?from=%p&to=%P&text=%a&up=%i"
-"""
+MO_URL = "http://127.0.0.1:{web}/mo?from=%p&to=%P&text=%a&up=%i"
 
 
 class Recorder:
@@ -99,10 +85,11 @@ def mo_stack(tmp_path):
                                      "tcp:%d:interface=127.0.0.1" % control)
         procs.append(sim)
         port = free_port()
-        cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port, web=web.port))
+        account = {"system_id": "moacct", "password": "pw", "mo_url": MO_URL.format(web=web.port)}
+        cfg = write_config(tmp_path, config_text(port, sim_port, account=account))
         node = start_proxyd(tmp_path, cfg, port)
         procs.append(node)
-        wait_for(lambda: "upstream sim bound" in node.text(), 20, "upstream bind")
+        wait_until(lambda: "upstream sim bound" in node.text(), "upstream bind", 20)
         made.update(control=control, cfg=cfg, proxyd=node, tmp=tmp_path)
         return made
 
@@ -118,7 +105,7 @@ def test_plain_mo_reaches_mo_url(mo_stack):
     st = mo_stack["start"]()
     web = st["web"]
     _mo(st["control"], "13700000001", "10690001234", "你好 world".encode("utf-16-be"), 8)
-    wait_for(lambda: len(web.ok()) >= 1, 20, "the MO at the mo_url")
+    wait_until(lambda: len(web.ok()) >= 1, "the MO at the mo_url", 20)
     q = web.ok()[0]
     assert q == {"from": "13700000001", "to": "10690001234", "text": "你好 world",
                  "up": "sim"}, q
@@ -129,9 +116,9 @@ def test_mo_url_failing_once_gives_one_success(mo_stack):
     st = mo_stack["start"](fail=1)
     web = st["web"]
     _mo(st["control"], "13700000002", "1069000155", b"hello")
-    wait_for(lambda: len(web.ok()) >= 1, 30, "the MO retried to success")
+    wait_until(lambda: len(web.ok()) >= 1, "the MO retried to success", 30)
     # no more calls come once it succeeded: ask the node, not the clock
-    wait_for(lambda: "retry 1" in st["proxyd"].text(), 5, "the retry logged")
+    wait_until(lambda: "retry 1" in st["proxyd"].text(), "the retry logged", 5)
     assert [c for c, _ in web.calls] == [500, 200], web.calls
     assert web.ok()[0]["text"] == "hello" and web.ok()[0]["from"] == "13700000002"
 
@@ -140,7 +127,7 @@ def test_unsubscribe_via_mo_url_opts_out(mo_stack):
     st = mo_stack["start"]()
     web = st["web"]
     _mo(st["control"], "13700000003", "1069000155", b"TD")
-    wait_for(lambda: len(web.ok()) >= 1, 20, "the TD at the mo_url")
+    wait_until(lambda: len(web.ok()) >= 1, "the TD at the mo_url", 20)
     assert web.ok()[0]["text"] == "TD"
     out = admin(st["tmp"], st["cfg"], "optout", "list", "moacct").stdout
     assert "13700000003" in out, out

@@ -10,30 +10,13 @@ import smpplib.exceptions
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
-BASE = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
+BASE = dict(upstream={"name": "op", "password": None})
 
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-
-[[account]]
-system_id = "acme"
-password = "{pw}"
-service_codes = ["10690001"]
-"""
-
-EXTRA = """
-[[account]]
-system_id = "newco"
-password = "fresh"
-service_codes = ["10690009"]
-"""
+NEWCO = {"system_id": "newco", "password": "fresh", "service_codes": ["10690009"]}
 
 
 def smpp(port: int, sid: str, pw: str) -> smpplib.client.Client:
@@ -54,10 +37,10 @@ def send(c: smpplib.client.Client, src: str, text: bytes) -> int:
 def test_sighup_reload_keeps_binds(tmp_path):
     sim, sim_port, record = start_sim(tmp_path)
     port = free_port()
-    cfg = write_config(tmp_path, BASE.format(port=port, sim=sim_port, pw="old"))
+    cfg = write_config(tmp_path, config_text(port, sim_port, account={"password": "old"}, **BASE))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream op bound" in proxyd.text(), 20, "bind")
+        wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)
         admin(tmp_path, cfg, "topup", "acme", "100000")
         old = smpp(port, "acme", "old")
         assert send(old, "10690001", b"before reload") == 0
@@ -65,12 +48,13 @@ def test_sighup_reload_keeps_binds(tmp_path):
         good = cfg.read_text()
         cfg.write_text(good + "\n[[account]]\nsystem_id = 42\n")
         proxyd.p.send_signal(signal.SIGHUP)
-        wait_for(lambda: "reload refused" in proxyd.text(), 10, "reload refused")
+        wait_until(lambda: "reload refused" in proxyd.text(), "reload refused", 10)
         assert send(old, "10690001", b"after bad reload") == 0
         # new account, changed password
-        write_config(tmp_path, BASE.format(port=port, sim=sim_port, pw="new") + EXTRA)
+        write_config(tmp_path, config_text(port, sim_port, account={"password": "new"},
+                                           accounts=[NEWCO], **BASE))
         proxyd.p.send_signal(signal.SIGHUP)
-        wait_for(lambda: "reload applied" in proxyd.text(), 10, "reload applied")
+        wait_until(lambda: "reload applied" in proxyd.text(), "reload applied", 10)
         assert send(old, "10690001", b"old bind still up") == 0
         admin(tmp_path, cfg, "topup", "newco", "100000")
         newco = smpp(port, "newco", "fresh")
@@ -89,7 +73,7 @@ def test_sighup_reload_keeps_binds(tmp_path):
         pidfile = tmp_path / "proxyd.pid"
         pidfile.write_text(str(proxyd.p.pid))
         admin(tmp_path, cfg, "reload", "--pidfile", str(pidfile))
-        wait_for(lambda: proxyd.text().count("reload applied") >= 2, 10, "second reload")
+        wait_until(lambda: proxyd.text().count("reload applied") >= 2, "second reload", 10)
         for x in (old, newco, again):
             x.disconnect()
     finally:
@@ -104,10 +88,10 @@ def test_sighup_reload_keeps_binds(tmp_path):
 def test_sigterm_answers_every_inflight_request(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "300")
     port = free_port()
-    cfg = write_config(tmp_path, BASE.format(port=port, sim=sim_port, pw="pw"))
+    cfg = write_config(tmp_path, config_text(port, sim_port, account={"password": "pw"}, **BASE))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream op bound" in proxyd.text(), 20, "bind")
+        wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)
         admin(tmp_path, cfg, "topup", "acme", "100000")
         s = socket.create_connection(("127.0.0.1", port), timeout=20)
         s.sendall(P.encode(P.BindTransmitter(1, 0, b"acme", b"pw", b"", 0x34, 0, 0, b"")))
@@ -117,7 +101,7 @@ def test_sigterm_answers_every_inflight_request(tmp_path):
                                                destination_addr=b"13800138000",
                                                short_message=b"s%03d" % i))
                            for i in range(n)))
-        wait_for(lambda: len(read_record(record)) >= 1, 10, "first submit at the operator")
+        wait_until(lambda: len(read_record(record)) >= 1, "first submit at the operator", 10)
         proxyd.p.send_signal(signal.SIGTERM)
         answers = {}
         unbound = False

@@ -11,7 +11,8 @@ from twisted.internet import defer, reactor
 from proxyd.store.ledger import Ledger
 from proxyd.store.optout import OptOut, OptOutMirror, optout_key
 from tests.test_lease import admit
-from tests.test_store import LedgerTestBase, wait_until
+from tests.procs import wait_until
+from tests.test_store import LedgerTestBase
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
 
 

@@ -11,56 +11,21 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import concat_udh
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[policy]
-filters_dir = "{filters}"
-reassembly_timeout_s = 2
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "pw"
-
-[[account]]
-system_id = "acme"
-password = "pw1"
-service_codes = ["10690001"]
-sender_max_len = 12
-price = 5
-
-[[account]]
-system_id = "pfx"
-password = "pw2"
-service_codes = ["10690002"]
-sender_mode = "prefix"
-
-[[account]]
-system_id = "slow"
-password = "pw3"
-service_codes = ["10690003"]
-tps = 1
-burst = 3
-
-[[account]]
-system_id = "poor"
-password = "pw4"
-service_codes = ["10690004"]
-price = 5
-
-[[account]]
-system_id = "mkt"
-password = "pw5"
-service_codes = ["10690005"]
-signature = "start"
-marketing = true
-"""
+POLICY = {"reassembly_timeout_s": 2}     # and the shipped word lists
+CONFIG = dict(upstream={"password": "pw"},
+              account={"password": "pw1", "sender_max_len": 12, "price": 5},
+              accounts=[{"system_id": "pfx", "password": "pw2", "service_codes": ["10690002"],
+                         "sender_mode": "prefix"},
+                        {"system_id": "slow", "password": "pw3", "service_codes": ["10690003"],
+                         "tps": 1, "burst": 3},
+                        {"system_id": "poor", "password": "pw4", "service_codes": ["10690004"],
+                         "price": 5},
+                        {"system_id": "mkt", "password": "pw5", "service_codes": ["10690005"],
+                         "signature": "start", "marketing": True}])
 
 S = C.STATUS
 
@@ -71,9 +36,10 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("policy")
     sim, sim_port, record = start_sim(tmp)
     port = free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, sim=sim_port, filters=FILTERS))
+    cfg = write_config(tmp, config_text(port, sim_port, policy={"filters_dir": FILTERS, **POLICY},
+                                        **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
-    wait_for(lambda: "upstream sim bound" in proxyd.text(), 20, "upstream bind")
+    wait_until(lambda: "upstream sim bound" in proxyd.text(), "upstream bind", 20)
     for acct in ("acme", "pfx", "slow", "mkt"):
         admin(tmp, cfg, "topup", acct, "100000")
     admin(tmp, cfg, "topup", "poor", "12")    # two parts at 5, not three
@@ -133,7 +99,7 @@ def test_prefix_mode_prepends_the_service_code(stack):
     c = bound(stack["port"], "pfx", "pw2")
     assert submit(c, source_addr="77", short_message=b"prefixed") == 0
     c.disconnect()
-    wait_for(lambda: b"prefixed" in recorded_texts(stack), 10, "prefixed message")
+    wait_until(lambda: b"prefixed" in recorded_texts(stack), "prefixed message", 10)
     for x in read_record(stack["record"]):
         p = P.decode_body(C.SUBMIT_SM, 0, 1, bytes.fromhex(x["body"]))
         if p.short_message == b"prefixed":
@@ -234,8 +200,8 @@ def test_banned_word_in_part_two_stops_every_part(stack, mode):
         r = read_pdu(s)
         assert r.status == 0 and r.message_id      # each part acknowledged with its own id
     s.close()
-    wait_for(lambda: "long message of acme (3 parts) not sent: content" in
-             stack["proxyd"].text(), 10, "refusal of the long message")
+    wait_until(lambda: "long message of acme (3 parts) not sent: content" in
+               stack["proxyd"].text(), "refusal of the long message", 10)
     m = marker.encode("utf-16-be")
     assert not any(m in t for t in recorded_texts(stack))
 
@@ -250,8 +216,8 @@ def test_clean_long_message_relayed_whole(stack):
                                       data_coding=8, short_message=p)))
         assert read_pdu(s).status == 0
     s.close()
-    wait_for(lambda: sum(1 for t in recorded_texts(stack) if t in parts) == 3, 10,
-             "3 parts at the simulator")
+    wait_until(lambda: sum(1 for t in recorded_texts(stack) if t in parts) == 3,
+               "3 parts at the simulator", 10)
 
 
 def test_incomplete_long_message_times_out_unsent(stack):
@@ -263,8 +229,8 @@ def test_incomplete_long_message_times_out_unsent(stack):
                                       data_coding=8, short_message=parts[i])))
         assert read_pdu(s).status == 0
     s.close()
-    wait_for(lambda: "long message of acme (2 parts) not sent: incomplete" in
-             stack["proxyd"].text(), 15, "timeout of the incomplete message")
+    wait_until(lambda: "long message of acme (2 parts) not sent: incomplete" in
+               stack["proxyd"].text(), "timeout of the incomplete message", 15)
     assert not any(t in parts for t in recorded_texts(stack))
 
 
@@ -274,8 +240,8 @@ def test_balance_covers_whole_messages_only(stack):
     assert submit(c, source_addr="10690004", short_message=b"poor 2") == 0
     assert submit(c, source_addr="10690004", short_message=b"poor 3") == S["PROXYD_RNOBALANCE"]
     c.disconnect()
-    wait_for(lambda: admin(stack["tmp"], stack["cfg"], "balance", "poor").stdout.strip()
-             .split()[-1] == "2", 10, "balance 2")
+    wait_until(lambda: admin(stack["tmp"], stack["cfg"], "balance", "poor").stdout.strip()
+               .split()[-1] == "2", "balance 2", 10)
 
 
 def test_refusal_logs_mask_numbers_and_never_show_content(stack):

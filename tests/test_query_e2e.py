@@ -10,7 +10,7 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import concat_udh
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until
 from .test_delivery import SRC, Raw, _config
 
 S = C.STATUS
@@ -24,7 +24,7 @@ def st(tmp_path_factory):
     cfg = _config(tmp, port, sim_port)
     proxyd = start_proxyd(tmp, cfg, port)
     try:
-        wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+        wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
         admin(tmp, cfg, "topup", "acme", "100000", "--note", "test funds")
         admin(tmp, cfg, "topup", "other", "100000", "--note", "test funds")
         yield {"port": port, "proxyd": proxyd}
@@ -85,7 +85,7 @@ def test_cancel_sm_enroute_relayed_to_an_upstream_without_cancel(st):
     ESME_RCANCELFAIL (not the operator's ESME_RINVCMDID)."""
     c = Raw(st["port"], C.BIND_TRANSCEIVER)
     [mid] = c.submit_all(1, dest="13800138202", registered_delivery=2)
-    wait_for(lambda: query(c, mid).status == 0, 10, "the state recorded")
+    wait_until(lambda: query(c, mid).status == 0, "the state recorded", 10)
     r = query(c, mid)
     assert (r.message_state, r.final_date) == (1, b"")
     r = request(c, P.CancelSm(message_id=mid, source_addr=SRC.encode()))

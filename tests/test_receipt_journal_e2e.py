@@ -10,24 +10,12 @@ import socket
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-
-[[account]]
-system_id = "rcpt"
-password = "pw"
-service_codes = ["10690001"]
-price = 5
-"""
+CONFIG = dict(upstream={"name": "op", "password": None},
+              account={"system_id": "rcpt", "password": "pw", "price": 5})
 
 N = 12
 
@@ -35,10 +23,10 @@ N = 12
 def test_receipts_journaled_and_reconciled(tmp_path):
     sim, sim_port, _record = start_sim(tmp_path, None, "--receipt-stat", "DELIVRD:2,UNDELIV:1")
     port = free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port))
+    cfg = write_config(tmp_path, config_text(port, sim_port, **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream op bound" in proxyd.text(), 20, "bind")
+        wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)
         admin(tmp_path, cfg, "topup", "rcpt", str(5 * N))
         s = socket.create_connection(("127.0.0.1", port), timeout=20)
         s.sendall(P.encode(P.BindTransceiver(1, 0, b"rcpt", b"pw", b"", 0x34, 0, 0, b"")))
@@ -70,16 +58,16 @@ def test_receipts_journaled_and_reconciled(tmp_path):
             r = admin(tmp_path, cfg, "report", "rcpt", "--json", check=False)
             return json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
 
-        wait_for(lambda: figures().get("parts", {}).get("delivered") == delivered
-                 and figures()["parts"].get("undelivered") == undelivered, 20,
-                 "the receipts journaled")
+        wait_until(lambda: figures().get("parts", {}).get("delivered") == delivered
+                   and figures()["parts"].get("undelivered") == undelivered,
+                   "the receipts journaled", 20)
         rep = figures()
         assert rep["ok"], rep
         assert admin(tmp_path, cfg, "verify", "rcpt", check=False).returncode == 0
         for mid in ids:
-            wait_for(lambda mid=mid: "receipt_delivered" in
-                     admin(tmp_path, cfg, "trace", mid).stdout, 10,
-                     "receipt_delivered of %s" % mid)
+            wait_until(lambda mid=mid: "receipt_delivered" in
+                       admin(tmp_path, cfg, "trace", mid).stdout, "receipt_delivered of %s" % mid,
+                       10)
             trace = admin(tmp_path, cfg, "trace", mid).stdout
             assert "%s 000" % receipts[mid] in trace or receipts[mid] in trace, trace
     finally:

@@ -13,34 +13,13 @@ import smpplib.exceptions
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 100
-enquire_link_s = 30
-inactivity_s = 300
-
-[relay]
-queue_wait_s = 0.2
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "secret"
-binds = 2
-window = 50
-response_timeout_s = 5
-reconnect_max_s = 1
-
-[[account]]
-system_id = "acme"
-password = "s3cret"
-service_codes = ["10690001"]
-max_binds = 2
-"""
+CONFIG = dict(smpp={"window": 100, "enquire_link_s": 30, "inactivity_s": 300},
+              relay={"queue_wait_s": 0.2},
+              upstream={"binds": 2, "window": 50, "response_timeout_s": 5, "reconnect_max_s": 1},
+              account={"max_binds": 2})
 
 
 @pytest.fixture
@@ -49,9 +28,9 @@ def stack(tmp_path):
     proxyd = None
     try:
         port = free_port()
-        cfg = write_config(tmp_path, CONFIG.format(port=port, sim=sim_port))
+        cfg = write_config(tmp_path, config_text(port, sim_port, **CONFIG))
         proxyd = start_proxyd(tmp_path, cfg, port)
-        wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "upstream binds")
+        wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000000", "--note", "test funds")
         yield {"port": port, "sim": sim, "sim_port": sim_port, "record": record,
                "proxyd": proxyd, "tmp": tmp_path}
@@ -92,7 +71,7 @@ def test_smpplib_1000_messages_relayed_faithfully(stack):
     assert all(status == 0 for status, _ in answers.values())
     ids = [mid for _, mid in answers.values()]
     assert len(set(ids)) == 1000 and all(0 < len(m) <= 64 for m in ids)
-    wait_for(lambda: len(read_record(stack["record"])) >= 1000, 10, "record")
+    wait_until(lambda: len(read_record(stack["record"])) >= 1000, "record", 10)
     received = read_record(stack["record"])
     assert len(received) == 1000
     got = set()
@@ -115,7 +94,7 @@ def test_tlvs_and_fields_relayed_byte_exact(stack):
     s.sendall(P.encode(pdu))
     resp = read_pdu(s)
     assert resp.command_id == C.SUBMIT_SM_RESP and resp.status == 0 and resp.message_id
-    wait_for(lambda: len(read_record(stack["record"])) >= 1, 10, "record")
+    wait_until(lambda: len(read_record(stack["record"])) >= 1, "record", 10)
     body = bytes.fromhex(read_record(stack["record"])[0]["body"])
     assert body == P.encode(pdu)[16:]
 
@@ -162,7 +141,7 @@ def test_bind_errors_over_a_real_socket(stack):
     assert (r.command_id, r.seq, r.status) == (C.BIND_TRANSCEIVER_RESP, 5,
                                                C.STATUS["ESME_RALYBND"])
     raw.close()
-    wait_for(lambda: "unbind acme transmitter" in stack["proxyd"].text(), 10, "unbind logged")
+    wait_until(lambda: "unbind acme transmitter" in stack["proxyd"].text(), "unbind logged", 10)
     c2 = client(stack["port"])
     c2.bind_transmitter(system_id="acme", password="s3cret")
     c3 = client(stack["port"])   # max_binds = 2
@@ -350,7 +329,7 @@ def test_submit_multi_expanded_per_destination(stack):
     assert refused == {b"12ab": C.STATUS["ESME_RINVDSTADR"],
                        b"friends": C.STATUS["ESME_RINVDLNAME"]}
     s.close()
-    wait_for(lambda: len(read_record(stack["record"])) >= 2, 10, "two messages")
+    wait_until(lambda: len(read_record(stack["record"])) >= 2, "two messages", 10)
     got = sorted(P.decode_body(C.SUBMIT_SM, 0, 1, bytes.fromhex(x["body"])).destination_addr
                  for x in read_record(stack["record"]))
     assert got == [b"13800000001", b"13800000002"]
@@ -364,7 +343,7 @@ def test_data_sm_relayed(stack):
     r = read_pdu(s)
     assert (r.command_id, r.seq, r.status) == (C.DATA_SM_RESP, 61, 0) and r.message_id
     s.close()
-    wait_for(lambda: len(read_record(stack["record"])) >= 1, 10, "data_sm at the simulator")
+    wait_until(lambda: len(read_record(stack["record"])) >= 1, "data_sm at the simulator", 10)
     rec = read_record(stack["record"])[0]
     assert rec.get("cmd") == "data_sm"
     assert P.decode_body(C.DATA_SM, 0, 1, bytes.fromhex(rec["body"])).tlv(

@@ -10,26 +10,10 @@ import smpplib.client
 
 from proxyd.smpp import constants as C
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text, listen
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[http]
-listen = ["tcp:{http}:interface=127.0.0.1"]
-
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-
-[[account]]
-system_id = "acme"
-password = "pw"
-service_codes = ["10690001"]
-price = 7
-"""
+CONFIG = dict(upstream={"name": "op", "password": None}, account={"password": "pw", "price": 7})
 
 S = C.STATUS
 
@@ -38,10 +22,11 @@ def test_mixed_run_reconciles_and_verifies(tmp_path):
     sim, sim_port, record = start_sim(tmp_path, None, "--fail-every", "4",
                                       "--fail-status", "0x45")
     port, http = free_port(), free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, http=http, sim=sim_port))
+    cfg = write_config(tmp_path, config_text(port, sim_port, http={"listen": listen(http)},
+                                             **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream op bound" in proxyd.text(), 20, "bind")
+        wait_until(lambda: "upstream op bound" in proxyd.text(), "bind", 20)
         admin(tmp_path, cfg, "topup", "acme", str(7 * 20))
         c = smpplib.client.Client("127.0.0.1", port, timeout=15, allow_unknown_opt_params=True)
         c.connect()
@@ -68,7 +53,7 @@ def test_mixed_run_reconciles_and_verifies(tmp_path):
 
         def balance() -> int:
             return int(admin(tmp_path, cfg, "balance", "acme").stdout.split()[-1])
-        wait_for(lambda: balance() == 7 * 20 - 7 * ok, 10, "charges settled")
+        wait_until(lambda: balance() == 7 * 20 - 7 * ok, "charges settled", 10)
         rep = admin(tmp_path, cfg, "report", "acme", "--json", check=False)
         assert rep.returncode == 0, rep.stdout + rep.stderr
         figures = json.loads(rep.stdout)

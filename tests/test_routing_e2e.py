@@ -5,47 +5,28 @@ import pytest
 
 from proxyd.smpp import constants as C
 
-from .procs import admin, free_port, start_proxyd, start_sim, wait_for, wait_log, write_config
+from .conftemplate import config_text, listen, sim_upstream
+from .procs import admin, free_port, start_proxyd, start_sim, wait_until, wait_log, write_config
 from .test_metrics_e2e import ACCOUNT, bind, recorded_destinations, sample, scrape, submit_all
 
 S = C.STATUS
 
-UPSTREAM = """
-[[upstream]]
-name = "{name}"
-connect = "tcp:host=127.0.0.1:port={port}"
-system_id = "proxyd"
-password = "secret"
-binds = 1
-window = 50
-response_timeout_s = 5
-reconnect_max_s = 0.5
-carriers = [{carriers}]
-"""
+UPSTREAM = {"binds": 1, "window": 50, "response_timeout_s": 5, "reconnect_max_s": 0.5}
+CONFIG = dict(relay={"queue_wait_s": 0.2}, account=ACCOUNT)
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[admin]
-listen = ["tcp:{admin}:interface=127.0.0.1"]
-
-[relay]
-queue_wait_s = 0.2
-"""
 
 # three spellings on purpose: English, Chinese, alias
-OPERATORS = {"cmcc": '"China Mobile"', "cucc": '"中国联通"', "ctcc": '"telecom"'}
+OPERATORS = {"cmcc": ["China Mobile"], "cucc": ["中国联通"], "ctcc": ["telecom"]}
 
 
 @pytest.fixture
 def operators(tmp_path):
     sims = {name: start_sim(tmp_path, None, name=name) for name in OPERATORS}
     port, admin_port = free_port(), free_port()
-    text = CONFIG.format(port=port, admin=admin_port)
-    for name, carriers in OPERATORS.items():
-        text += UPSTREAM.format(name=name, port=sims[name][1], carriers=carriers)
-    cfg = write_config(tmp_path, text + ACCOUNT)
+    ups = [sim_upstream(sims[name][1], name=name, **UPSTREAM, carriers=carriers)
+           for name, carriers in OPERATORS.items()]
+    cfg = write_config(tmp_path, config_text(port, admin={"listen": listen(admin_port)},
+                                             upstreams=ups, **CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     for name in OPERATORS:
         wait_log(proxyd, "upstream %s bound" % name)
@@ -76,7 +57,7 @@ def test_destinations_reach_their_carriers_simulator(operators):
         assert answers[i] == want, (d, C.status_name(answers[i]))
     for name, ds in expected.items():
         record = operators["records"][name]
-        wait_for(lambda: len(recorded_destinations(record)) >= len(ds), 10, name)
+        wait_until(lambda: len(recorded_destinations(record)) >= len(ds), name, 10)
         assert sorted(recorded_destinations(record)) == sorted(ds), name
 
     m = scrape(operators["admin"])

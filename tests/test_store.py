@@ -11,7 +11,7 @@ import signal
 import subprocess
 import tempfile
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from twisted.internet import defer, reactor, task
@@ -23,27 +23,12 @@ from proxyd.store.embedded import (EmbeddedServer, find_server_binary, ping_bloc
                                    server_args, socket_path_for, start_blocking)
 from proxyd.store.ledger import (SCRIPTS, UNKNOWN_OUTCOME, DuplicateReservation,
                                  InsufficientBalance, Ledger, LedgerSweeper, verify_journal)
+from tests.procs import wait_until
 from tests.valkey_fixture import ValkeyProcess, valkey_class, valkey_socket  # noqa: F401
 
 
 def acct() -> str:
     return "t" + uuid.uuid4().hex[:12]
-
-
-@defer.inlineCallbacks
-def wait_until(pred: Callable[[], Any], what: str, limit_s: float = 30.0) -> Any:
-    """Poll `pred` (may return a Deferred) until true; fail after `limit_s` (a deadline,
-    not a measurement)."""
-    deadline = reactor.seconds() + limit_s
-    while True:
-        ok = pred()
-        if isinstance(ok, defer.Deferred):
-            ok = yield ok
-        if ok:
-            return ok
-        if reactor.seconds() > deadline:
-            raise AssertionError("gave up waiting for " + what)
-        yield task.deferLater(reactor, 0.05, lambda: None)
 
 
 def store_pings(store: Store) -> defer.Deferred:

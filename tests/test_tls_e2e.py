@@ -13,7 +13,8 @@ from cryptography.x509.oid import NameOID
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
 
@@ -45,20 +46,14 @@ def make_ca_and_cert(d):
     return d / "ca", d / "key.pem", d / "cert.pem"
 
 
-CONFIG = """
-[smpp]
-listen = ["ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"]
-
-[[upstream]]
-name = "secure"
-connect = "tls:host=localhost:port={sim}:trustRoots={ca}"
-system_id = "proxyd"
-
-[[account]]
-system_id = "acme"
-password = "pw"
-service_codes = ["10690001"]
-"""
+def tls_config(port: int, key, cert, sim: int, ca, host: str = "localhost") -> str:
+    """A TLS listener and a TLS upstream that verifies the simulator's certificate."""
+    return config_text(port, sim,
+                       smpp={"listen": ["ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s"
+                                        % (port, key, cert)]},
+                       upstream={"name": "secure", "password": None,
+                                 "connect": "tls:host=%s:port=%d:trustRoots=%s" % (host, sim, ca)},
+                       account={"password": "pw"})
 
 
 def test_tls_listener_and_verified_tls_upstream(tmp_path):
@@ -68,11 +63,10 @@ def test_tls_listener_and_verified_tls_upstream(tmp_path):
                                "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s"
                                % (sim_port, key, cert))
     port = free_port()
-    cfg = write_config(tmp_path, CONFIG.format(port=port, key=key, cert=cert, sim=sim_port,
-                                               ca=ca))
+    cfg = write_config(tmp_path, tls_config(port, key, cert, sim_port, ca))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream secure bound" in proxyd.text(), 20, "TLS upstream bind")
+        wait_until(lambda: "upstream secure bound" in proxyd.text(), "TLS upstream bind", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000")
         ctx = ssl.create_default_context(cafile=str(ca / "ca.pem"))
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -85,7 +79,7 @@ def test_tls_listener_and_verified_tls_upstream(tmp_path):
         r = read_pdu(s)
         assert (r.command_id, r.status) == (C.SUBMIT_SM_RESP, 0)
         s.close()
-        wait_for(lambda: len(read_record(record)) == 1, 10, "message at the operator")
+        wait_until(lambda: len(read_record(record)) == 1, "message at the operator", 10)
     finally:
         proxyd.stop()
         sim.stop()
@@ -98,13 +92,12 @@ def test_tls_upstream_with_wrong_name_is_refused(tmp_path):
                                "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s"
                                % (sim_port, key, cert))
     port = free_port()
-    text = CONFIG.format(port=port, key=key, cert=cert, sim=sim_port, ca=ca)
-    text = text.replace("tls:host=localhost", "tls:host=127.0.0.1")   # not the cert's name
+    text = tls_config(port, key, cert, sim_port, ca, host="127.0.0.1")   # not the cert's name
     cfg = write_config(tmp_path, text)
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: proxyd.text().count("connection lost before bound") >= 2, 20,
-                 "verification failures")
+        wait_until(lambda: proxyd.text().count("connection lost before bound") >= 2,
+                   "verification failures", 20)
         assert "VerificationError" in proxyd.text()
         assert "upstream secure bound" not in proxyd.text()
     finally:

@@ -8,31 +8,15 @@ import time
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, write_config
+from .conftemplate import config_text, sim_upstream
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .test_relay_e2e import read_pdu
 
 S = C.STATUS
 
-TPS_CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 2000
-
-[relay]
-queue_wait_s = 0.5
-
-[[upstream]]
-name = "op"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-binds = 2
-tps = 200
-
-[[account]]
-system_id = "acme"
-password = "pw"
-service_codes = ["10690001"]
-"""
+TPS_CONFIG = dict(smpp={"window": 2000}, relay={"queue_wait_s": 0.5},
+                  upstream={"name": "op", "password": None, "binds": 2, "tps": 200},
+                  account={"password": "pw"})
 
 
 def bind(port: int) -> socket.socket:
@@ -51,10 +35,10 @@ def test_upstream_tps_is_never_exceeded(tmp_path):
     stats = tmp_path / "stats.jsonl"
     sim, sim_port, record = start_sim(tmp_path, None, "--stats", str(stats))
     port = free_port()
-    cfg = write_config(tmp_path, TPS_CONFIG.format(port=port, sim=sim_port))
+    cfg = write_config(tmp_path, config_text(port, sim_port, **TPS_CONFIG))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: proxyd.text().count("upstream op bound") >= 2, 20, "binds")
+        wait_until(lambda: proxyd.text().count("upstream op bound") >= 2, "binds", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000000")
         s = bind(port)
         n = 0
@@ -82,45 +66,24 @@ def test_upstream_tps_is_never_exceeded(tmp_path):
     assert per_second and max(per_second) <= 200 + 20, per_second   # tps + one bucket
 
 
-FAILOVER_CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-window = 2000
-
-[relay]
-queue_wait_s = 0.3
-deadline_s = 10
-
-[[upstream]]
-name = "a"
-connect = "tcp:host=127.0.0.1:port={a}"
-system_id = "proxyd"
-window = 20
-reconnect_max_s = 1
-
-[[upstream]]
-name = "b"
-connect = "tcp:host=127.0.0.1:port={b}"
-system_id = "proxyd"
-window = 20
-reconnect_max_s = 1
-
-[[account]]
-system_id = "acme"
-password = "pw"
-service_codes = ["10690001"]
-"""
+def failover_config(port: int, a: int, b: int) -> str:
+    """Two upstreams, a and b (simulators on ports a and b)."""
+    up = {"password": None, "window": 20, "reconnect_max_s": 1}
+    return config_text(port, a, smpp={"window": 2000},
+                       relay={"queue_wait_s": 0.3, "deadline_s": 10},
+                       upstream={"name": "a", **up}, upstreams=[sim_upstream(b, name="b", **up)],
+                       account={"password": "pw"})
 
 
 def test_failover_when_an_operator_goes_away(tmp_path):
     sim_a, port_a, rec_a = start_sim(tmp_path, None, "--latency-ms", "20", name="a")
     sim_b, port_b, rec_b = start_sim(tmp_path, None, "--latency-ms", "20", name="b")
     port = free_port()
-    cfg = write_config(tmp_path, FAILOVER_CONFIG.format(port=port, a=port_a, b=port_b))
+    cfg = write_config(tmp_path, failover_config(port, port_a, port_b))
     proxyd = start_proxyd(tmp_path, cfg, port)
     try:
-        wait_for(lambda: "upstream a bound" in proxyd.text() and
-                 "upstream b bound" in proxyd.text(), 20, "binds")
+        wait_until(lambda: "upstream a bound" in proxyd.text() and
+                   "upstream b bound" in proxyd.text(), "binds", 20)
         admin(tmp_path, cfg, "topup", "acme", "1000000")
         s = bind(port)
         n = 0
