@@ -16,60 +16,36 @@ from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.udh import concat_udh
 
-from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_for, \
+from .conftemplate import config_text
+from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, \
     write_config
 from .test_delivery import Raw
 
 S = C.STATUS
 SRC = b"10690001"
 
-CONFIG = """
-[smpp]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-
-[store]
-dir = "{store}"
-
-[policy]
-filters_dir = "{filters}"
-reassembly_timeout_s = 30
-
-[[upstream]]
-name = "sim"
-connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd"
-password = "pw"
-
-[[account]]
-system_id = "acme"
-password = "pw1"
-service_codes = ["10690001"]
-max_parts = 20
-price = 5
-max_binds = 8
-
-[[account]]
-system_id = "small"
-password = "pw2"
-service_codes = ["10690002"]
-max_parts = 10
-price = 5
-"""
+def config(tmp, port: int, sim: int) -> str:
+    from .procs import FILTERS
+    return config_text(
+        port, sim, store={"dir": tmp / "store"},
+        policy={"filters_dir": FILTERS, "reassembly_timeout_s": 30},
+        upstream={"password": "pw"},
+        account={"password": "pw1", "max_parts": 20, "price": 5, "max_binds": 8},
+        accounts=[{"system_id": "small", "password": "pw2", "service_codes": ["10690002"],
+                   "max_parts": 10, "price": 5}])
 
 BANNED_1, BANNED_2 = "网上赌", "博平台"      # "网上赌博" is on the shipped lists
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from .procs import FILTERS
     tmp = tmp_path_factory.mktemp("gate")
     sim, sim_port, record = start_sim(tmp)
     port = free_port()
-    cfg = write_config(tmp, CONFIG.format(port=port, sim=sim_port, filters=FILTERS,
-                                          store=tmp / "store"))
+    cfg = write_config(tmp, config(tmp, port, sim_port))
     proxyd = start_proxyd(tmp, cfg, port)
     try:
-        wait_for(lambda: "upstream sim bound" in proxyd.text(), 20, "upstream bind")
+        wait_until(lambda: "upstream sim bound" in proxyd.text(), "upstream bind", 20)
         admin(tmp, cfg, "topup", "acme", "100000")
         admin(tmp, cfg, "topup", "small", "100000")
         yield {"port": port, "record": record, "proxyd": proxyd, "tmp": tmp, "cfg": cfg}
@@ -107,8 +83,8 @@ def halves(marker: str) -> tuple[bytes, bytes, int]:
 
 
 def _refused_whole(stack, marker: str, dest: str) -> None:
-    wait_for(lambda: "long message of acme (2 parts) not sent: content" in
-             stack["proxyd"].text(), 15, "the long message refused")
+    wait_until(lambda: "long message of acme (2 parts) not sent: content" in
+               stack["proxyd"].text(), "the long message refused", 15)
     m = marker.encode("utf-16-be")
     assert not any(m in t for t in recorded(stack)), "a part reached the simulator"
 
@@ -154,8 +130,8 @@ def test_clean_data_sm_parts_are_relayed_whole(stack):
                                 destination_addr=b"13800138102", esm_class=0x40,
                                 data_coding=8, tlvs=((C.TAG_MESSAGE_PAYLOAD, p),)))
         assert r.status == 0
-    wait_for(lambda: sum(1 for t in recorded(stack) if t in parts) == 2, 15,
-             "both parts at the simulator")
+    wait_until(lambda: sum(1 for t in recorded(stack) if t in parts) == 2,
+               "both parts at the simulator", 15)
     c.close()
 
 
@@ -170,7 +146,7 @@ def test_replace_sm_with_a_banned_text_is_refused_and_never_relayed(stack):
     mid = c.resps[seq].message_id
     assert c.resps[seq].status == 0
     query = P.QuerySm(message_id=mid, source_addr=SRC)
-    wait_for(lambda: request(c, query).status == 0, 10, "the state recorded")
+    wait_until(lambda: request(c, query).status == 0, "the state recorded", 10)
     r = request(c, P.ReplaceSm(message_id=mid, source_addr=SRC,
                                short_message=(BANNED_1 + BANNED_2).encode("utf-16-be")))
     assert r.command_id == C.REPLACE_SM_RESP and r.status == S["PROXYD_RCONTENT"]
@@ -179,8 +155,8 @@ def test_replace_sm_with_a_banned_text_is_refused_and_never_relayed(stack):
     # a clean replacement does go to the simulator (which does not implement it)
     r = request(c, P.ReplaceSm(message_id=mid, source_addr=SRC, short_message=b"clean"))
     assert r.status == S["ESME_RREPLACEFAIL"]
-    wait_for(lambda: "replace_sm %s refused: upstream sim answered ESME_RINVCMDID"
-             % mid.decode() in stack["proxyd"].text(), 10, "the clean replace relayed")
+    wait_until(lambda: "replace_sm %s refused: upstream sim answered ESME_RINVCMDID"
+               % mid.decode() in stack["proxyd"].text(), "the clean replace relayed", 10)
     # a replacement longer than one part is refused, not charged
     r = request(c, P.ReplaceSm(message_id=mid, source_addr=SRC, short_message=b"x" * 200))
     assert r.status == S["ESME_RREPLACEFAIL"]
@@ -237,7 +213,7 @@ def test_long_message_payload_is_charged_as_the_operator_bills(stack):
     assert r.command == "submit_sm_resp" and r.status == 0
     c.disconnect()
     assert any(t == text for t in recorded(stack))
-    wait_for(lambda: before - balance(stack, "acme") == 14 * 5, 10, "14 parts charged")
+    wait_until(lambda: before - balance(stack, "acme") == 14 * 5, "14 parts charged", 10)
 
 
 def test_long_message_payload_over_max_parts_is_refused_not_truncated(stack):
