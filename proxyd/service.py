@@ -198,16 +198,13 @@ class ProxydService(service.MultiService):
         else:
             self.relay.concat = Reassembly(self, store)
             self.relay.concat.setServiceParent(self.front)
-        try:
-            from .delivery import Delivery
-        except ImportError:
-            pass
-        else:
-            self.delivery = Delivery(self)
-            self.relay.receipts = self.delivery
-            self.registry.on_ready.append(self.delivery.session_ready)
-            self.registry.on_unbound.append(self.delivery.session_gone)
-            self.delivery.setServiceParent(self.front)
+        from .delivery import Delivery
+        self.delivery = Delivery(lambda: self.cfg, store, self.reactor, self.optout,
+                                 self.ledger)
+        self.relay.receipts = self.delivery
+        self.registry.on_ready.append(self.delivery.session_ready)
+        self.registry.on_unbound.append(self.delivery.session_gone)
+        self.delivery.setServiceParent(self.front)
 
     def _fatal(self, f: Any) -> None:
         log.failure("proxyd cannot start: the store is unavailable", f)
