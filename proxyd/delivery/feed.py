@@ -83,6 +83,31 @@ class Feed:
     def capacity(self, window: int) -> int:
         return window * len(self.sessions)
 
+    def room(self, window: int) -> int:
+        """How many more entries of its account this node may read for this feed now."""
+        return max(2 * self.capacity(window), HOLD_MIN) - len(self.queue) - len(self.inflight)
+
+    def pick(self, sessions: list, window: int) -> Any:
+        """The least loaded of `sessions` with room in its window (round robin among
+        equals), or None."""
+        n = len(sessions)
+        best = None
+        for k in range(n):
+            s = sessions[(self.rr + k) % n]
+            load = self.sessions[s]
+            if load < window and (best is None or load < self.sessions[best]):
+                best = s
+                if load == 0:
+                    break
+        self.rr += 1
+        return best
+
+    def forget(self, lost: list[str]) -> None:
+        """Entries no longer this node's (taken over, or gone from the stream)."""
+        self.known.difference_update(lost)
+        lost_set = set(lost)
+        self.queue = [e for e in self.queue if e.id not in lost_set]
+
 
 class Feeds:
     """The feeds of this node, one per account it holds a receiver bind of."""
@@ -173,35 +198,17 @@ class Feeds:
                 if e.not_before > now:
                     keep.append(e)
                     continue
-                session = self._pick(feed, sessions, window)
+                session = feed.pick(sessions, window)
                 if session is None:
                     keep.extend(queue[i:])
                     break
                 self._send(feed, e, session, now)
             feed.queue = keep
         if not feed.reading and now >= feed.next_read:
-            room = self.room(feed)
+            room = feed.room(window)
             # in bigger reads, not one per answer: when what is held runs low
             if room > 0 and (len(feed.queue) < feed.capacity(window) or room >= HOLD_MIN // 2):
                 self._read(feed, room)
-
-    def room(self, feed: Feed) -> int:
-        """How many more entries of its account this node may read for `feed` now."""
-        return (max(2 * feed.capacity(self.window), HOLD_MIN) - len(feed.queue)
-                - len(feed.inflight))
-
-    def _pick(self, feed: Feed, sessions: list, window: int) -> Any:
-        n = len(sessions)
-        best = None
-        for k in range(n):
-            s = sessions[(feed.rr + k) % n]
-            load = feed.sessions[s]
-            if load < window and (best is None or load < feed.sessions[best]):
-                best = s
-                if load == 0:
-                    break
-        feed.rr += 1
-        return best
 
     def _send(self, feed: Feed, e: Entry, session: Any, now: float) -> None:
         feed.sends += 1
@@ -313,7 +320,7 @@ class Feeds:
         feed = self.feeds.get(account)
         if (feed is not None and feed.sessions and not feed.reading and not feed.history
                 and self.rs.has_group(account)):
-            count = self.room(feed)
+            count = feed.room(self.window)
             if count > 0:
                 feed.reading = True
                 return feed, count
@@ -390,9 +397,7 @@ class Feeds:
                     and i not in feed.inflight]
             if not lost:
                 return
-            feed.known.difference_update(lost)
-            lost_set = set(lost)
-            feed.queue = [e for e in feed.queue if e.id not in lost_set]
+            feed.forget(lost)
             log.warn("{n} deliveries of {acct} held here were taken over or expired",
                      n=len(lost), acct=feed.account)
 
@@ -401,7 +406,7 @@ class Feeds:
                                       acct=feed.account, err=f.getErrorMessage()))
 
     def _claim(self, feed: Feed) -> None:
-        room = self.room(feed)
+        room = feed.room(self.window)
         if room <= 0:
             return
 

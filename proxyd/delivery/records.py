@@ -40,8 +40,8 @@ class Receipt(NamedTuple):
             raise ValueError("receipt record: %d fields, not 8: %r" % (len(f), packed[:80]))
         state, err, upstream, upstream_id, command_id, cb_id, mid, hx = f
         try:
-            return cls(mid, int(state), err, upstream, upstream_id, int(command_id), cb_id,
-                       bytes.fromhex(hx))
+            return cls(mid, int(state), err, upstream, upstream_id, int(command_id),
+                       bytes.fromhex(hx), cb_id)
         except ValueError as e:
             raise ValueError("receipt record %r: %s" % (packed[:80], e)) from None
 
