@@ -1,12 +1,12 @@
 """Receipts and MO: from the operator's deliver_sm to the owning account's receiver binds.
 
     upstream deliver_sm/data_sm
-      receipt ─ receipt map (rmap:{U}:<id>, retried ~2 s) ─ rewrite id ─┐   intake.py
-      MO ────── service code -> account (longest prefix) ─ [opt-out] ───┴─ XADD dlv:{A}  mo.py
+      receipt ─ receipt map (rmap:{U}:<id>, retried ~2 s) ─ rewrite id ─┐        (intake)
+      MO ────── service code -> account (longest prefix) ─ [opt-out] ───┴─ XADD dlv:{A} (mo)
                                                                           └─ ack the operator
     dlv:{A} (consumer group "proxyd", one consumer per node holding a receiver bind of A)
       ─ XREADGROUP ─ this node's feed of A ─ deliver_sm to a receiver (window per session)
-      ─ deliver_sm_resp OK ─ XACK + XDEL;  error / no answer ─ retry with backoff   feed.py
+      ─ deliver_sm_resp OK ─ XACK + XDEL;  error / no answer ─ retry with backoff    (feed)
 
 The rooms:
 
@@ -18,7 +18,8 @@ The rooms:
                 receipt map entries, HTTP receipt settings (`remember`, `expect_http_dlr`)
     intake.py   receipts from operators -> the receipt map -> stored for the right client
     mo.py       MO -> the account's stream or its mo_url; opt-out words
-    feed.py     the streams -> deliver_sm to the bound receivers, retries, take-over
+    feed.py     the streams -> deliver_sm to the bound receivers, retries; the Keeper
+                touches what this node holds and takes over what dead nodes held
     expiry.py   proxyd's own receipts, and EXPIRED ones for parts without a receipt
 
 `Delivery` composes them: one LoopingCall drives every timer of the node (lookup retries,
@@ -48,7 +49,7 @@ from ..store.messages import MessageStore
 from ..store.receipts import ReceiptStore
 from .expect import Expected
 from .expiry import EXPIRE_BATCH, EXPIRE_EVERY_S, EXPIRED_STATUS, OWN_RETRIES, OwnReceipts
-from .feed import HOLD_MIN, Feed, Feeds, alive, consumer_name
+from .feed import HOLD_MIN, Feed, Feeds, Keeper, alive, consumer_name
 from .intake import LOOKUP_RETRIES, Intake
 from .mo import MoIntake
 from .text import expand_facts, mo_facts, own_err, parse_receipt, receipt_state
@@ -117,10 +118,10 @@ class Delivery(service.Service):
         self.feed = Feeds(self.rs, clock, self.consumer, self.counters, self._journal,
                           window=window or dc.window,
                           resp_timeout_s=resp_timeout_s or dc.resp_timeout_s,
-                          claim_idle_s=claim_idle_s or dc.claim_idle_s,
                           max_attempts=max_attempts or dc.max_attempts,
                           backoff_max_s=dc.backoff_max_s, poll_s=poll_s)
         expire_after_s = float(dc.expire_after_s or 0.0)
+        self.keeper = Keeper(self.feed, claim_idle_s or dc.claim_idle_s)
         self.expected = Expected(self.rs, self.messages, clock, self.dlr, self.counters,
                                  self._track, expire_after_s)
         self.intake = Intake(self.rs, self.messages, clock, self.feed, self.dlr,
@@ -160,7 +161,7 @@ class Delivery(service.Service):
         self.intake.tick(now)
         self.feed.tick(now)
         self.own.tick(now)
-        self.feed.keep(now)
+        self.keeper.keep(now)
 
     def _track(self, d: defer.Deferred) -> defer.Deferred:
         """Keep a write in flight until it is answered: stopping waits for it (the store

@@ -114,7 +114,7 @@ class Feeds:
 
     def __init__(self, rs: Any, clock: Any, consumer: str, counters: dict[str, int],
                  journal: Callable[[str, str, str, str], None], *, window: int,
-                 resp_timeout_s: float, claim_idle_s: float, max_attempts: int,
+                 resp_timeout_s: float, max_attempts: int,
                  backoff_max_s: float, poll_s: float) -> None:
         self.rs = rs
         self.clock = clock
@@ -123,15 +123,12 @@ class Feeds:
         self.journal = journal
         self.window = window
         self.resp_timeout_s = resp_timeout_s
-        self.claim_idle_s = claim_idle_s
         self.max_attempts = max_attempts
         self.backoff_max_s = backoff_max_s
         self.poll_s = poll_s
         self.feeds: dict[str, Feed] = {}
         self._acks: dict[str, list[str]] = {}
         self._ack_call: Any = None
-        self._last_touch = 0.0
-        self._last_claim = 0.0
 
     # --- receiver binds ---------------------------------------------------------------------
     def session_ready(self, session: Any) -> None:
@@ -363,7 +360,7 @@ class Feeds:
 
     # --- timers -----------------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        """Response timeouts, backoffs, polling; touch and claim now and then."""
+        """Response timeouts, backoffs, polling."""
         for feed in list(self.feeds.values()):
             for eid, f in list(feed.inflight.items()):
                 if f.deadline <= now:
@@ -375,15 +372,29 @@ class Feeds:
                                   % self.resp_timeout_s)
             self.pump(feed)
 
+
+class Keeper:
+    """What this node holds of the streams, kept against other nodes: touched (XCLAIM
+    JUSTID) so that none takes it, and what dead nodes held taken over (XAUTOCLAIM) once
+    idle for `claim_idle_s`."""
+
+    def __init__(self, feeds: Feeds, claim_idle_s: float) -> None:
+        self.feeds = feeds
+        self.consumer = feeds.consumer
+        self.counters = feeds.counters
+        self.claim_idle_s = claim_idle_s
+        self._last_touch = 0.0
+        self._last_claim = 0.0
+
     def keep(self, now: float) -> None:
         """Touch what this node holds; take over what dead nodes held (both now and then)."""
         if now - self._last_touch >= self.claim_idle_s / 3.0:
             self._last_touch = now
-            for feed in list(self.feeds.values()):
+            for feed in list(self.feeds.feeds.values()):
                 self._touch(feed)
         if now - self._last_claim >= min(5.0, self.claim_idle_s / 4.0):
             self._last_claim = now
-            for feed in list(self.feeds.values()):
+            for feed in list(self.feeds.feeds.values()):
                 if not feed.history:
                     self._claim(feed)
 
@@ -401,27 +412,27 @@ class Feeds:
             log.warn("{n} deliveries of {acct} held here were taken over or expired",
                      n=len(lost), acct=feed.account)
 
-        self.rs.touch(feed.account, self.consumer, ids).addCallbacks(
+        self.feeds.rs.touch(feed.account, self.consumer, ids).addCallbacks(
             still, lambda f: log.warn("touching deliveries of {acct} failed: {err}",
                                       acct=feed.account, err=f.getErrorMessage()))
 
     def _claim(self, feed: Feed) -> None:
-        room = feed.room(self.window)
+        room = feed.room(self.feeds.window)
         if room <= 0:
             return
 
         def got(result: tuple) -> None:
             entries, gone = result
             if gone:
-                self.expired(feed.account, gone)
-            if self.feeds.get(feed.account) is not feed:
+                self.feeds.expired(feed.account, gone)
+            if self.feeds.feeds.get(feed.account) is not feed:
                 return
             n = feed.add(entries)
             if n:
                 self.counters["claimed"] += n
                 log.info("took over {n} idle deliveries of {acct}", n=n, acct=feed.account)
-                self.pump(feed)
+                self.feeds.pump(feed)
 
-        self.rs.claim_idle(feed.account, self.consumer, self.claim_idle_s, room).addCallbacks(
-            got, lambda f: log.warn("claiming deliveries of {acct} failed: {err}",
-                                    acct=feed.account, err=f.getErrorMessage()))
+        d = self.feeds.rs.claim_idle(feed.account, self.consumer, self.claim_idle_s, room)
+        d.addCallbacks(got, lambda f: log.warn("claiming deliveries of {acct} failed: {err}",
+                                               acct=feed.account, err=f.getErrorMessage()))
