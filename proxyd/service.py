@@ -161,7 +161,8 @@ class ProxydService(service.MultiService):
             self.optout = OptOut(store, self.optout_mirror)
             LedgerSweeper(self.ledger, sc.reservation_max_age_s, sc.sweep_interval_s,
                           reactor=reactor).setServiceParent(self.front)
-            self.delivery = self.receipts = Delivery(self)
+            self.delivery = self.receipts = Delivery(lambda: self.cfg, store, reactor,
+                                                     self.optout, self.ledger)
             self.receipts.setServiceParent(self.front)
         else:
             self.ledger = FreeLedger()

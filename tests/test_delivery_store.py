@@ -11,11 +11,13 @@ import pytest
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+from proxyd.config import DeliveryConfig, StoreConfig
 from proxyd.delivery import Delivery
 from proxyd.gate import normalise_upstream_id
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.store.client import Store
+from proxyd.store.optout import OptOut
 from proxyd.store.receipts import MO, RECEIPT, ReceiptStore, rmap_key, stream_key
 from tests.procs import wait_until
 from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
@@ -104,13 +106,16 @@ class FakeSession:
             reactor.callLater(0, on_resp, self.answer)
 
 
-def fake_node(store: Store, account: str, codes=("1069",)) -> Any:
+def make_delivery(store: Store, account: str, clock: Any = reactor, codes=("1069",),
+                  **kw: Any) -> Delivery:
+    """A Delivery of one account (service codes `codes`) over `store`, timers on `clock`."""
     cfg = SimpleNamespace(
         relay=SimpleNamespace(node_id="test"), smpp=SimpleNamespace(listen=["tcp:0"]),
         accounts=[SimpleNamespace(system_id=account, service_codes=codes)],
-        policy=SimpleNamespace(unsubscribe_words=("T", "TD", "退订")),
-        store=SimpleNamespace())
-    return SimpleNamespace(cfg=cfg, store=store, reactor=reactor)
+        policy=SimpleNamespace(unsubscribe_words=("T", "TD", "退订"),
+                               reassembly_timeout_s=60.0),
+        store=StoreConfig(), delivery=DeliveryConfig())
+    return Delivery(lambda: cfg, store, clock, OptOut(store), **kw)
 
 
 def receipt(mid: bytes) -> Any:
@@ -133,7 +138,7 @@ UP = SimpleNamespace(name="sim")
 class DeliveryTest(Base):
     def make(self, account: str, **kw: Any) -> Delivery:
         kw.setdefault("consumer", "c-" + account)
-        d = Delivery(fake_node(self.store, account), **kw)
+        d = make_delivery(self.store, account, **kw)
         d.startService()
         self.addCleanup(d.stopService)
         return d
@@ -169,9 +174,8 @@ class DeliveryTest(Base):
     def test_client_error_and_silence_are_retried(self) -> Any:
         a = acct()
         clock = task.Clock()        # Delivery's timers on a fake clock, the store for real
-        node = fake_node(self.store, a)
-        node.reactor = clock
-        d = Delivery(node, window=5, resp_timeout_s=5.0, consumer="c-" + a)
+        d = make_delivery(self.store, a, clock, window=5, resp_timeout_s=5.0,
+                          consumer="c-" + a)
         d.startService()
         self.addCleanup(d.stopService)
         for text in (b"first", b"second"):
@@ -243,7 +247,7 @@ class DeliveryTest(Base):
         a = acct()
         store = yield Store.connect(self.socket_path, pool_size=1, timeout_s=1.0,
                                     reactor=reactor)
-        d = Delivery(fake_node(store, a), consumer="x")
+        d = make_delivery(store, a, consumer="x")
         yield store.disconnect()
         for pdu in (mo(b"hi"), receipt(b"abc")):
             acks: list = []

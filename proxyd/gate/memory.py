@@ -6,7 +6,6 @@ Receipts are matched by the operator's id and queued per account until a receive
 """
 from __future__ import annotations
 
-import re
 from collections import deque
 from typing import Any, Callable
 
@@ -15,24 +14,12 @@ from twisted.logger import Logger
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
+from proxyd.delivery.text import RECEIPT_ID, rewrite_receipt
+
 from .ids import normalise_upstream_id
 
 log = Logger(namespace="proxyd.delivery")
 _OK = 0
-RECEIPT_ID = re.compile(rb"id:(\S+)")
-
-
-def rewrite_receipt(pdu: Any, mid: bytes) -> Any:
-    """The operator's receipt with proxyd's id in the receipted_message_id TLV and the
-    Appendix B text; everything else kept."""
-    tlvs = tuple((t, mid + b"\0") if t == C.TAG_RECEIPTED_MESSAGE_ID else (t, v)
-                 for t, v in pdu.tlvs)
-    changes: dict[str, Any] = {"tlvs": tlvs}
-    if pdu.command_id == C.DELIVER_SM:
-        changes["short_message"] = RECEIPT_ID.sub(b"id:" + mid, pdu.short_message, 1)
-    return pdu._replace(**changes)
-
-
 class MemoryReceipts:
     """remember / on_deliver / own_receipt / session_ready, in memory."""
 

@@ -654,7 +654,7 @@ class SmscProtocol(protocol.Protocol, S.SessionHandler):
         d = P.decode_body(C.DATA_SM, 0, 0, body)
         if isinstance(d, P.BadPdu):
             raise ValueError(d.message)
-        text = (d.tlv(C.TAG_MESSAGE_PAYLOAD) or b"")[:20]
+        text = d.payload[:20]
         return (d.source_addr_ton, d.source_addr_npi, d.source_addr, d.dest_addr_ton,
                 d.dest_addr_npi, d.destination_addr, d.registered_delivery, text)
 
