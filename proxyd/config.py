@@ -237,7 +237,7 @@ def _check(cfg: Config) -> None:
         _positive(w + ".weight", u.weight, 0)
         _positive(w + ".tps", u.tps, 0)
         for c in u.carriers:
-            from .routing import known_carrier
+            from .links.routing import known_carrier
             if not known_carrier(c):
                 raise ConfigError("%s.carriers: unknown carrier %r (e.g. \"China Mobile\", "
                                   "\"中国联通\", \"telecom\")" % (w, c))

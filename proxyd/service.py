@@ -36,9 +36,9 @@ from .http.api import make_site
 from .logs import configure_logging
 from .metrics import Metrics
 from .policy import Policy
-from .routing import Router
+from .links.routing import Router
 from .smpp.server import ClientFactory
-from .smpp.upstream import Upstream
+from .links.smpp import Upstream
 from .store.client import Store
 from .store.embedded import EmbeddedServer
 from .store.ledger import Ledger, LedgerSweeper

@@ -1,4 +1,4 @@
-"""Routing rules (proxyd.routing) with fake upstreams: no sockets, no reactor."""
+"""Routing rules (proxyd.links.routing) with fake upstreams: no sockets, no reactor."""
 from __future__ import annotations
 
 import phonenumbers
@@ -6,7 +6,7 @@ import pytest
 from phonenumbers import carrier as pn_carrier
 
 from proxyd.config import AccountConfig, UpstreamConfig
-from proxyd.routing import CarrierLookup, Router, canonical_carrier, known_carrier, national
+from proxyd.links.routing import CarrierLookup, Router, canonical_carrier, known_carrier, national
 
 MOBILE = "13800138000"     # China Mobile
 UNICOM = "13000000000"     # China Unicom

@@ -12,7 +12,7 @@ when the store failed, so the operator retries).
 
 An MO for an account with a `mo_url` goes to the HTTP callback queue (the same durable,
 retried queue as HTTP receipts, api "mo"), not to the SMPP stream. A part of a concatenated
-MO (UDH or SAR) is kept in ``mocc:{A}:...`` (MO_PART_LUA) and acknowledged once kept; the
+MO (UDH or SAR) is kept in ``mocc:{A}:...`` (store/reassembly.lua) and acknowledged once kept; the
 script that stores the last part queues the one callback of the whole message in the same
 step. The unsubscribe word is looked for in the whole text, after.
 """
@@ -162,6 +162,9 @@ class MoIntake:
         def kept(r: tuple) -> None:
             code, what = r
             if code != 1:
+                if code > 2:      # (2: the operator sent a part again; nothing changed)
+                    log.info("MO part for {acct} dropped: {why}", acct=account,
+                             why="another total" if code == 3 else "another data_coding")
                 ack(_OK)
                 return
             self.counters["enqueued"] += 1
@@ -177,7 +180,7 @@ class MoIntake:
             self._optout(account, source, text, lambda _=None: ack(_OK), optout_failed)
 
         self.messages.add_mo_part(account, pkey, seq, payload, total, ttl, cb_id, sj,
-                                  facts).addCallbacks(kept, failed)
+                                  facts, pdu.data_coding).addCallbacks(kept, failed)
 
     def _optout(self, account: str, source: str, text: str | None,
                 then: Callable, failed: Callable) -> None:

@@ -44,8 +44,9 @@ INDEX = "ccidx"
 Reply = Callable[[int, bytes], None]
 
 
-def _lua(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text("utf-8")
+def lua(name: str) -> str:
+    """A script of `proxyd/store/` (the reassembly script is shared with the MO path)."""
+    return resources.files("proxyd.store").joinpath(name).read_text("utf-8")
 
 
 class Ident(NamedTuple):
@@ -100,8 +101,8 @@ class Reassembly:
         self.receipts = receipts
         self.clock = clock
         self.timeout_s = timeout_s
-        store.register_script("concat_add", _lua("reassembly.lua"))
-        store.register_script("concat_take", _lua("reassembly_take.lua"))
+        store.register_script("concat_add", lua("reassembly.lua"))
+        store.register_script("concat_take", lua("reassembly_take.lua"))
         self.completed = 0
         self.expired = 0
         self.sweeper = TimerService(max(0.5, min(5.0, timeout_s / 4)), self.sweep)

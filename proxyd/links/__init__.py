@@ -18,7 +18,7 @@ Receipts and MO come back from a link as events handed to the delivery side
 (`on_deliver(link, pdu, ack)`, a deliver_sm/data_sm value; `ack(status)` once stored), so a
 protocol whose reports look different normalises them into that shape in its adapter.
 
-The SMPP link is `proxyd.smpp.upstream.Upstream`.
+The SMPP link is `proxyd.links.smpp.Upstream`; `routing.py` picks a link for each part.
 """
 from __future__ import annotations
 

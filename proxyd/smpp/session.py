@@ -6,7 +6,7 @@ allocated per PDU beyond the frame itself). The same class serves both roles:
 
 * ``SMSC`` -- the side that accepts binds: client ESME sessions (`smpp/server.py`) and the
   simulator (`sim/smsc.py`);
-* ``ESME`` -- the side that binds: the links to operator SMSCs (`smpp/upstream.py`).
+* ``ESME`` -- the side that binds: the links to operator SMSCs (`links/smpp.py`).
 
 What the session owns:
 

@@ -30,6 +30,8 @@ account carries the hash tag ``{A}``, so the scripts below touch one slot only):
 """
 from __future__ import annotations
 
+from importlib import resources
+
 import json
 import time
 from typing import Any, Sequence
@@ -223,36 +225,6 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """
 
-# An MO part for an account's mo_url (see proxyd.delivery): KEYS[1] the message's parts
-# (``mocc:{A}:<src>:<dst>:<ref>:<total>``, hash seq -> hex payload without UDH, "t" -> first
-# seen), KEYS[2] hcb, KEYS[3] hcbd; ARGV seq, hex, total, now_ms, ttl_s, callback id,
-# payload prefix (settings JSON, newline, the facts JSON without its closing brace).
-# When the last part is in, the parts are deleted and ONE callback queued in the same step,
-# its facts completed with "hexparts": "seq:hex,...".
-# -> {0, n} stored, {2, n} duplicate, {1, "seq:hex,..."} complete (callback queued)
-MO_PART_LUA = """
-local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('HSETNX', KEYS[1], 't', ARGV[4]) == 1 then
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-end
-local n = redis.call('HLEN', KEYS[1]) - 1
-if n >= tonumber(ARGV[3]) then
-  local all = redis.call('HGETALL', KEYS[1])
-  redis.call('DEL', KEYS[1])
-  local parts = {}
-  for i = 1, #all, 2 do
-    if all[i] ~= 't' then parts[#parts + 1] = all[i] .. ':' .. all[i + 1] end
-  end
-  local hp = table.concat(parts, ',')
-  redis.call('HSET', KEYS[3], ARGV[6], ARGV[7] .. ',"hexparts":"' .. hp .. '"}')
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
-  return {1, hp}
-end
-if added == 0 then return {2, n} end
-return {0, n}
-"""
-
-
 def mo_parts_key(account: str, source: str, dest: str, ref: int, total: int) -> str:
     return "mocc:{%s}:%s:%s:%d:%d" % (account, source, dest, ref, total)
 
@@ -299,6 +271,10 @@ def record_value(state: int, upstream: str, upstream_id: str, submit_ms: int,
                                         source.replace("|", ""), destination.replace("|", ""))
 
 
+def _reassembly_lua() -> str:
+    return resources.files("proxyd.store").joinpath("reassembly.lua").read_text("utf-8")
+
+
 class MessageStore:
     """The keys above over a `proxyd.store.client.Store`."""
 
@@ -308,7 +284,7 @@ class MessageStore:
         self.clock = clock
         for name, src in (("msg_record", RECORD_LUA), ("msg_receipts", RECEIPTS_LUA),
                           ("hcb_claim", CLAIM_LUA),
-                          ("hcb_add", ADD_LUA), ("mo_part", MO_PART_LUA),
+                          ("hcb_add", ADD_LUA), ("mo_part", _reassembly_lua()),
                           ("msg_expire", EXPIRE_LUA)):
             store.register_script(name, src)
 
@@ -383,14 +359,16 @@ class MessageStore:
 
     def add_mo_part(self, account: str, parts_key: str, seq: int, payload: bytes,
                     total: int, ttl_s: int, cb_id: str, settings_json: str,
-                    facts: dict) -> defer.Deferred:
-        """One part of a concatenated MO for a mo_url (MO_PART_LUA); `facts` must not hold
-        "hexparts". Deferred[(code, n or "seq:hex,...")]: 0 stored, 2 duplicate, 1 complete
-        (the parts taken and the callback `cb_id` queued)."""
+                    facts: dict, data_coding: int = 0) -> defer.Deferred:
+        """One part of a concatenated MO for a mo_url (the reassembly script of
+        `proxyd/store/reassembly.lua`, shared with the client's long messages); `facts`
+        must not hold "hexparts". Deferred[(code, n or "seq:hex,...")]: 0 stored,
+        2 duplicate, 3 conflicting total, 4 another data_coding, 1 complete (the parts
+        taken and the callback `cb_id` queued)."""
         prefix = settings_json + "\n" + json.dumps(facts, separators=(",", ":"))[:-1]
         d = self.store.evalsha("mo_part", [parts_key, cb_key(account), cbdata_key(account)],
                                [seq, payload.hex(), total, self.now_ms(), max(1, int(ttl_s)),
-                                cb_id, prefix])
+                                data_coding, cb_id, prefix])
         return d.addCallback(lambda r: (int(r[0]), _s(r[1]) if int(r[0]) == 1 else int(r[1])))
 
     def claim(self, account: str, lease_s: float, count: int) -> defer.Deferred:

@@ -22,9 +22,9 @@ from twisted.internet import endpoints, protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from . import constants as C
-from . import pdu as P
-from . import session as S
+from proxyd.smpp import constants as C
+from proxyd.smpp import pdu as P
+from proxyd.smpp import session as S
 
 log = Logger(namespace="proxyd.upstream")
 _S = C.STATUS
