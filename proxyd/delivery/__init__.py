@@ -14,7 +14,7 @@ The rooms:
                 with pack/parse beside those that are stored
     text.py     what receipts say: parse_receipt, receipt_state, own_err, proxyd's own
                 receipt PDU, the facts of HTTP callbacks (expand_facts, mo_facts)
-    expect.py   what the relay and the HTTP API tell of parts to come: state records,
+    expect.py   what the gate and the HTTP API tell of parts to come: state records,
                 receipt map entries, HTTP receipt settings (`remember`, `expect_http_dlr`)
     intake.py   receipts from operators -> the receipt map -> stored for the right client
     mo.py       MO -> the account's stream or its mo_url; opt-out words
@@ -191,7 +191,7 @@ class Delivery(service.Service):
     def _accounts(self) -> list[str]:
         return [a.system_id for a in self.config().accounts]
 
-    # --- what the relay, the HTTP API and reassembly call -----------------------------------
+    # --- what the gate, the HTTP API and reassembly call -----------------------------------
     def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes,
                  source: bytes = b"", destination: bytes = b"") -> None:
         """The operator took a part that asked for a receipt (see expect.py)."""

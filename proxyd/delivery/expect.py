@@ -1,4 +1,4 @@
-"""What the relay and the HTTP API tell of the parts that will get receipts: their state,
+"""What the gate and the HTTP API tell of the parts that will get receipts: their state,
 their receipt map entries and their HTTP receipt settings (keys in proxyd.store.messages).
 
 `remember` collects, per reactor turn, the state records (``msg:{A}:<mid>``, ENROUTE) and

@@ -288,7 +288,7 @@ class Api(resource.Resource):
             return
         self._send(request, account, sub, enc)
 
-    # --- through the relay -------------------------------------------------------------------
+    # --- through the gate --------------------------------------------------------------------
     def _send(self, request: Any, account: Any, sub: PR.Submission, enc: PR.Encoded) -> None:
         source = sub.source or (account.service_codes[0] if account.service_codes else "")
         fan = _Fanout(self, request, account, sub, len(enc.payloads))

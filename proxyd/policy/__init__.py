@@ -13,7 +13,7 @@ Order of `Policy.check` (first refusal wins):
 
 Cheap syntactic checks come first, so malformed messages cost nothing and never spend
 tokens; rate comes before the content checks, so a client hammering refused content is
-throttled like any other. The opt-out lookup is asynchronous (store) and done by the relay
+throttled like any other. The opt-out lookup is asynchronous (store) and done by the gate
 after these, with `optout.check_optout`.
 
 Everything is pure and precomputed at construction: no I/O at check time, no Twisted.

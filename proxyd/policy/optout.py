@@ -1,6 +1,6 @@
 """Destinations: syntax, the number key used for opt-out sets, unsubscribe replies.
 
-The opt-out set itself lives in the store; the relay looks the normalised destination up
+The opt-out set itself lives in the store; the gate looks the normalised destination up
 (asynchronously) and passes the answer to `check_optout`.
 """
 from __future__ import annotations

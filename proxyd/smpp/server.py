@@ -2,9 +2,9 @@
 
 One `ClientSession` per TCP (or TLS) connection. The bind state machine, the window, the
 keepalive and the timers live in `smpp/session.py` (role SMSC); this adapter owns the
-transport, pause/resume of reading, and the calls into the registry (binds) and the relay
+transport, pause/resume of reading, and the calls into the registry (binds) and the gate
 (submit_sm with its original body bytes, every other request the bind allows).
-Back-pressure: a session with `window` requests awaiting the relay's answer stops reading
+Back-pressure: a session with `window` requests awaiting the gate's answer stops reading
 from its socket; frames already read wait in the session's backlog.
 
 Timers: the factory runs ONE LoopingCall (1 s) over all sessions for inactivity, bind timeout
@@ -49,7 +49,7 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
         self.account: Any = None
         self.peer = ""
 
-    # what the relay, the registry and the delivery feed read
+    # what the gate, the registry and the delivery feed read
     @property
     def state(self) -> int:
         return self.session.state
@@ -68,7 +68,7 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
 
     @property
     def outstanding(self) -> int:
-        """Requests awaiting the relay's answer."""
+        """Requests awaiting the gate's answer."""
         return self.session.inbound
 
     # --- connection -----------------------------------------------------------------------
