@@ -127,7 +127,8 @@ class ProxydService(service.MultiService):
         scfg = self.cfg.store
 
         def connect(target: str) -> defer.Deferred:
-            return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor)
+            return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor,
+                                 on_latency=self.metrics.store_latency)
 
         def attempt(target: str, tries: int = 0) -> defer.Deferred:
             d = connect(target)
@@ -148,7 +149,6 @@ class ProxydService(service.MultiService):
         cfg, reactor = self.cfg, self.reactor
         if store is not None:
             self.store = store
-            store.on_latency = self.metrics.store_latency
             sc = cfg.store
             if sc.optout_cache:
                 self.optout_mirror = OptOutMirror(store, store.target, reactor)
