@@ -81,7 +81,7 @@ class ProxydService(service.MultiService):
         self.router = Router(self.upstreams)
         self.policy = self._policy(cfg)
         self.ids = MessageIds(cfg.relay.node_id)
-        self.metrics = Metrics(lambda: self.cfg, self.registry, self.sessions, self.upstreams)
+        self.metrics = Metrics(self.config, self.registry, self.sessions, self.upstreams)
         if cfg.store.url == "embedded":
             self.store_server = EmbeddedServer(cfg.store.dir, cfg.store.appendfsync, reactor)
             self.store_server.setServiceParent(self)
@@ -92,6 +92,11 @@ class ProxydService(service.MultiService):
         self.gate: Any = None
         self.intake: Any = None
         self.client_factory: Any = None
+
+    def config(self) -> Any:
+        """The current Config: what parts that must see a reload are given (a reload
+        replaces `cfg`)."""
+        return self.cfg
 
     @staticmethod
     def _policy(cfg: Any) -> Any:
@@ -163,12 +168,14 @@ class ProxydService(service.MultiService):
             self.optout = OptOut(store, self.optout_mirror)
             LedgerSweeper(self.ledger, sc.reservation_max_age_s, sc.sweep_interval_s,
                           reactor=reactor).setServiceParent(self.front)
-            self.delivery = self.receipts = Delivery(lambda: self.cfg, store, reactor,
+            self.delivery = self.receipts = Delivery(self.config, store, reactor,
                                                      self.optout, self.ledger)
             self.receipts.setServiceParent(self.front)
+            report_ledger: Any = self.ledger
         else:
             self.ledger = FreeLedger()
-            self.receipts = MemoryReceipts(lambda: self.cfg, self.registry, reactor)
+            self.receipts = MemoryReceipts(self.config, self.registry, reactor)
+            report_ledger = None        # no journal to report from: /report answers 503
         self.registry.on_ready.append(self.receipts.session_ready)
         self.registry.on_unbound.append(self.receipts.session_gone)
         self.gate = Gate(cfg, self.policy, self.ledger, self.router, self.receipts,
@@ -191,8 +198,7 @@ class ProxydService(service.MultiService):
             svc.setName("smpp:" + listen)
             svc.setServiceParent(self.front)
         if cfg.http.listen:
-            report = ReportResource(self.registry, self.ledger if store is not None else None,
-                                    reactor)
+            report = ReportResource(self.registry, report_ledger, reactor)
             api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
                       self.router, report)
             site = make_site(api, cfg.http.max_request_bytes)
@@ -201,7 +207,7 @@ class ProxydService(service.MultiService):
                 svc.setName("http:" + listen)
                 svc.setServiceParent(self.front)
         if cfg.admin.listen:
-            site = make_admin_site(lambda: self.cfg, self.metrics, self.upstreams, store,
+            site = make_admin_site(self.config, self.metrics, self.upstreams, store,
                                    reactor)
             for listen in cfg.admin.listen:
                 svc = strports.service(listen, site, reactor=reactor)

@@ -188,6 +188,12 @@ def test_gauges_read_from_the_node():
     assert value(text, "proxyd_upstream_binds", upstream="cmcc") == 1
     assert value(text, "proxyd_upstream_window_used", upstream="cmcc") == 2
     assert value(text, "proxyd_binds", account="beta", mode="transceiver") == 1
+    # a reload replaces the node's config: the accounts are read through the callable
+    node.cfg = Config(accounts=(AccountConfig("gamma", "z"),), store=node.cfg.store)
+    text = node.metrics.exposition().decode()
+    assert value(text, "proxyd_binds", account="gamma", mode="receiver") == 0
+    assert value(text, "proxyd_binds", account="acme", mode="transmitter") == 2
+    assert value(text, "proxyd_binds", account="acme", mode="transceiver") is None
 
 
 # --- the admin site ---------------------------------------------------------------------------
