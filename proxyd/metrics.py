@@ -13,7 +13,8 @@ Counted as it happens (the relay calls these; each is a dict lookup and an add):
     proxyd_store_latency_seconds                      store round trips (health PINGs, and
                                                       whatever else reports `store_latency`)
 
-Read from the node when scraped (a custom collector, so no bookkeeping per message):
+Read from the node's live collections when scraped (a custom collector, so no bookkeeping
+per message; only when `Metrics` is given them):
 
     proxyd_binds{account,mode}                        client binds on this node
     proxyd_client_outstanding                         client submits awaiting an answer
@@ -27,7 +28,7 @@ nodes or tests in one process do not share counters.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest
@@ -49,12 +50,16 @@ def outcome_name(status: int) -> str:
 
 
 class Metrics:
-    """Counters and histograms fed by the relay, gauges read from `node` when scraped."""
+    """Counters and histograms fed by the relay. With `config` (() -> the current Config),
+    also gauges read at scrape time from what the node owns and keeps up to date:
+    `accounts` (the account Registry; its `sessions`, bound sessions by account),
+    `sessions` (the set of connected client sessions) and `upstreams` (the list of upstream
+    links). `Metrics()` has the counters and histograms only."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, node: Any = None) -> None:
-        self.node = node
+    def __init__(self, config: Callable[[], Any] | None = None, accounts: Any = None,
+                 sessions: Collection[Any] = (), upstreams: Collection[Any] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._messages = Counter("messages", "Messages answered after relaying, by outcome",
@@ -78,8 +83,8 @@ class Metrics:
         self._c_rejections: dict[tuple[str, str], Any] = {}
         self._c_submit: dict[str, Any] = {}
         self._c_rtt: dict[str, Any] = {}
-        if node is not None:
-            r.register(NodeCollector(node))
+        if config is not None:
+            r.register(NodeCollector(config, accounts, sessions, upstreams))
 
     # --- fed by the relay (per message: keep cheap) ----------------------------------------
     def outcome(self, account: str, upstream: str, status: int) -> None:
@@ -119,35 +124,35 @@ class Metrics:
 
 
 class NodeCollector(Collector):
-    """Gauges computed from the node's live objects at scrape time."""
+    """Gauges computed from the node's live collections at scrape time."""
 
-    def __init__(self, node: Any) -> None:
-        self.node = node
+    def __init__(self, config: Callable[[], Any], accounts: Any, sessions: Collection[Any],
+                 upstreams: Collection[Any]) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.sessions = sessions
+        self.upstreams = upstreams
 
     def describe(self) -> list:
         return []     # no describe-time collect: the node may not be complete yet
 
     def collect(self) -> Iterator[Any]:
-        node = self.node
         binds = GaugeMetricFamily(NAMESPACE + "_binds", "Client binds on this node",
                                   labels=("account", "mode"))
         counts: dict[tuple[str, str], int] = {}
-        cfg = getattr(node, "cfg", None)
-        for a in getattr(cfg, "accounts", ()):
+        for a in self.config().accounts:
             for mode in BIND_MODES:
                 counts[(a.system_id, mode)] = 0
-        registry = getattr(node, "registry", None)
-        for account, sessions in dict(getattr(registry, "sessions", {})).items():
+        for account, sessions in dict(self.accounts.sessions).items():
             for s in list(sessions):
-                key = (account, getattr(s, "mode", "") or "unknown")
+                key = (account, s.mode or "unknown")
                 counts[key] = counts.get(key, 0) + 1
         for (account, mode), n in sorted(counts.items()):
             binds.add_metric((account, mode), n)
         yield binds
 
         outstanding = 0
-        factory = getattr(node, "client_factory", None)
-        for s in list(getattr(factory, "sessions", ())):
+        for s in list(self.sessions):
             outstanding += s.outstanding
         yield GaugeMetricFamily(NAMESPACE + "_client_outstanding",
                                 "Client submits awaiting an answer", value=outstanding)
@@ -162,7 +167,7 @@ class NodeCollector(Collector):
         queue = GaugeMetricFamily(NAMESPACE + "_upstream_queue",
                                   "Requests waiting for a free upstream window",
                                   labels=("upstream",))
-        for u in list(getattr(node, "upstreams", ())):
+        for u in list(self.upstreams):
             bound = [b for b in u.binds if b.bound]
             ubinds.add_metric((u.name,), len(bound))
             wsize.add_metric((u.name,), u.cfg.window * len(bound))

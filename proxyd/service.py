@@ -32,7 +32,8 @@ from .gate.memory import MemoryReceipts
 from .gate.nulls import FreeLedger, NoChecks, NoReassembly
 from .gate.reassembly import Reassembly
 from .http.admin import make_admin_site
-from .http.api import make_site
+from .http.api import Api, make_site
+from .http.report import ReportResource
 from .logs import configure_logging
 from .metrics import Metrics
 from .policy import Policy
@@ -76,10 +77,11 @@ class ProxydService(service.MultiService):
         configure_logging(cfg.log)
         self.registry = Registry(cfg)
         self.upstreams: list[Upstream] = []
+        self.sessions: set = set()      # the client sessions of this node (ClientFactory's)
         self.router = Router(self.upstreams)
         self.policy = self._policy(cfg)
         self.ids = MessageIds(cfg.relay.node_id)
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self.config, self.registry, self.sessions, self.upstreams)
         if cfg.store.url == "embedded":
             self.store_server = EmbeddedServer(cfg.store.dir, cfg.store.appendfsync, reactor)
             self.store_server.setServiceParent(self)
@@ -90,6 +92,11 @@ class ProxydService(service.MultiService):
         self.gate: Any = None
         self.intake: Any = None
         self.client_factory: Any = None
+
+    def config(self) -> Any:
+        """The current Config: what parts that must see a reload are given (a reload
+        replaces `cfg`)."""
+        return self.cfg
 
     @staticmethod
     def _policy(cfg: Any) -> Any:
@@ -127,7 +134,8 @@ class ProxydService(service.MultiService):
         scfg = self.cfg.store
 
         def connect(target: str) -> defer.Deferred:
-            return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor)
+            return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor,
+                                 on_latency=self.metrics.store_latency)
 
         def attempt(target: str, tries: int = 0) -> defer.Deferred:
             d = connect(target)
@@ -148,7 +156,6 @@ class ProxydService(service.MultiService):
         cfg, reactor = self.cfg, self.reactor
         if store is not None:
             self.store = store
-            store.on_latency = self.metrics.store_latency
             sc = cfg.store
             if sc.optout_cache:
                 self.optout_mirror = OptOutMirror(store, store.target, reactor)
@@ -161,12 +168,14 @@ class ProxydService(service.MultiService):
             self.optout = OptOut(store, self.optout_mirror)
             LedgerSweeper(self.ledger, sc.reservation_max_age_s, sc.sweep_interval_s,
                           reactor=reactor).setServiceParent(self.front)
-            self.delivery = self.receipts = Delivery(lambda: self.cfg, store, reactor,
+            self.delivery = self.receipts = Delivery(self.config, store, reactor,
                                                      self.optout, self.ledger)
             self.receipts.setServiceParent(self.front)
+            report_ledger: Any = self.ledger
         else:
             self.ledger = FreeLedger()
-            self.receipts = MemoryReceipts(cfg, self.registry, reactor)
+            self.receipts = MemoryReceipts(self.config, self.registry, reactor)
+            report_ledger = None        # no journal to report from: /report answers 503
         self.registry.on_ready.append(self.receipts.session_ready)
         self.registry.on_unbound.append(self.receipts.session_gone)
         self.gate = Gate(cfg, self.policy, self.ledger, self.router, self.receipts,
@@ -182,19 +191,24 @@ class ProxydService(service.MultiService):
                                  reactor)
         for u in cfg.upstreams:
             self._add_upstream(u, cfg)
-        self.client_factory = ClientFactory(cfg.smpp, self.registry, self.intake, reactor)
+        self.client_factory = ClientFactory(cfg.smpp, self.registry, self.intake, reactor,
+                                            sessions=self.sessions)
         for listen in cfg.smpp.listen:
             svc = strports.service(listen, self.client_factory, reactor=reactor)
             svc.setName("smpp:" + listen)
             svc.setServiceParent(self.front)
         if cfg.http.listen:
-            site = make_site(self)
+            report = ReportResource(self.registry, report_ledger, reactor)
+            api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
+                      self.router, report)
+            site = make_site(api, cfg.http.max_request_bytes)
             for listen in cfg.http.listen:
                 svc = strports.service(listen, site, reactor=reactor)
                 svc.setName("http:" + listen)
                 svc.setServiceParent(self.front)
         if cfg.admin.listen:
-            site = make_admin_site(self)
+            site = make_admin_site(self.config, self.metrics, self.upstreams, store,
+                                   reactor)
             for listen in cfg.admin.listen:
                 svc = strports.service(listen, site, reactor=reactor)
                 svc.setName("admin:" + listen)
@@ -243,9 +257,7 @@ class ProxydService(service.MultiService):
             log.info("reload applied before start: {n} accounts", n=len(new.accounts))
             return True
         self.gate.set_config(new, policy)
-        if hasattr(self.receipts, "set_config"):
-            self.receipts.set_config(new)
-        self.client_factory.smpp = new.smpp
+        self.client_factory.set_config(new.smpp)
         for sid, sessions in list(self.registry.sessions.items()):
             account = new.account(sid)
             for sess in list(sessions):
@@ -253,7 +265,7 @@ class ProxydService(service.MultiService):
                     log.info("reload: account {sid} removed; unbinding", sid=sid)
                     sess.unbind()
                 else:
-                    sess.account = account
+                    sess.set_account(account)
         old_by_name = {u.cfg.name: u for u in self.upstreams}
         new_names = {u.name for u in new.upstreams}
         for ucfg in new.upstreams:
@@ -302,8 +314,7 @@ class ProxydService(service.MultiService):
             deadline = self.reactor.seconds() + 5.0
 
             def check() -> None:
-                sessions = self.client_factory.sessions if self.client_factory else ()
-                busy = sum(s.outstanding for s in sessions)
+                busy = sum(s.outstanding for s in self.sessions)
                 if busy and self.reactor.seconds() < deadline:
                     self.reactor.callLater(0.05, check)
                 else:
@@ -312,7 +323,7 @@ class ProxydService(service.MultiService):
             return done
 
         def unbind_clients(_: Any) -> Any:
-            for s in list(self.client_factory.sessions if self.client_factory else ()):
+            for s in list(self.sessions):
                 s.unbind()
             rest = [s for s in self.front if s not in listeners]
             return defer.gatherResults([defer.maybeDeferred(s.stopService) for s in rest])

@@ -14,6 +14,7 @@ from proxyd.config import AccountConfig, Config, PolicyConfig, SmppConfig
 from proxyd.gate import Gate, MessageIds, SmppIntake
 from proxyd.gate.memory import MemoryReceipts
 from proxyd.gate.nulls import FreeLedger
+from proxyd.metrics import Metrics
 from proxyd.policy import Policy
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
@@ -84,11 +85,6 @@ class Messages:
         return defer.succeed(None)
 
 
-class Metrics:
-    def __getattr__(self, name: str):
-        return lambda *a, **k: None
-
-
 class CountingGate(Gate):
     judged = 0
 
@@ -104,7 +100,7 @@ def make():
     link = Link()
     router = Router(link)
     registry = Registry()
-    receipts = MemoryReceipts(cfg, registry, clock)
+    receipts = MemoryReceipts(lambda: cfg, registry, clock)
     gate = CountingGate(cfg, Policy(cfg, clock=clock.seconds), FreeLedger(), router,
                         receipts, Metrics(), clock, MessageIds("t"))
 

@@ -262,3 +262,67 @@ def test_outcome_from_status():
     assert R.outcome_from_status(0, b"x") == R.Accepted((b"x",))
     assert R.outcome_from_status(C.STATUS["PROXYD_RNOBALANCE"], b"").refusal.reason == "balance"
     assert type(R.outcome_from_status(C.STATUS["ESME_RSUBMITFAIL"], b"")) is R.Failed
+
+
+# --- the resource, built from its collaborators (no sockets) --------------------------------
+
+class _Registry:
+    def __init__(self, account) -> None:
+        self.account = account
+
+    def authenticate(self, user: str, password: str):
+        from twisted.internet import defer
+        ok = user == self.account.system_id and password == "pw"
+        return defer.succeed((0 if ok else C.STATUS["ESME_RINVPASWD"],
+                              self.account if ok else None))
+
+
+class _Ledger:
+    def balance(self, account: str):
+        from twisted.internet import defer
+        return defer.succeed(1234)
+
+
+class _Router:
+    def routable(self, dest: str, account) -> bool:
+        return dest.startswith("138")
+
+
+def _api(ledger):
+    from twisted.web import resource
+
+    from proxyd.config import AccountConfig
+    from proxyd.http.api import Api
+
+    account = AccountConfig(system_id="acme", password="pw", price=7)
+    return Api(_Registry(account), None, None, None, ledger, _Router(), resource.Resource())
+
+
+def _get(api, path: bytes, **kw):
+    from twisted.web.test.requesthelper import DummyRequest
+
+    req = DummyRequest([b""])
+    req.channel = object()
+    req.path = req.uri = path
+    req.method = b"GET"
+    req.args = args(**kw)
+    api.render(req)
+    return req.responseCode, b"".join(req.written)
+
+
+def test_api_balance_from_its_ledger():
+    from proxyd.gate.nulls import FreeLedger
+
+    assert _get(_api(_Ledger()), b"/balance", username="acme", password="pw") == (
+        200, b'{"balance": 1234, "sms_count": "ND"}')
+    assert _get(_api(FreeLedger()), b"/balance", username="acme", password="pw") == (
+        503, b'"Balance unavailable, try again later"')
+    assert _get(_api(_Ledger()), b"/balance", username="acme", password="no")[0] == 403
+
+
+def test_api_rate_from_its_router():
+    api = _api(_Ledger())
+    assert _get(api, b"/rate", username="acme", password="pw", to="13800138000") == (
+        200, b'{"unit_rate": 7, "submit_sm_count": 1}')
+    assert _get(api, b"/rate", username="acme", password="pw", to="15000000000") == (
+        412, b'"No route found"')

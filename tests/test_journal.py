@@ -383,6 +383,21 @@ class _Registry:
         return defer.succeed((0 if ok else 14, self.account if ok else None))
 
 
+def test_report_without_a_store_is_503() -> None:
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from proxyd.http.report import ReportResource
+
+    account = SimpleNamespace(system_id="nostore", price=5)
+    req = DummyRequest([b""])
+    req.args = {b"username": [b"nostore"], b"password": [b"pw"]}
+    ReportResource(_Registry(account), None, Clock()).render_GET(req)
+    assert (req.responseCode, json.loads(b"".join(req.written))) == (503, {"error": "no store"})
+
+
 @pytest.mark.usefixtures("valkey_class")
 class TestReportResource(unittest.TestCase):
     socket_path: str
@@ -396,8 +411,7 @@ class TestReportResource(unittest.TestCase):
         self.addCleanup(self.store.disconnect)
         self.ledger = L.Ledger(self.store, reactor)
         self.account = SimpleNamespace(system_id="h" + uuid.uuid4().hex[:10], price=5)
-        self.node = SimpleNamespace(ledger=self.ledger, store=self.store,
-                                    registry=_Registry(self.account))
+        self.registry = _Registry(self.account)
 
     def get(self, **args: str) -> defer.Deferred:
         from twisted.web.test.requesthelper import DummyRequest
@@ -407,7 +421,7 @@ class TestReportResource(unittest.TestCase):
         req = DummyRequest([b""])
         req.args = {k.encode(): [v.encode()] for k, v in args.items()}
         done = req.notifyFinish()
-        ReportResource(self.node).render_GET(req)
+        ReportResource(self.registry, self.ledger, reactor).render_GET(req)
         return done.addCallback(lambda _: (req.responseCode or 200,
                                            json.loads(b"".join(req.written))))
 

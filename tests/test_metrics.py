@@ -81,11 +81,11 @@ def make_node(store_url: str = "embedded") -> SimpleNamespace:
     node = SimpleNamespace(
         cfg=cfg, reactor=Clock(), store=None,
         registry=SimpleNamespace(sessions={"acme": {s1, s2, s3}, "beta": set()}),
-        client_factory=SimpleNamespace(sessions={s1, s2, s3}),
+        sessions={s1, s2, s3},
         upstreams=[FakeUpstream("cmcc", [FakeBind(True, 7), FakeBind(True, 2),
                                          FakeBind(False, 0)], waiting=5),
                    FakeUpstream("cucc", [FakeBind(False, 0)])])
-    node.metrics = Metrics(node)
+    node.metrics = Metrics(lambda: node.cfg, node.registry, node.sessions, node.upstreams)
     return node
 
 
@@ -188,12 +188,19 @@ def test_gauges_read_from_the_node():
     assert value(text, "proxyd_upstream_binds", upstream="cmcc") == 1
     assert value(text, "proxyd_upstream_window_used", upstream="cmcc") == 2
     assert value(text, "proxyd_binds", account="beta", mode="transceiver") == 1
+    # a reload replaces the node's config: the accounts are read through the callable
+    node.cfg = Config(accounts=(AccountConfig("gamma", "z"),), store=node.cfg.store)
+    text = node.metrics.exposition().decode()
+    assert value(text, "proxyd_binds", account="gamma", mode="receiver") == 0
+    assert value(text, "proxyd_binds", account="acme", mode="transmitter") == 2
+    assert value(text, "proxyd_binds", account="acme", mode="transceiver") is None
 
 
 # --- the admin site ---------------------------------------------------------------------------
 
 def get(node, path: bytes, method: bytes = b"GET") -> tuple[DummyRequest, list]:
-    site = make_admin_site(node)
+    site = make_admin_site(lambda: node.cfg, node.metrics, node.upstreams, node.store,
+                           node.reactor)
     req = DummyRequest(path.lstrip(b"/").split(b"/"))
     req.path = req.uri = path
     req.method = method

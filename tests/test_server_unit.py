@@ -151,6 +151,39 @@ def test_no_bind_within_timeout_closes():
     f.stopFactory()
 
 
+def test_sessions_live_in_the_set_given_to_the_factory():
+    shared: set = set()
+    f = ClientFactory(SmppConfig(), Registry(), HeldRelay(), Clock(), sessions=shared)
+    assert f.sessions is shared
+    s = f.buildProtocol(None)
+    s.makeConnection(StringTransport())
+    assert shared == {s}
+    s.connectionLost(None)
+    assert shared == set()
+    assert ClientFactory(SmppConfig(), Registry(), HeldRelay(), Clock()).sessions == set()
+
+
+def test_set_config_applies_to_sessions_already_connected():
+    clock, relay, reg, f, s, t = make(inactivity_s=1000, enquire_link_s=100)
+    f.startFactory()
+    bind(s, t)
+    f.set_config(SmppConfig(window=3, inactivity_s=10, enquire_link_s=100))
+    clock.advance(5)
+    assert not t.disconnecting
+    clock.advance(6)
+    assert [p.command_id for p in pdus(t)] == [C.UNBIND]
+    f.stopFactory()
+
+
+def test_set_account_replaces_the_bound_account():
+    clock, relay, reg, f, s, t = make()
+    bind(s, t)
+    assert s.account is ACCOUNT
+    changed = AccountConfig(system_id="acme", password="pw", service_codes=("1070",))
+    s.set_account(changed)
+    assert s.account is changed
+
+
 def test_clean_unbind_frees_the_registry():
     clock, relay, reg, f, s, t = make()
     bind(s, t)

@@ -70,6 +70,17 @@ class TestLedger(LedgerTestBase):
                                  "committed": 1, "charged": 15})
 
     @defer.inlineCallbacks
+    def test_on_latency_sees_every_round_trip(self) -> Any:
+        seen: list = []
+        store = yield Store.connect(self.socket_path, pool_size=1, timeout_s=5.0,
+                                    reactor=reactor, on_latency=seen.append)
+        self.addCleanup(store.disconnect)
+        self.assertEqual((yield store.ping()), "PONG")
+        yield store.execute("GET", "nothing:" + self.a)
+        self.assertEqual(len(seen), 2)
+        self.assertTrue(all(isinstance(s, float) and s >= 0 for s in seen), seen)
+
+    @defer.inlineCallbacks
     def test_insufficient_balance_changes_nothing(self) -> Any:
         yield self.ledger.topup(self.a, 10)
         before = yield self.ledger.entries(self.a, 100)

@@ -242,7 +242,7 @@ class SmppIntake:
     def _relay_to_holder(self, acct: str, pdu: Any, rec: Any, reply: Callable[[Any], None],
                          resp: Any, fail: int, what: str) -> None:
         mid = pdu.message_id.decode("latin-1")
-        link = next((u for u in getattr(self.router, "upstreams", ())
+        link = next((u for u in self.router.upstreams
                      if u.name == rec.upstream), None)
         if rec.state in _FINAL_STATES or link is None or not link.available \
                 or not rec.upstream_id:

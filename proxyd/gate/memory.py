@@ -21,24 +21,26 @@ from .ids import normalise_upstream_id
 log = Logger(namespace="proxyd.delivery")
 _OK = 0
 class MemoryReceipts:
-    """remember / on_deliver / own_receipt / session_ready, in memory."""
+    """remember / on_deliver / own_receipt / session_ready, in memory; HTTP delivery
+    reports (`expect_http_dlr`) are not kept."""
 
     messages = None         # no stored message state: query/cancel/replace are refused
 
-    def __init__(self, config: Any, registry: Any, clock: Any) -> None:
-        self.config = config
+    def __init__(self, config: Callable[[], Any], registry: Any, clock: Any) -> None:
+        self.config = config        # () -> the current Config (a reload replaces it)
         self.registry = registry
         self.clock = clock
         self.receipt_map: dict[tuple[str, str], tuple[str, bytes]] = {}
         self.pending: dict[str, deque] = {}
 
-    def set_config(self, config: Any) -> None:
-        self.config = config
-
     def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes,
                  source: bytes = b"", destination: bytes = b"") -> None:
         """`upstream_id` as `normalise_upstream_id` gives it first."""
         self.receipt_map[(upstream, upstream_id)] = (account, mid)
+
+    def expect_http_dlr(self, account_id: str, number: str, part_ids: Any,
+                        settings: Any, status: int = 0) -> None:
+        """No durable delivery: HTTP delivery reports are not sent without a store."""
 
     def own_receipt(self, account: str, mid: bytes, pdu: Any, stat: str,
                     status: int) -> None:
@@ -83,7 +85,7 @@ class MemoryReceipts:
 
     def _mo_account(self, dest: str) -> str | None:
         best, best_len = None, 0
-        for a in self.config.accounts:
+        for a in self.config().accounts:
             for code in a.service_codes:
                 if dest.startswith(code) and len(code) > best_len:
                     best, best_len = a.system_id, len(code)

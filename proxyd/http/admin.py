@@ -11,7 +11,7 @@ traffic. Requests are not access-logged (a scraper every few seconds would flood
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
 from twisted.web import resource, server
@@ -20,11 +20,20 @@ HEALTH_TIMEOUT_S = 1.0
 
 
 class AdminResource(resource.Resource):
+    """/metrics from `metrics`; /health from `upstreams` (the node's live list of upstream
+    links), `config` (() -> the current Config) and `store` (None until connected, and
+    with `[store] url = "none"`); `clock` times the store's PING."""
+
     isLeaf = True
 
-    def __init__(self, node: Any, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+    def __init__(self, config: Callable[[], Any], metrics: Any, upstreams: Sequence[Any],
+                 store: Any, clock: Any, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
         super().__init__()
-        self.node = node
+        self.config = config
+        self.metrics = metrics
+        self.upstreams = upstreams
+        self.store = store
+        self.clock = clock
         self.timeout_s = timeout_s
 
     def render_GET(self, request: Any) -> Any:
@@ -40,23 +49,19 @@ class AdminResource(resource.Resource):
 
     # --- /metrics ---------------------------------------------------------------------------
     def _metrics(self, request: Any) -> bytes:
-        metrics = getattr(self.node, "metrics", None)
-        if metrics is None:
-            return _text(request, 503, "metrics not enabled")
-        body = metrics.exposition()
+        body = self.metrics.exposition()
         request.setResponseCode(200)
-        request.setHeader(b"content-type", metrics.content_type.encode())
+        request.setHeader(b"content-type", self.metrics.content_type.encode())
         request.setHeader(b"cache-control", b"no-store")
         return body
 
     # --- /health ----------------------------------------------------------------------------
     def _health(self, request: Any) -> Any:
-        node = self.node
-        if not any(u.available for u in node.upstreams):
+        if not any(u.available for u in self.upstreams):
             return _text(request, 503, "no upstream bound")
-        if node.cfg.store.url == "none":
+        if self.config().store.url == "none":
             return _text(request, 200, "ok")
-        store = node.store
+        store = self.store
         if store is None:
             return _text(request, 503, "store not connected")
         finished = []
@@ -67,8 +72,8 @@ class AdminResource(resource.Resource):
     def check_store(self, store: Any) -> defer.Deferred:
         """Deferred[str]: "" when the store answered PING in time, else why not. Never
         errbacks; the PING itself is left to finish (or time out) in the store client."""
-        clock = self.node.reactor
-        metrics = getattr(self.node, "metrics", None)
+        clock = self.clock
+        metrics = self.metrics
         out: defer.Deferred = defer.Deferred()
         t0 = clock.seconds()
 
@@ -79,8 +84,7 @@ class AdminResource(resource.Resource):
         timer = clock.callLater(self.timeout_s, timed_out)
 
         def answered(reply: Any) -> None:
-            if metrics is not None:
-                metrics.store_latency(clock.seconds() - t0)
+            metrics.store_latency(clock.seconds() - t0)
             if timer.active():
                 timer.cancel()
             if not out.called:
@@ -129,6 +133,7 @@ class AdminSite(server.Site):
         pass
 
 
-def make_admin_site(node: Any) -> server.Site:
-    """The site for `[admin] listen` endpoints of `node` (a ProxydService)."""
-    return AdminSite(AdminResource(node))
+def make_admin_site(config: Callable[[], Any], metrics: Any, upstreams: Sequence[Any],
+                    store: Any, clock: Any) -> server.Site:
+    """The site for `[admin] listen` endpoints (see `AdminResource`)."""
+    return AdminSite(AdminResource(config, metrics, upstreams, store, clock))

@@ -106,8 +106,9 @@ class _Site(server.Site):
         pass
 
 
-def make_site(node: Any) -> server.Site:
-    return _Site(Api(node), node.cfg.http.max_request_bytes)
+def make_site(api: "Api", max_request_bytes: int) -> server.Site:
+    """The site for `[http] listen` endpoints, serving `api`."""
+    return _Site(api, max_request_bytes)
 
 
 # --- replies --------------------------------------------------------------------------------
@@ -153,11 +154,22 @@ class _Fanout:
 # --- the resource ---------------------------------------------------------------------------
 
 class Api(resource.Resource):
+    """The routes above. `registry` authenticates; `gate` takes each message, `intake` the
+    parts of a long one sent as separate parts (with a UDH); `receipts` is told which
+    accepted messages want an HTTP delivery report; `ledger` answers /balance, `router`
+    /rate, `report` (a `ReportResource`) /report."""
+
     isLeaf = True
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, registry: Any, intake: Any, gate: Any, receipts: Any, ledger: Any,
+                 router: Any, report: resource.Resource) -> None:
         super().__init__()
-        self.node = node
+        self.registry = registry
+        self.intake = intake
+        self.gate = gate
+        self.receipts = receipts
+        self.ledger = ledger
+        self.router = router
         self._ref = random.randrange(256)
         self._routes = {
             b"/cgi-bin/sendsms": (self._kannel, (b"GET", b"POST")),
@@ -166,8 +178,7 @@ class Api(resource.Resource):
             b"/rate": (self._rate, (b"GET",)),
             b"/report": (self._report, (b"GET",)),
         }
-        from .report import ReportResource
-        self._report_resource = ReportResource(node)
+        self._report_resource = report
 
     def render(self, request: Any) -> Any:
         route = self._routes.get(request.path)
@@ -214,7 +225,7 @@ class Api(resource.Resource):
             log.warn("authentication error: {err}", err=f.getErrorMessage())
             fail(503)
 
-        self.node.registry.authenticate(user, password).addCallbacks(checked, error)
+        self.registry.authenticate(user, password).addCallbacks(checked, error)
 
     # --- Kannel ------------------------------------------------------------------------------
     def _kannel(self, request: Any) -> None:
@@ -299,7 +310,6 @@ class Api(resource.Resource):
                 concat = c is not None and c[1] > 1
             except ValueError:
                 concat = False
-        node = self.node
         rd = sub.dlr.registered_delivery if sub.dlr is not None else 0
         for i, dest in enumerate(sub.recipients):
             parts = self._parts(source, dest, sub, enc, rd)
@@ -311,7 +321,7 @@ class Api(resource.Resource):
                 def reply(status: int, mid: bytes, i: int = i) -> None:
                     fan.done(i, R.outcome_from_status(status, mid))
                 pdu, body = parts[0]
-                node.intake.message(account, pdu, body, reply)
+                self.intake.message(account, pdu, body, reply)
                 continue
             msg = build_message(account, parts[0][0], enc.text, tuple(parts), len(parts),
                                 "http")
@@ -324,7 +334,7 @@ class Api(resource.Resource):
                     fan.done(i, R.Refused(refusal))
                 else:
                     fan.done(i, R.Failed(status, ok, n))
-            node.gate.send(account, msg, done)
+            self.gate.send(account, msg, done)
 
     @staticmethod
     def _parts(source: str, dest: str, sub: PR.Submission, enc: PR.Encoded,
@@ -347,15 +357,15 @@ class Api(resource.Resource):
     def _answer(self, fan: _Fanout) -> None:
         sub = fan.sub
         account = fan.account
-        hook = getattr(self.node.receipts, "expect_http_dlr", None)
+        hook = self.receipts.expect_http_dlr
         for dest, o in zip(fan.recipients, fan.outcomes):
             if type(o) is R.Accepted:
-                if sub.dlr is not None and hook is not None:
+                if sub.dlr is not None:
                     hook(account.system_id, dest, o.ids, sub.dlr)
             elif type(o) is R.Failed:
                 self._refused(sub.api, account.system_id, dest, o.status,
                               "operator error after %d of %d parts" % (o.ok_parts, o.parts))
-                if sub.dlr is not None and hook is not None:
+                if sub.dlr is not None:
                     # the SMSC-failure report (Kannel dlr-mask 16, Jasmin level 1)
                     hook(account.system_id, dest, (), sub.dlr, status=o.status)
         ids = " ".join(b",".join(o.ids).decode() for o in fan.outcomes
@@ -396,10 +406,7 @@ class Api(resource.Resource):
         self._json_query(request, (b"username", b"password"), self._balance_of)
 
     def _balance_of(self, request: Any, account: Any, got: dict) -> None:
-        ledger = self.node.ledger
-        if ledger is None:
-            _write(request, 503, json.dumps("Balance unavailable, try again later"), _JSON)
-            return
+        ledger = self.ledger
 
         def ok(balance: int) -> None:
             _write(request, 200, json.dumps({"balance": int(balance), "sms_count": "ND"}),
@@ -430,7 +437,7 @@ class Api(resource.Resource):
                    _JSON)
             return
         dest = got[b"to"].decode("ascii").lstrip("+")
-        if not self.node.router.routable(dest, account):
+        if not self.router.routable(dest, account):
             _write(request, 412, json.dumps("No route found"), _JSON)
             return
         _write(request, 200, json.dumps({"unit_rate": account.price,

@@ -5,7 +5,8 @@
 The same figures and identity checks as ``proxyd-admin report`` (`proxyd.store.journal`),
 for the authenticated account only. 200 with the report (``"ok": false`` and the offending
 ids when an identity does not hold), 400 bad arguments, 403 bad credentials, 503 no store.
-The lead wires it: ``root.putChild(b"report", ReportResource(node))``.
+`proxyd.http.api.Api` serves it on /report; the node builds it with its account registry, its
+ledger (None without a store: 503) and its clock.
 """
 from __future__ import annotations
 
@@ -65,24 +66,22 @@ def load_report(ledger: Ledger, account: Any, days: list[str], today: str) -> An
 
 
 class ReportResource(resource.Resource):
+    """Reports of the accounts `registry` authenticates, read from `ledger` (a store's
+    `Ledger`, or None for a node without a store); "today" is the day of `clock`."""
+
     isLeaf = True
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, registry: Any, ledger: Ledger | None, clock: Any) -> None:
         super().__init__()
-        self.node = node
-
-    def _ledger(self) -> Ledger | None:
-        ledger = getattr(self.node, "ledger", None)
-        if ledger is not None:
-            return ledger
-        store = getattr(self.node, "store", None)
-        return Ledger(store, getattr(self.node, "reactor", None)) if store is not None else None
+        self.registry = registry
+        self.ledger = ledger
+        self.clock = clock
 
     def render_GET(self, request: Any) -> Any:
         user, password = _arg(request, "username"), _arg(request, "password")
+        ledger = self.ledger
         try:
-            ledger = self._ledger()
-            today = ledger.day_of(ledger.reactor.seconds()) if ledger else ""
+            today = ledger.day_of(self.clock.seconds()) if ledger else ""
             date, first, last = _arg(request, "date"), _arg(request, "from"), _arg(request, "to")
             if date and (first or last):
                 raise ValueError("give date or from/to, not both")
@@ -108,7 +107,7 @@ class ReportResource(resource.Resource):
             log.warn("report for {user} failed: {err}", user=user, err=f.getErrorMessage())
             self._write(request, 503, {"error": "store unavailable, try again later"})
 
-        self.node.registry.authenticate(user, password).addCallback(
+        self.registry.authenticate(user, password).addCallback(
             authenticated).addErrback(failed)
         return server.NOT_DONE_YET
 

@@ -210,6 +210,10 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
     def tick(self, now: float) -> None:
         self.session.tick(now)
 
+    def set_account(self, account: Any) -> None:
+        """The bound account's new settings (a reload changed the config)."""
+        self.account = account
+
     def unbind(self) -> None:
         """Unbind cleanly (shutdown, account removed)."""
         if self.session.state != CLOSING and self.transport is not None:
@@ -217,12 +221,16 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
 
 
 class ClientFactory(protocol.Factory):
-    """Builds sessions; holds what they share (config, registry, relay, clock)."""
+    """Builds sessions; holds what they share (config, registry, relay, clock).
+
+    `sessions` is the live set of connected sessions; pass one to share it with whoever
+    reads it (the node's metrics and shutdown), or a new set is made."""
 
     noisy = False
 
     def __init__(self, smpp: Any, registry: Any, relay: Any, clock: Any,
-                 system_id: bytes = b"proxyd") -> None:
+                 system_id: bytes = b"proxyd",
+                 sessions: set[ClientSession] | None = None) -> None:
         self.smpp = smpp
         self.registry = registry
         self.relay = relay
@@ -230,9 +238,13 @@ class ClientFactory(protocol.Factory):
         self.system_id = system_id
         self._cfg_of: Any = None
         self._session_cfg: S.SessionConfig | None = None
-        self.sessions: set[ClientSession] = set()
+        self.sessions: set[ClientSession] = set() if sessions is None else sessions
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = clock
+
+    def set_config(self, smpp: Any) -> None:
+        """The `smpp` section of a reloaded config; sessions take it at the next tick."""
+        self.smpp = smpp
 
     @property
     def session_cfg(self) -> S.SessionConfig:

@@ -1,6 +1,6 @@
 """The store connection: a txredisapi connection pool with a timeout on every call.
 
-``Store.connect(target, pool_size, timeout_s, reactor)`` accepts
+``Store.connect(target, pool_size, timeout_s, reactor, on_latency=None)`` accepts
 
 * a filesystem path of a unix socket (the embedded server: ``socket_path_for(dir)``),
 * ``unix:///path/to/socket[?db=N&password=PW]``,
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import txredisapi
@@ -87,7 +87,8 @@ def parse_target(target: str) -> dict[str, Any]:
 class Store:
     """A pool of connections to one Redis-compatible server. Make one with `connect`."""
 
-    def __init__(self, handler: Any, reactor: Any, timeout_s: float, target: str) -> None:
+    def __init__(self, handler: Any, reactor: Any, timeout_s: float, target: str,
+                 on_latency: Callable[[float], None] | None = None) -> None:
         self._handler = handler
         self._factory = handler._factory
         self._pin: Any = None
@@ -95,14 +96,15 @@ class Store:
         self.timeout_s = timeout_s
         self.target = target
         self._scripts: dict[str, tuple[str, str]] = {}  # name -> (source, sha1)
-        self.on_latency: Any = None   # callable(seconds) per round trip (metrics)
+        self._on_latency = on_latency   # callable(seconds) per round trip (metrics)
         self._loading: dict[str, defer.Deferred] = {}
 
     # -- making and closing ---------------------------------------------------------------
 
     @classmethod
     def lazy(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
-             reactor: Any = None, reconnect_max_s: float = 2.0) -> "Store":
+             reactor: Any = None, reconnect_max_s: float = 2.0,
+             on_latency: Callable[[float], None] | None = None) -> "Store":
         """A Store that starts connecting now and keeps reconnecting; until a connection
         is up its calls fail at once with StoreUnavailable. Raises StoreError on a bad
         `target`."""
@@ -124,7 +126,7 @@ class Store:
         factory = handler._factory
         factory.initialDelay = min(factory.initialDelay, 0.1)
         factory.maxDelay = reconnect_max_s
-        store = cls(handler, reactor, timeout_s, target)
+        store = cls(handler, reactor, timeout_s, target, on_latency)
         # scripts registered by then are loaded with the first connection
         store.whenConnected().addCallback(lambda s: s.load_scripts()).addErrback(
             lambda f: None)
@@ -155,11 +157,14 @@ class Store:
 
     @classmethod
     def connect(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
-                reactor: Any = None, reconnect_max_s: float = 2.0) -> defer.Deferred:
+                reactor: Any = None, reconnect_max_s: float = 2.0,
+                on_latency: Callable[[float], None] | None = None) -> defer.Deferred:
         """Deferred[Store] once the first connection is up; StoreUnavailable after
-        `timeout_s` if the server cannot be reached (the pool is then closed)."""
+        `timeout_s` if the server cannot be reached (the pool is then closed).
+        `on_latency(seconds)`, if given, is called after every round trip (metrics)."""
         try:
-            store = cls.lazy(target, pool_size, timeout_s, reactor, reconnect_max_s)
+            store = cls.lazy(target, pool_size, timeout_s, reactor, reconnect_max_s,
+                             on_latency)
         except StoreError as e:
             return defer.fail(e)
         ready = store.whenConnected()
@@ -189,7 +194,7 @@ class Store:
 
     def _guard(self, d: defer.Deferred, what: str) -> defer.Deferred:
         d.addTimeout(self.timeout_s, self.reactor)
-        observe = self.on_latency
+        observe = self._on_latency
         if observe is not None:
             t0 = self.reactor.seconds()
             d.addBoth(lambda r: (observe(self.reactor.seconds() - t0), r)[1])
