@@ -193,26 +193,23 @@ class ProxydService(service.MultiService):
             self._add_upstream(u, cfg)
         self.client_factory = ClientFactory(cfg.smpp, self.registry, self.intake, reactor,
                                             sessions=self.sessions)
-        for listen in cfg.smpp.listen:
-            svc = strports.service(listen, self.client_factory, reactor=reactor)
-            svc.setName("smpp:" + listen)
-            svc.setServiceParent(self.front)
+        self._listen("smpp", cfg.smpp.listen, self.client_factory)
         if cfg.http.listen:
             report = ReportResource(self.registry, report_ledger, reactor)
             api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
                       self.router, report)
-            site = make_site(api, cfg.http.max_request_bytes)
-            for listen in cfg.http.listen:
-                svc = strports.service(listen, site, reactor=reactor)
-                svc.setName("http:" + listen)
-                svc.setServiceParent(self.front)
+            self._listen("http", cfg.http.listen, make_site(api, cfg.http.max_request_bytes))
         if cfg.admin.listen:
-            site = make_admin_site(self.config, self.metrics, self.upstreams, store,
-                                   reactor)
-            for listen in cfg.admin.listen:
-                svc = strports.service(listen, site, reactor=reactor)
-                svc.setName("admin:" + listen)
-                svc.setServiceParent(self.front)
+            self._listen("admin", cfg.admin.listen,
+                         make_admin_site(self.config, self.metrics, self.upstreams, store,
+                                         reactor))
+
+    def _listen(self, kind: str, endpoints: Any, factory: Any) -> None:
+        """A listener per endpoint string, started with the front (once the store answers)."""
+        for listen in endpoints:
+            svc = strports.service(listen, factory, reactor=self.reactor)
+            svc.setName("%s:%s" % (kind, listen))
+            svc.setServiceParent(self.front)
 
     def _add_upstream(self, ucfg: Any, cfg: Any) -> Upstream:
         up = Upstream(ucfg, self.reactor, self.receipts.on_deliver,
