@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Sequence
 
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 import txredisapi
@@ -154,36 +153,18 @@ class Batcher:
         for account, token, chunk in retries:
             self._send(account, chunk, token)
         carried: dict[str, list[LeasedMessage]] = {}
+        # (the timer fires record_delay_s after the first of them was queued: not kept)
+        young = -1.0 if self._closing or not lq else \
+            self.reactor.seconds() - self.record_delay_s * 0.999
         for account in (list(pending) + [a for a in lq if a not in pending]) if lq else pending:
             queued = pending.get(account, [])
             leased: list[Queued] = []
             if account in lq:
-                leased, keep = self._leased_ops(lq[account])
+                leased, keep = leased_ops(lq[account], self.node, young, self._lpend)
                 if keep:
                     carried[account] = keep
-            # commits and refunds in a second call after the rest: the admits' answers are
-            # what the relay waits for before relaying (kept in one call, in order, when
-            # one settles a message admitted in this same turn); the records of messages
-            # admitted on a lease go in that second call too
-            waited = False      # does anyone wait for an answer in this batch?
-            for q in queued:
-                if q.kind == ADMIT or q.kind == RESERVE:
-                    waited = True
-                    break
-            if waited:
-                firsts, rest = queued, []
-                settles = [q for q in queued if q.kind == SETTLE]
-                if 0 < len(settles) < len(queued):
-                    f = [q for q in queued if q.kind != SETTLE]
-                    admitted = {m for q in f if q.kind == ADMIT for m in q.info[0]}
-                    admitted.update(q.info[0] for q in f if q.kind == RESERVE)
-                    if not any(q.info in admitted for q in settles):
-                        firsts, rest = f, settles
-                items, n_first = firsts + leased + rest, len(firsts)
-            else:
-                items = queued + leased if leased else queued
-                n_first = len(items)
-            for lo, hi in self._cuts(len(items), n_first):
+            items, n_first = call_order(queued, leased)
+            for lo, hi in cuts(len(items), n_first, self.batch_max):
                 chunk = items[lo:hi]
                 token = ""
                 for c in chunk:
@@ -210,56 +191,6 @@ class Batcher:
         d = self.access.evalsha("batch", keys, argv, ordered=True)
         d.addCallbacks(self._done, self._failed, callbackArgs=(chunk, account, token),
                        errbackArgs=(chunk, account, token))
-
-    def _leased_ops(self, entries: list[LeasedMessage]) -> tuple[list[Queued],
-                                                                  list[LeasedMessage]]:
-        """The queued records of messages admitted on the lease as operations: the parts
-        whose outcome came meanwhile in one 'g' per price (reserved and settled together);
-        the others, when queued for `record_delay_s` already (or the node is closing), as
-        'l' followed by the settles that did come, else kept for the next flush (returned
-        second)."""
-        out: list[Queued] = []
-        keep: list[LeasedMessage] = []
-        # (the timer fires record_delay_s after the first of them was queued: not kept)
-        young = -1.0 if self._closing else \
-            self.reactor.seconds() - self.record_delay_s * 0.999
-        groups: dict[int, tuple[list, list]] = {}     # price -> (packed parts, ids)
-        for e in entries:
-            if not e.left:
-                g = groups.get(e.price)
-                if g is None:
-                    g = groups[e.price] = ([], [])
-                if len(e.parts) == 1:
-                    g[0].append(e.parts[0])
-                    g[1].append(e.ids[0])
-                else:
-                    g[0].extend(e.parts)
-                    g[1].extend(e.ids)
-            elif e.queued_at > young:
-                keep.append(e)
-            else:
-                ids = e.ids
-                e.left = -1         # written: an outcome that comes now is settled apart
-                out.append(Queued(LEASED, pack_leased(e.price, self.node, e.to, ids), None,
-                                  ids))
-                for m, part in zip(ids, e.parts):
-                    if part is None:
-                        self._lpend.pop(m, None)
-                    else:
-                        _m, _to, o, note = part.split("\x1d", 3)
-                        out.append(Queued(SETTLE, pack_settle(o, m, note), None, m))
-        for price, (items, ids) in groups.items():
-            out.insert(0, Queued(LEASED, pack_group(price, self.node, items), None, ids))
-        return out, keep
-
-    def _cuts(self, n: int, split: int) -> list[tuple[int, int]]:
-        """[start, end) of the calls for `n` queued operations: a cut at `split` (the end
-        of the admits) and every `batch_max`."""
-        out = []
-        for lo, hi in ((0, split), (split, n)):
-            for i in range(lo, hi, self.batch_max):
-                out.append((i, min(i + self.batch_max, hi)))
-        return out
 
     # -- answers --------------------------------------------------------------------------
 
@@ -384,3 +315,78 @@ class Batcher:
             self.reactor.callLater(0.02, self.queue_op, account, ADMIT, packed, cb, info)
         else:
             self.queue_op(account, ADMIT, final_admit(packed), cb, info)
+
+
+# --- how the queued operations of one account make calls ------------------------------------
+
+def call_order(queued: list[Queued], leased: list[Queued]) -> tuple[list[Queued], int]:
+    """The operations of one account in the order they are sent, and where the first call
+    ends: commits and refunds in a second call after the rest, since the admits' answers
+    are what the relay waits for before relaying (kept in one call, in order, when one
+    settles a message admitted in this same turn); the records of messages admitted on a
+    lease (`leased`) go in that second call too."""
+    waited = False      # does anyone wait for an answer in this batch?
+    for q in queued:
+        if q.kind == ADMIT or q.kind == RESERVE:
+            waited = True
+            break
+    if not waited:
+        items = queued + leased if leased else queued
+        return items, len(items)
+    firsts, rest = queued, []
+    settles = [q for q in queued if q.kind == SETTLE]
+    if 0 < len(settles) < len(queued):
+        f = [q for q in queued if q.kind != SETTLE]
+        admitted = {m for q in f if q.kind == ADMIT for m in q.info[0]}
+        admitted.update(q.info[0] for q in f if q.kind == RESERVE)
+        if not any(q.info in admitted for q in settles):
+            firsts, rest = f, settles
+    return firsts + leased + rest, len(firsts)
+
+
+def cuts(n: int, split: int, batch_max: int) -> list[tuple[int, int]]:
+    """[start, end) of the calls for `n` queued operations: a cut at `split` (the end of
+    the admits) and every `batch_max`."""
+    out = []
+    for lo, hi in ((0, split), (split, n)):
+        for i in range(lo, hi, batch_max):
+            out.append((i, min(i + batch_max, hi)))
+    return out
+
+
+def leased_ops(entries: list[LeasedMessage], node: str, young: float,
+               lpend: dict[str, LeasedMessage]) -> tuple[list[Queued], list[LeasedMessage]]:
+    """The queued records of messages admitted on the lease as operations: the parts
+    whose outcome came meanwhile in one 'g' per price (reserved and settled together);
+    the others, when queued at `young` or before, as 'l' followed by the settles that did
+    come (those written are marked so, and leave `lpend`), else kept for the next flush
+    (returned second)."""
+    out: list[Queued] = []
+    keep: list[LeasedMessage] = []
+    groups: dict[int, tuple[list, list]] = {}     # price -> (packed parts, ids)
+    for e in entries:
+        if not e.left:
+            g = groups.get(e.price)
+            if g is None:
+                g = groups[e.price] = ([], [])
+            if len(e.parts) == 1:
+                g[0].append(e.parts[0])
+                g[1].append(e.ids[0])
+            else:
+                g[0].extend(e.parts)
+                g[1].extend(e.ids)
+        elif e.queued_at > young:
+            keep.append(e)
+        else:
+            ids = e.ids
+            e.left = -1         # written: an outcome that comes now is settled apart
+            out.append(Queued(LEASED, pack_leased(e.price, node, e.to, ids), None, ids))
+            for m, part in zip(ids, e.parts):
+                if part is None:
+                    lpend.pop(m, None)
+                else:
+                    _m, _to, o, note = part.split("\x1d", 3)
+                    out.append(Queued(SETTLE, pack_settle(o, m, note), None, m))
+    for price, (items, ids) in groups.items():
+        out.insert(0, Queued(LEASED, pack_group(price, node, items), None, ids))
+    return out, keep
