@@ -133,3 +133,25 @@ def test_the_names_others_import_are_there() -> None:
     for name in ("balance_key", "reservations_key", "stats_key", "journal_key", "jhead_key",
                  "lease_key", "money_entry", "day_of", "script_call", "account_keys"):
         assert callable(getattr(L, name))
+
+
+def test_what_the_batcher_writes_of_leased_messages_parses_back() -> None:
+    """settle_leased packs a group part (inlined there): the same as GroupPart.pack."""
+    from twisted.internet.task import Clock
+
+    from proxyd.store.ledger.access import StoreAccess
+    from proxyd.store.ledger.batcher import Batcher, leased_ops
+
+    clock = Clock()
+    b = Batcher(StoreAccess(clock, L.day_of, 90), "n1")
+    one = b.queue_leased("acme", 5, "1380", ["s1"], clock.seconds())
+    two = b.queue_leased("acme", 5, "1381", ["p1", "p2"], clock.seconds())
+    b.settle_leased(one, 0, "up=sim id=U1", True)
+    b.settle_leased(two, 1, "up=sim\x1fstatus=X", False)
+    assert one.parts == [O.GroupPart("s1", "1380", True, "up=sim id=U1").pack()]
+    ops, keep = leased_ops([one, two], "n1", young=clock.seconds(), lpend={})
+    assert keep == [] and two.left == -1
+    assert O.parse_ops(O.SEP.join(q.packed for q in ops)) == [
+        O.Group(5, "n1", [O.GroupPart("s1", "1380", True, "up=sim id=U1")]),
+        O.Leased(5, "n1", "1381", ["p1", "p2"]),
+        O.Settle("R", "p2", "up=sim status=X")]

@@ -20,7 +20,7 @@ from proxyd.store.ledger.access import StoreAccess, text
 from proxyd.store.ledger.errors import DuplicateReservation, InsufficientBalance
 from proxyd.store.ledger.ops import (ADMIT, LEASE, LEASED, RESERVE, SEP, SEPS, SETTLE,
                                      LeasedMessage, Queued, field, final_admit, pack_group,
-                                     pack_leased, pack_part, pack_settle)
+                                     pack_leased, pack_settle)
 
 log = Logger()
 
@@ -133,7 +133,9 @@ class Batcher:
             return
         if not note.isprintable():
             note = note.translate(SEPS)
-        entry.parts[i] = pack_part(entry.ids[i], entry.to, commit, note)
+        # (`pack_part`, inlined: per part)
+        entry.parts[i] = "%s\x1d%s\x1d%s\x1d%s" % (entry.ids[i], entry.to,
+                                                    "C" if commit else "R", note)
         entry.left -= 1
 
     def stop_waiting(self) -> None:

@@ -21,7 +21,21 @@ from proxyd.store.ledger.queries import Queries
 
 
 class Ledger(Queries):
-    """Balance operations of all accounts over one `Store`."""
+    """Balance operations of all accounts over one `Store`.
+
+    The relay's two calls per message on a lease are its parts' own methods (attributes
+    set in the constructor, so that no call frame comes between):
+
+    ``admit_leased(account, msg_ids, price, number, to="") -> LeasedMessage | None``
+        `admit`, done at once if it can be: on this node's lease, with the opt-out answer
+        in memory (or no `number` to check). The record of the message (for
+        `settle_leased`), or None: not possible (then `admit` it). `msg_ids` are plain (no
+        control characters: proxyd's own ids). (`Leases.admit_leased`)
+    ``settle_leased(entry, i, note, commit) -> None``
+        `settle` part `i` of a message `admit_leased` took (`entry`: what it returned):
+        written with the part's reservation as one group item, or apart (`settle`) if the
+        reservation went first. (`Batcher.settle_leased`)
+    """
 
     def __init__(self, store: Store | None, reactor: Any = None,
                  day_of: Callable[[float], str] = day_of, batch_max: int = 500,
@@ -51,6 +65,9 @@ class Ledger(Queries):
         self.leases = Leases(self.batcher, self.node, lease_parts=lease_parts,
                              lease_ttl_s=lease_ttl_s, lease_idle_s=lease_idle_s,
                              optout_mirror=optout_mirror)
+        self.admit_leased: Callable[..., LeasedMessage | None] = self.leases.admit_leased
+        self.settle_leased: Callable[[LeasedMessage, int, str, bool], None] = \
+            self.batcher.settle_leased
         if store is not None:
             self.attach(store)
 
@@ -97,14 +114,6 @@ class Ledger(Queries):
         self.batcher.queue_op(account, ADMIT, pack_admit("a", price, number, to, msg_ids),
                               cb, (msg_ids, self.reactor.seconds()))
 
-    def admit_leased(self, account: str, msg_ids: list[str], price: int, number: str,
-                     to: str = "") -> LeasedMessage | None:
-        """`admit`, done at once if it can be: on this node's lease, with the opt-out answer
-        in memory (or no `number` to check). The record of the message (for
-        `settle_leased`), or None: not possible (then `admit` it). `msg_ids` are plain (no
-        control characters: proxyd's own ids)."""
-        return self.leases.admit_leased(account, msg_ids, price, number, to)
-
     def reserve(self, account: str, msg_id: str, parts: int, price: int) -> defer.Deferred:
         """Take parts*price from the balance for `msg_id` (one reservation of the whole
         amount). Deferred[int]: the balance after. Errbacks InsufficientBalance,
@@ -141,12 +150,6 @@ class Ledger(Queries):
         # with leases the reservation itself is written within record_delay_s: its
         # outcome goes with it when it is still queued, else in the same kind of call
         self.batcher.settle(account, msg_id, note, commit, urgent=self.lease_parts <= 0)
-
-    def settle_leased(self, entry: LeasedMessage, i: int, note: str, commit: bool) -> None:
-        """`settle` part `i` of a message `admit_leased` took (`entry`: what it returned):
-        written with the part's reservation as one group item, or apart (`settle`) if the
-        reservation went first."""
-        self.batcher.settle_leased(entry, i, note, commit)
 
     def count_rejected(self, account: str, reason: str, msg_id: str = "",
                        parts: int = 1) -> defer.Deferred:
