@@ -95,8 +95,8 @@ class Batcher:
                      now: float) -> LeasedMessage:
         """Queue the reservation of a message admitted on the lease: written within
         `record_delay_s`, with the outcomes that come meanwhile."""
-        entry = LeasedMessage(price, to, msg_ids, [None] * len(msg_ids), now, len(msg_ids),
-                              account)
+        n = len(msg_ids)
+        entry = LeasedMessage(price, to, msg_ids, [None] * n, now, n, account)
         q = self._lq.get(account)
         if q is None:
             q = self._lq[account] = []
