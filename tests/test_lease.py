@@ -67,7 +67,7 @@ class TestLease(LedgerTestBase):
         got, d = admit(led, self.a, ["m0"])
         self.assertEqual(got, [])               # the first one goes to the store
         self.assertEqual((yield d)[0], 0)
-        yield wait_until(lambda: self.a in led._leases, "the lease")
+        yield wait_until(lambda: self.a in led.leases.held, "the lease")
         leased = yield self.store.execute("HGET", lease_key(self.a), "n1")
         self.assertTrue(leased.startswith("50:"), leased)   # 10 parts x 5
         # the next ones are answered at once, before any store call
@@ -92,11 +92,11 @@ class TestLease(LedgerTestBase):
         led = self.node("n1", lease_idle_s=0.2)
         yield led.topup(self.a, 1000)
         yield admit(led, self.a, ["m0"])[1]
-        yield wait_until(lambda: self.a in led._leases, "the lease")
+        yield wait_until(lambda: self.a in led.leases.held, "the lease")
         yield wait_until(lambda: self.store.execute("HLEN", lease_key(self.a)).addCallback(
             lambda n: n == 0), "the lease returned")
         self.assertEqual(int((yield self.store.execute("GET", "bal:{%s}" % self.a))), 995)
-        self.assertNotIn(self.a, led._leases)
+        self.assertNotIn(self.a, led.leases.held)
 
     @defer.inlineCallbacks
     def test_two_nodes_spend_exactly_the_balance(self) -> Any:
@@ -124,8 +124,8 @@ class TestLease(LedgerTestBase):
         led = self.node("dead", lease_ttl_s=0.5)
         yield led.topup(self.a, 1000)
         yield admit(led, self.a, ["m0"])[1]
-        yield wait_until(lambda: self.a in led._leases, "the lease")
-        led._leases.clear()                     # the process is gone: nothing returns it
+        yield wait_until(lambda: self.a in led.leases.held, "the lease")
+        led.leases.held.clear()                     # the process is gone: nothing returns it
         self.assertEqual((yield led.balance(self.a)), 995)
         yield task.deferLater(reactor, 0.6, lambda: None)
         yield led.sweep(1000.0, accounts=[self.a])
@@ -138,7 +138,7 @@ class TestLease(LedgerTestBase):
         led = self.node("n1", record_delay_s=0.05)
         yield led.topup(self.a, 1000)
         yield admit(led, self.a, ["m0"])[1]            # to the store; takes the lease
-        yield wait_until(lambda: self.a in led._leases, "the lease")
+        yield wait_until(lambda: self.a in led.leases.held, "the lease")
         calls: list[str] = []
         self.record_batches(calls)
         # a one-part message settled before its reservation is written, and a three-part
@@ -174,7 +174,7 @@ class TestLease(LedgerTestBase):
         led = self.node("n1")
         yield led.topup(self.a, 1000)
         yield admit(led, self.a, ["m0"])[1]
-        yield wait_until(lambda: self.a in led._leases, "the lease")
+        yield wait_until(lambda: self.a in led.leases.held, "the lease")
         real = self.store.evalsha
         lost: list[str] = []
 
@@ -209,7 +209,7 @@ class TestLease(LedgerTestBase):
         led = self.node("n1", record_delay_s=0.5, lease_idle_s=10.0)
         yield led.topup(self.a, 1000)
         yield admit(led, self.a, ["m0"])[1]
-        yield wait_until(lambda: self.a in led._leases, "the lease")
+        yield wait_until(lambda: self.a in led.leases.held, "the lease")
         calls: list[str] = []
         self.record_batches(calls)
         self.assertEqual(admit(led, self.a, ["w1"])[0], [0])
@@ -236,7 +236,7 @@ class TestLease(LedgerTestBase):
         yield led.topup(self.a, 1000)
         self.assertIsNone(led.admit_leased(self.a, ["r0"], 5, ""))     # no lease yet
         yield admit(led, self.a, ["m0"])[1]
-        yield wait_until(lambda: self.a in led._leases, "the lease")
+        yield wait_until(lambda: self.a in led.leases.held, "the lease")
         fast = led.admit_leased(self.a, ["r1"], 5, "")
         late = led.admit_leased(self.a, ["r2", "r3"], 5, "")
         self.assertIsNotNone(fast)

@@ -75,7 +75,7 @@ class TestOptOutMirror(LedgerTestBase):
         got, d = admit(led, self.a, ["m0"], number="13900000005")
         self.assertEqual((yield d)[0], 0)
         m.opted(self.a, "13900000005")          # the copy loads on first use
-        yield wait_until(lambda: self.a in led._leases and self.a in m.sets, "lease and copy")
+        yield wait_until(lambda: self.a in led.leases.held and self.a in m.sets, "lease and copy")
         # answered at once from the lease and the copy
         got, d = admit(led, self.a, ["m1"], number="13900000005")
         self.assertEqual(got, [0])

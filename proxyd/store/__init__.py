@@ -1,7 +1,7 @@
 """Everything shared between proxyd processes, on a Redis-compatible server.
 
     client.py    Store: txredisapi pool, a timeout on every call, StoreUnavailable, EVALSHA
-    ledger.py    Ledger: prepaid balances, reservations, the hash-chained journal (Lua);
+    ledger/      Ledger: prepaid balances, reservations, the hash-chained journal (Lua);
                  LedgerSweeper
     journal.py   journal records, verification, trace and reconciliation reports
     embedded.py  EmbeddedServer: a local valkey-server under <store.dir>, shared by the
