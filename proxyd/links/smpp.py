@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from twisted.application import internet, service
 from twisted.internet import endpoints, protocol
@@ -30,6 +30,14 @@ log = Logger(namespace="proxyd.upstream")
 _S = C.STATUS
 
 OnResp = Callable[[int, "bytes | None"], None]
+
+
+class Waiting(NamedTuple):
+    """A request waiting for a free window, until `deadline`."""
+    deadline: float
+    command_id: int
+    body: bytes
+    on_resp: OnResp
 
 
 class UpstreamBind(protocol.Protocol, S.SessionHandler):
@@ -178,7 +186,7 @@ class Upstream(service.MultiService):
         self.queue_wait_s = queue_wait_s
         self.queue_max = queue_max
         self.binds: list[UpstreamBind] = []
-        self.waiting: deque = deque()     # (deadline, command_id, body, on_resp)
+        self.waiting: deque[Waiting] = deque()
         self._rr = 0
         self.on_state: list[Callable[["Upstream"], None]] = []
         endpoint = endpoints.clientFromString(reactor, cfg.connect)
@@ -230,8 +238,8 @@ class Upstream(service.MultiService):
         if not self.available:
             # nothing can carry what waits: answer now rather than at the deadline
             waiting, self.waiting = self.waiting, deque()
-            for _d, _cid, _body, cb in waiting:
-                cb(_S["ESME_RMSGQFUL"], None)
+            for w in waiting:
+                w.on_resp(_S["ESME_RMSGQFUL"], None)
 
     # --- requests -------------------------------------------------------------------------
     def _pick(self) -> UpstreamBind | None:
@@ -286,8 +294,8 @@ class Upstream(service.MultiService):
         if not self.available or len(self.waiting) >= self.queue_max or self.queue_wait_s <= 0:
             on_resp(_S["ESME_RMSGQFUL"], None)
             return
-        self.waiting.append((self.clock.seconds() + self.queue_wait_s, command_id, body,
-                             on_resp))
+        self.waiting.append(Waiting(self.clock.seconds() + self.queue_wait_s, command_id, body,
+                                    on_resp))
 
     def dispatch(self) -> None:
         waiting = self.waiting
@@ -295,8 +303,8 @@ class Upstream(service.MultiService):
             b = self._pick()
             if b is None or not self._take():
                 return
-            _deadline, cid, body, cb = waiting.popleft()
-            b.request(cid, body, cb)
+            w = waiting.popleft()
+            b.request(w.command_id, w.body, w.on_resp)
 
     def _tick(self) -> None:
         now = self.clock.seconds()
@@ -306,9 +314,8 @@ class Upstream(service.MultiService):
             self.dispatch()
         waiting = self.waiting
         status = _S["ESME_RTHROTTLED"] if self.tps and self.free_window() else _S["ESME_RMSGQFUL"]
-        while waiting and waiting[0][0] <= now:
-            cb = waiting.popleft()[3]
-            cb(status, None)
+        while waiting and waiting[0].deadline <= now:
+            waiting.popleft().on_resp(status, None)
 
     def startService(self) -> None:
         super().startService()

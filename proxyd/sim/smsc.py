@@ -29,7 +29,7 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, NamedTuple
 
 from twisted.internet import protocol, task
 from twisted.internet.interfaces import IReactorTime
@@ -153,9 +153,31 @@ def _tlv(tag: int, value: bytes) -> bytes:
     return P._HH.pack(tag, len(value)) + value
 
 
-def _scan_submit(body: bytes) -> tuple:
-    """(src_ton, src_npi, src, dst_ton, dst_npi, dst, registered_delivery, text) of a
-    submit_sm body; raises ValueError/IndexError on a malformed one."""
+class Submitted(NamedTuple):
+    """What a receipt needs of an accepted submit: its addresses and first 20 octets."""
+    src_ton: int
+    src_npi: int
+    src: bytes
+    dst_ton: int
+    dst_npi: int
+    dst: bytes
+    registered_delivery: int
+    text: bytes
+
+
+class DueReceipt(NamedTuple):
+    """A receipt waiting for its time."""
+    due: float
+    system_id: str
+    message_id: bytes
+    submitted: Submitted
+    submit_time: float
+    stat: str
+
+
+def _scan_submit(body: bytes) -> Submitted:
+    """The `Submitted` facts of a submit_sm body; raises ValueError/IndexError on a
+    malformed one."""
     idx = body.index
     p = idx(0) + 1
     src_ton = body[p]
@@ -181,7 +203,7 @@ def _scan_submit(body: bytes) -> tuple:
         payload = dict(P.decode_tlvs(body, start)).get(C.TAG_MESSAGE_PAYLOAD)
         if payload:
             text = payload[:20]
-    return src_ton, src_npi, src, dst_ton, dst_npi, dst, reg, text
+    return Submitted(src_ton, src_npi, src, dst_ton, dst_npi, dst, reg, text)
 
 
 class SmscFactory(protocol.ServerFactory):
@@ -213,7 +235,7 @@ class SmscFactory(protocol.ServerFactory):
         self._rr: dict[str, int] = {}
         self.pending: dict[str, deque[bytes]] = {}   # deliver_sm bodies waiting for a receiver
         # receipts not yet due: (due, system_id, fields); one timer for the head
-        self._receipts: deque[tuple] = deque()
+        self._receipts: deque[DueReceipt] = deque()
         self._receipt_timer: Any = None
         # recording
         self._record_fh: IO[str] | None = None
@@ -318,13 +340,14 @@ class SmscFactory(protocol.ServerFactory):
         return _ROK
 
     # --- receipts and MO ----------------------------------------------------------------------
-    def schedule_receipt(self, system_id: str, message_id: bytes, fields: tuple,
+    def schedule_receipt(self, system_id: str, message_id: bytes, fields: Submitted,
                          submit_time: float) -> None:
         stats = self.config.receipt_stat
         stat = stats[self._accepted % len(stats)]
         self._accepted += 1
         due = self.reactor.seconds() + self.config.receipt_delay_s
-        self._receipts.append((due, system_id, message_id, fields, submit_time, stat))
+        self._receipts.append(DueReceipt(due, system_id, message_id, fields, submit_time,
+                                         stat))
         if self._receipt_timer is None:
             self._receipt_timer = self.reactor.callLater(
                 max(0.0, due - self.reactor.seconds()), self._fire_receipts)
@@ -334,20 +357,19 @@ class SmscFactory(protocol.ServerFactory):
         now = self.reactor.seconds()
         q = self._receipts
         batch: dict[str, list[bytes]] = {}
-        while q and q[0][0] <= now:
-            _, system_id, message_id, fields, submit_time, stat = q.popleft()
-            batch.setdefault(system_id, []).append(
-                self._receipt_body(message_id, fields, submit_time, stat))
+        while q and q[0].due <= now:
+            r = q.popleft()
+            batch.setdefault(r.system_id, []).append(
+                self._receipt_body(r.message_id, r.submitted, r.submit_time, r.stat))
         for system_id, bodies in batch.items():
             self.counters["receipts"] += len(bodies)
             self.deliver(system_id, bodies)
         if q:
-            self._receipt_timer = self.reactor.callLater(max(0.0, q[0][0] - now),
+            self._receipt_timer = self.reactor.callLater(max(0.0, q[0].due - now),
                                                          self._fire_receipts)
 
-    def _receipt_body(self, message_id: bytes, fields: tuple, submit_time: float,
+    def _receipt_body(self, message_id: bytes, f: Submitted, submit_time: float,
                       stat: str) -> bytes:
-        src_ton, src_npi, src, dst_ton, dst_npi, dst, text = fields
         done = self.wallclock()
         delivered = stat == "DELIVRD"
         sm = b"id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:%s text:%s" % (
@@ -355,11 +377,11 @@ class SmscFactory(protocol.ServerFactory):
             time.strftime("%y%m%d%H%M", time.localtime(submit_time)).encode(),
             time.strftime("%y%m%d%H%M", time.localtime(done)).encode(),
             stat.encode(), b"000" if stat in ("DELIVRD", "ACCEPTD", "ENROUTE") else b"001",
-            text)
+            f.text)
         tlvs = (_tlv(C.TAG_RECEIPTED_MESSAGE_ID, message_id + b"\0")
                 + _tlv(C.TAG_MESSAGE_STATE, bytes((MESSAGE_STATE[stat],))))
         # a receipt goes from the recipient back to the sender: addresses swapped
-        return deliver_sm_body(dst, dst_ton, dst_npi, src, src_ton, src_npi,
+        return deliver_sm_body(f.dst, f.dst_ton, f.dst_npi, f.src, f.src_ton, f.src_npi,
                                C.ESM_DELIVERY_RECEIPT, 0, sm, tlvs)
 
     def send_mo(self, source: str | bytes, dest: str | bytes, text_bytes: bytes,
@@ -578,8 +600,8 @@ class SmscProtocol(protocol.Protocol, S.SessionHandler):
         if self._record:
             f.record(mid, self._sid_json, "submit_sm" if cid == _SUBMIT_SM else "data_sm",
                      body)
-        if fields is not None and fields[6] & 1:
-            f.schedule_receipt(self.system_id, mid, fields[:6] + fields[7:], f.wallclock())
+        if fields is not None and fields.registered_delivery & 1:
+            f.schedule_receipt(self.system_id, mid, fields, f.wallclock())
         self._answer(_HEADER.pack(17 + len(mid), resp_cid, 0, seq) + mid + b"\0")
 
     def on_unbind(self) -> None:
@@ -650,13 +672,13 @@ class SmscProtocol(protocol.Protocol, S.SessionHandler):
         return _ROK
 
     @staticmethod
-    def _scan_data_sm(body: bytes) -> tuple:
+    def _scan_data_sm(body: bytes) -> Submitted:
         d = P.decode_body(C.DATA_SM, 0, 0, body)
         if isinstance(d, P.BadPdu):
             raise ValueError(d.message)
         text = d.payload[:20]
-        return (d.source_addr_ton, d.source_addr_npi, d.source_addr, d.dest_addr_ton,
-                d.dest_addr_npi, d.destination_addr, d.registered_delivery, text)
+        return Submitted(d.source_addr_ton, d.source_addr_npi, d.source_addr, d.dest_addr_ton,
+                         d.dest_addr_npi, d.destination_addr, d.registered_delivery, text)
 
     # --- output -------------------------------------------------------------------------------
     def send_deliver(self, bodies: list[bytes]) -> None:
