@@ -8,7 +8,9 @@ and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (l
 every check on) are added as the features land; their ratio is against the plain run.
 Every configuration runs at once and the rounds measure them in turn; the median round is
 shown, with the spread, and a ratio is the median of the ratios of the rounds (each round
-measures the two one right after the other).
+measures the two one right after the other). "cpu us" is the CPU time (user + system) the
+measured process (proxyd, or the simulator for "direct") used per message: steadier than
+msg/s on a busy machine.
 
 `--baseline DIR` also runs each variant from another checkout of proxyd (for example
 `git worktree add /tmp/before <commit>`), as `<variant>@base`, and prints the ratio of this
@@ -38,7 +40,7 @@ window = 1000
 [[upstream]]
 name = "sim"
 connect = "tcp:host=127.0.0.1:port={sim}"
-system_id = "proxyd-{name}"
+system_id = "{sid}"
 password = "pw"
 binds = 2
 window = 200
@@ -60,6 +62,14 @@ VARIANTS = {
     "receipts": ('[store]\ndir = "var/{name}"\n[policy]\nfilters_dir = "%s"\n'
                  % (HERE.parent / "conf" / "filters"), True),
 }
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process `pid` (Linux /proc)."""
+    import os
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(port: int, count: int, window: int, binds: int = 1,
@@ -91,6 +101,7 @@ def main() -> None:
         # every variant runs at once (idle while another is measured), so that the rounds
         # can take them in turn: a slow spell of the machine then hits all of them alike
         ports = {"direct": sim_port}
+        pids = {"direct": sim.p.pid}      # whose CPU a measurement of that path counts
         runs_of = [(name, name, extra, funds) for name, (extra, funds) in VARIANTS.items()]
         if a.baseline:
             runs_of += [(name + "@base", name, extra, funds)
@@ -100,7 +111,8 @@ def main() -> None:
             tag = label.replace("@", "-")
             # (each with its own system_id at the simulator: receipts go back to the binds
             # of the proxyd that sent the message)
-            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port, name=tag)
+            sid = ("base-" if label.endswith("@base") else "proxyd-") + name
+            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port, sid=sid)
                                + extra.replace("{name}", tag), "%s.toml" % tag)
             if label.endswith("@base"):
                 base = str(Path(a.baseline).resolve())
@@ -115,11 +127,14 @@ def main() -> None:
                 admin(tmp, cfg, "topup", "bench", str(10 ** 9))
             measure(port, 2000, 100, receipts=name == "receipts")  # warm up (binds, caches)
             ports["proxyd-" + label] = port
+            pids["proxyd-" + label] = procs[-1].p.pid
         for _ in range(a.rounds):
             for w in (10, 100):
                 for path, port in ports.items():
+                    c0 = cpu_s(pids[path])
                     r = measure(port, a.count, w,
                                 receipts=path.split("@")[0] == "proxyd-receipts")
+                    r["cpu_us"] = (cpu_s(pids[path]) - c0) * 1e6 / a.count
                     r["path"] = path
                     runs.setdefault((path, w), []).append(r)
     finally:
@@ -132,6 +147,8 @@ def main() -> None:
         rs = sorted(rs, key=lambda r: r["msg_per_s"])
         r = dict(rs[len(rs) // 2])
         r["spread"] = "%d-%d" % (rs[0]["msg_per_s"], rs[-1]["msg_per_s"])
+        cpus = sorted(x["cpu_us"] for x in rs)
+        r["cpu_us"] = cpus[len(cpus) // 2]
         r["status"] = {}
         for x in rs:
             for k, v in x["status"].items():
@@ -141,8 +158,8 @@ def main() -> None:
     by = {(r["path"], r["window"]): r for r in results}
     print("%d messages per measurement, median of %d rounds (spread: slowest-fastest; a ratio "
           "is the median of the rounds' ratios)" % (a.count, a.rounds))
-    print("%-23s %6s %10s %15s %8s %8s  %s" % ("path", "window", "msg/s", "spread", "p50 ms",
-                                               "p99 ms", "ratio"))
+    print("%-23s %6s %10s %15s %8s %8s %7s  %s" % ("path", "window", "msg/s", "spread",
+                                                   "p50 ms", "p99 ms", "cpu us", "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
                 "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
     for path in list(ports):
@@ -160,9 +177,9 @@ def main() -> None:
                 runs[(r["path"], r["window"])], runs[(base["path"], r["window"])]))
             ratio = "%.2f of %s (rounds %s)" % (pairs[len(pairs) // 2], base["path"],
                                                 " ".join("%.2f" % x for x in pairs))
-        print("%-23s %6d %10d %15s %8.2f %8.2f  %s" % (
+        print("%-23s %6d %10d %15s %8.2f %8.2f %7.1f  %s" % (
             r["path"], r["window"], r["msg_per_s"], r["spread"], r["p50_ms"], r["p99_ms"],
-            ratio))
+            r["cpu_us"], ratio))
         bad = {k: v for k, v in r["status"].items() if k != "ESME_ROK"}
         if bad:
             print("   non-OK answers:", json.dumps(bad))

@@ -86,7 +86,13 @@ class Messages:
 
 
 class CountingGate(Gate):
+    """Counts the messages that entered the gate: `send` (checks -> charge -> route ->
+    relay) or `judge` (the checks alone, for replace_sm)."""
     judged = 0
+
+    def send(self, account, msg, done, ids=None):
+        self.judged += 1
+        return super().send(account, msg, done, ids)
 
     def judge(self, msg, account):
         self.judged += 1

@@ -64,7 +64,7 @@ class _Job:
         self.parts = msg.segments   # ((pdu, body), ...) exactly as they will be sent
         self.ids = ids              # one per billable part
         self.done = done
-        self.results: list = [None] * len(self.parts)
+        self.results: list | None = None if len(self.parts) == 1 else [None] * len(self.parts)
         self.left = len(self.parts)
         self.deadline = deadline
         self.source = source        # rewritten source_addr (prefix mode) or None
@@ -88,6 +88,10 @@ class Gate:
         self.metrics = metrics
         self.clock = clock
         self.ids = ids
+        # the per-message calls, looked up once
+        self._admit_leased = ledger.admit_leased
+        self._settle_leased = ledger.settle_leased
+        self._records = ledger.keeps_records    # False for the free ledger: no notes made
         self.counters: dict[str, int] = {"submitted": 0, "ok": 0, "refused": 0,
                                          "upstream_error": 0}
 
@@ -111,36 +115,33 @@ class Gate:
         """Check, charge, route and relay one message; `ids` are the ids its wire parts
         already have (a long message acknowledged part by part), else new ones."""
         self.counters["submitted"] += 1
-        refusal = self.judge(msg, account)
+        n = msg.parts
+        if n > account.max_parts:
+            self._refuse(account, msg, self.judge(msg, account), done, ids=ids)
+            return
+        refusal = self.policy.check(msg, account)
         if refusal is not None:
             self._refuse(account, msg, refusal, done, ids=ids)
             return
         source = None
         if account.sender_mode == "prefix":
             source = self.policy.rewrite_source(msg, account).encode()
-        if not self.router.routable(msg.destination_addr, account):
+        to = msg.destination_addr
+        if not self.router.routable(to, account):
             self._refuse(account, msg, NO_ROUTE, done, ids=ids)
             return
-        n = msg.parts
-        nxt = self.ids.next
         if ids is None:
-            ids = [nxt() for _ in range(n)]
+            ids = [self.ids.next()] if n == 1 else [self.ids.next() for _ in range(n)]
         elif len(ids) < n:
-            ids = list(ids) + [nxt() for _ in range(n - len(ids))]
+            ids = list(ids) + [self.ids.next() for _ in range(n - len(ids))]
         job = _Job(account, msg, ids, done, self.clock.seconds() + self.config.relay.deadline_s,
                    source)
-        self._charge(job)
-
-    def _charge(self, job: _Job) -> None:
-        """Opt-out check and one reservation per billable part, on this node's lease or in
-        one atomic store step batched with the other messages of this reactor turn."""
-        account = job.account
-        to = job.msg.destination_addr
+        # charge: opt-out check and one reservation per billable part, on this node's lease
+        # or in one atomic store step batched with the other messages of this reactor turn
         if len(to) != 11 or not to.isdigit():   # (a national mobile number is as it is)
             to = normalise_number(to)
-        ids = job.ids
-        sids = job.sids = [ids[0].decode()] if len(ids) == 1 else [m.decode() for m in ids]
-        rec = self.ledger.admit_leased(account.system_id, sids, account.price, to, to)
+        sids = job.sids = [ids[0].decode()] if n == 1 else [m.decode() for m in ids]
+        rec = self._admit_leased(account.system_id, sids, account.price, to, to)
         if rec is not None:
             job.rec = rec
             self._forward(job)      # admitted on this node's lease, now
@@ -150,11 +151,11 @@ class Gate:
             if code == 0:
                 self._forward(job)
             elif code == -1:
-                self._refuse(account, job.msg, NO_BALANCE, job.done, counted=True)
+                self._refuse(account, msg, NO_BALANCE, done, counted=True)
             elif code == -3:
-                self._refuse(account, job.msg, OPTED_OUT, job.done, counted=True)
+                self._refuse(account, msg, OPTED_OUT, done, counted=True)
             else:
-                self._refuse(account, job.msg, STORE_DOWN, job.done, counted=True)
+                self._refuse(account, msg, STORE_DOWN, done, counted=True)
 
         self.ledger.admit(account.system_id, sids, account.price, to, admitted, to=to)
 
@@ -188,6 +189,9 @@ class Gate:
 
     # --- route and relay --------------------------------------------------------------------
     def _forward(self, job: _Job) -> None:
+        if len(job.parts) == 1:
+            self._send_part(job, 0, ())
+            return
         for i in range(len(job.parts)):
             self._send_part(job, i, ())
 
@@ -213,44 +217,57 @@ class Gate:
     def _settle(self, job: _Job, i: int, note: str, ok: bool) -> None:
         """Settle the billable parts that wire part i carries: itself, or all of them when
         one wire part is billed as several."""
-        span = range(len(job.ids)) if len(job.parts) == 1 else (i,)
         rec = job.rec
-        ledger = self.ledger
-        for k in span:
-            if rec is not None:
-                ledger.settle_leased(rec, k, note, ok)
-            else:
-                ledger.settle(job.account.system_id, job.sids[k], note, ok)
+        if len(job.parts) == 1 and len(job.ids) > 1:
+            for k in range(len(job.ids)):
+                if rec is not None:
+                    self.ledger.settle_leased(rec, k, note, ok)
+                else:
+                    self.ledger.settle(job.account.system_id, job.sids[k], note, ok)
+        elif rec is not None:
+            self._settle_leased(rec, i, note, ok)
+        else:
+            self.ledger.settle(job.account.system_id, job.sids[i], note, ok)
 
     def _part_done(self, job: _Job, i: int, link: Any, status: int,
                    upstream_id: bytes | None) -> None:
-        job.results[i] = status
         mid = job.ids[i]
         acct = job.account.system_id
+        name = link.name if link is not None else "-"
         if status == _OK:
-            # no answer wanted: a failure is logged by the ledger and the record is sent
-            # again while the store is away
-            self._settle(job, i, "up=%s id=%s" % (link.name,
-                                                  (upstream_id or b"").decode("latin-1")), True)
+            if self._records:
+                # no answer wanted: a failure is logged by the ledger and the record is
+                # sent again while the store is away
+                self._settle(job, i, "up=%s id=%s" % (
+                    name, (upstream_id or b"").decode("latin-1")), True)
             if upstream_id and job.msg.registered_delivery & 0x03:
                 pdu = job.parts[i][0]
-                self.receipts.remember(link.name, normalise_upstream_id(upstream_id)[0],
+                self.receipts.remember(name, normalise_upstream_id(upstream_id)[0],
                                        acct, mid, job.source or pdu.source_addr,
                                        pdu.destination_addr)
-        else:
-            self._settle(job, i, "up=%s status=%s" % (link.name if link is not None else "-",
-                                                      C.status_name(status)), False)
+        elif self._records:
+            self._settle(job, i, "up=%s status=%s" % (name, C.status_name(status)), False)
+        nparts = len(job.parts)
+        if nparts == 1:             # the usual: one wire part, its outcome is the message's
+            if status == _OK:
+                self.counters["ok"] += 1
+                self.metrics.outcome(acct, name if link is not None else "", status)
+                job.done(status, [mid], None, len(job.ids))
+            else:
+                self.counters["upstream_error"] += 1
+                self.metrics.outcome(acct, name if link is not None else "", status)
+                job.done(status, [mid], None, 0)
+            return
+        job.results[i] = status
         job.left -= 1
         if job.left:
             return
-        nparts = len(job.parts)
-        part_ids = job.ids if nparts == len(job.ids) else job.ids[:nparts]
+        part_ids = job.ids[:nparts]
         ok_ids = [m for m, s in zip(part_ids, job.results) if s == _OK]
         first_err = next((s for s in job.results if s != _OK), _OK)
         if first_err == _OK:
             self.counters["ok"] += 1
         else:
             self.counters["upstream_error"] += 1
-        self.metrics.outcome(acct, link.name if link is not None else "", first_err)
-        job.done(first_err, ok_ids if first_err == _OK else part_ids, None,
-                 len(job.ids) if ok_ids and nparts == 1 else len(ok_ids))
+        self.metrics.outcome(acct, name if link is not None else "", first_err)
+        job.done(first_err, ok_ids if first_err == _OK else part_ids, None, len(ok_ids))

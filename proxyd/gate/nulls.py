@@ -40,6 +40,7 @@ class FreeLedger:
     """No store: every message is admitted at once, free; outcomes are not recorded."""
 
     optout_mirror = None
+    keeps_records = False       # the gate makes no settle notes for it
 
     def admit_leased(self, account: str, msg_ids: list, price: int, number: str,
                      to: str = "") -> tuple:

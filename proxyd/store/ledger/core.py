@@ -37,6 +37,8 @@ class Ledger(Queries):
         reservation went first. (`Batcher.settle_leased`)
     """
 
+    keeps_records = True        # every outcome is journaled: the gate writes settle notes
+
     def __init__(self, store: Store | None, reactor: Any = None,
                  day_of: Callable[[float], str] = day_of, batch_max: int = 500,
                  retention_days: int = RETENTION_DAYS, node: str = "",
