@@ -28,7 +28,7 @@ from . import config as config_mod
 from .accounts import Registry
 from .delivery import Delivery
 from .gate import Gate, MessageIds, SmppIntake
-from .gate.memory import MemoryReceipts
+from .delivery.memory import MemoryReceipts
 from .gate.nulls import FreeLedger, NoChecks, NoReassembly
 from .gate.reassembly import Reassembly
 from .http.admin import make_admin_site

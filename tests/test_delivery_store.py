@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from proxyd.config import DeliveryConfig, StoreConfig
 from proxyd.delivery import Delivery
-from proxyd.gate import normalise_upstream_id
+from proxyd.delivery.text import normalise_upstream_id
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.store.client import Store
@@ -212,7 +212,7 @@ class DeliveryTest(Base):
         acks = self.inject(d, receipt(b"00A1B2"))
         yield task.deferLater(reactor, 0.3, lambda: None)
         self.assertEqual(acks, [])             # not acknowledged before it is stored
-        d.remember("sim", normalise_upstream_id(b"a1b2")[0], a, b"proxyd-id-1")
+        d.remember("sim", b"a1b2", a, b"proxyd-id-1")
         yield wait_until(lambda: acks == [0] and s.sent, "receipt delivered", 20)
         out = P.decode_body(*s.sent[0][:1], 0, 1, s.sent[0][1])
         self.assertEqual(out.tlv(C.TAG_RECEIPTED_MESSAGE_ID), b"proxyd-id-1\0")

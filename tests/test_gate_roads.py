@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 
 from proxyd.config import AccountConfig, Config, PolicyConfig, SmppConfig
 from proxyd.gate import Gate, MessageIds, SmppIntake
-from proxyd.gate.memory import MemoryReceipts
+from proxyd.delivery.memory import MemoryReceipts
 from proxyd.gate.nulls import FreeLedger
 from proxyd.metrics import Metrics
 from proxyd.policy import Policy

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from proxyd.gate import MessageIds, normalise_upstream_id
+from proxyd.delivery.text import normalise_upstream_id
+from proxyd.gate import MessageIds
 from proxyd.logs import configure_logging, mask
 
 

@@ -13,7 +13,8 @@ The rooms:
     records.py  the records of the path (a receipt to store, a lookup, a send in flight),
                 with pack/parse beside those that are stored
     text.py     what receipts say: parse_receipt, receipt_state, own_err, proxyd's own
-                receipt PDU, the facts of HTTP callbacks (expand_facts, mo_facts)
+                receipt PDU, the facts of HTTP callbacks (expand_facts, mo_facts); the
+                forms of an operator's id (normalise_upstream_id), rewrite_receipt
     expect.py   what the gate and the HTTP API tell of parts to come: state records,
                 receipt map entries, HTTP receipt settings (`remember`, `expect_http_dlr`)
     intake.py   receipts from operators -> the receipt map -> stored for the right client
@@ -21,6 +22,7 @@ The rooms:
     feed.py     the streams -> deliver_sm to the bound receivers, retries; the Keeper
                 touches what this node holds and takes over what dead nodes held
     expiry.py   proxyd's own receipts, and EXPIRED ones for parts without a receipt
+    memory.py   MemoryReceipts: the receipt book of a node without a store (in memory)
 
 `Delivery` composes them: one LoopingCall drives every timer of the node (lookup retries,
 response timeouts, backoff, polling of the streams, expiry, touch and claim); stopping
@@ -52,7 +54,8 @@ from .expiry import EXPIRE_BATCH, EXPIRE_EVERY_S, EXPIRED_STATUS, OWN_RETRIES, O
 from .feed import HOLD_MIN, Feed, Feeds, Keeper, alive, consumer_name
 from .intake import LOOKUP_RETRIES, Intake
 from .mo import MoIntake
-from .text import expand_facts, mo_facts, own_err, parse_receipt, receipt_state
+from .text import (expand_facts, mo_facts, normalise_upstream_id, own_err, parse_receipt,
+                   receipt_state)
 
 __all__ = ["Delivery", "NO_JOURNAL", "expand_facts", "mo_facts", "own_err", "parse_receipt",
            "receipt_state", "LOOKUP_RETRIES", "OWN_RETRIES", "EXPIRE_EVERY_S",
@@ -192,10 +195,12 @@ class Delivery(service.Service):
         return [a.system_id for a in self.config().accounts]
 
     # --- what the gate, the HTTP API and reassembly call -----------------------------------
-    def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes,
+    def remember(self, upstream: str, upstream_id: bytes, account: str, mid: bytes,
                  source: bytes = b"", destination: bytes = b"") -> None:
-        """The operator took a part that asked for a receipt (see expect.py)."""
-        self.expected.remember(upstream, upstream_id, account, mid, source, destination)
+        """The operator took a part that asked for a receipt (see expect.py);
+        `upstream_id` as the operator gave it."""
+        self.expected.remember(upstream, normalise_upstream_id(upstream_id)[0], account,
+                               mid, source, destination)
 
     def expect_http_dlr(self, account_id: str, number: str, part_ids: Any,
                         settings: Any, status: int = 0) -> None:

@@ -24,8 +24,7 @@ from typing import Any, Callable, Iterator
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ..gate.ids import normalise_upstream_id
-from .text import RECEIPT_ID, rewrite_receipt
+from .text import RECEIPT_ID, normalise_upstream_id, rewrite_receipt
 from ..smpp import constants as C
 from ..smpp import pdu as P
 from ..store.messages import STATE_NAMES, dlr_key, msg_key

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 from twisted.logger import Logger
 
 from ..policy.optout import is_unsubscribe
-from ..gate.parts import message_text
+from ..text.reassembly import message_text
 from ..logs import mask
 from ..smpp import constants as C
 from ..smpp import pdu as P

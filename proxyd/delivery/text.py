@@ -32,6 +32,22 @@ _ERR = re.compile(rb"err:(\S*)", re.I)
 RECEIPT_ID = re.compile(rb"id:(\S+)")
 
 
+def normalise_upstream_id(mid: bytes | str) -> list[str]:
+    """The keys under which an operator id may be looked up: as given (lower case, no
+    leading zeros), and its decimal<->hex twin, so receipts match whatever form they use."""
+    s = mid.decode("latin-1") if isinstance(mid, bytes) else mid
+    s = s.strip().lower()
+    keys = [s.lstrip("0") or "0"]
+    if s.isdigit():
+        keys.append(format(int(s), "x"))
+    else:
+        try:
+            keys.append(str(int(s, 16)).lstrip("0") or "0")
+        except ValueError:
+            pass
+    return keys
+
+
 def rewrite_receipt(pdu: Any, mid: bytes) -> Any:
     """The operator's receipt with proxyd's id in the receipted_message_id TLV and the
     Appendix B text; everything else kept."""

@@ -6,17 +6,16 @@
     core.py         Gate.send: checks -> charge -> route -> relay -> outcome (one function)
     parts.py        PDU -> Message
     nulls.py        the collaborators of a node without a store or without checks
-    memory.py       the in-memory receipt book of a node without a store
+                    (the in-memory receipt book is delivery/memory.py)
     ids.py          proxyd's message ids
 
 The checks themselves are in `proxyd.policy`, the charge in `proxyd.store.ledger`, the links
 to operators behind `proxyd.links`, and receipts go back through `proxyd.delivery`.
 """
 from .core import Gate, NO_BALANCE, NO_CAPACITY, NO_ROUTE, OPTED_OUT, STORE_DOWN
-from .ids import MessageIds, normalise_upstream_id
+from .ids import MessageIds
 from .intake import SmppIntake
-from .parts import build_message, message_text
+from .parts import build_message
 
-__all__ = ["Gate", "SmppIntake", "MessageIds", "normalise_upstream_id", "build_message",
-           "message_text", "NO_BALANCE", "NO_CAPACITY", "NO_ROUTE", "OPTED_OUT",
+__all__ = ["Gate", "SmppIntake", "MessageIds", "build_message", "NO_BALANCE", "NO_CAPACITY", "NO_ROUTE", "OPTED_OUT",
            "STORE_DOWN"]

@@ -35,7 +35,7 @@ from proxyd.message import Message, Refusal
 from proxyd.policy.optout import normalise_number
 from proxyd.smpp import constants as C
 
-from .ids import MessageIds, normalise_upstream_id
+from .ids import MessageIds
 
 log = Logger(namespace="proxyd.gate")
 _S = C.STATUS
@@ -242,9 +242,8 @@ class Gate:
                     name, (upstream_id or b"").decode("latin-1")), True)
             if upstream_id and job.msg.registered_delivery & 0x03:
                 pdu = job.parts[i][0]
-                self.receipts.remember(name, normalise_upstream_id(upstream_id)[0],
-                                       acct, mid, job.source or pdu.source_addr,
-                                       pdu.destination_addr)
+                self.receipts.remember(name, upstream_id, acct, mid,
+                                       job.source or pdu.source_addr, pdu.destination_addr)
         elif self._records:
             self._settle(job, i, "up=%s status=%s" % (name, C.status_name(status)), False)
         nparts = len(job.parts)

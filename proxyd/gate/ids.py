@@ -1,4 +1,4 @@
-"""Message ids: proxyd's own, and the forms an operator's id may come back in."""
+"""proxyd's own message ids."""
 from __future__ import annotations
 
 import os
@@ -21,19 +21,3 @@ class MessageIds:
     def next(self) -> bytes:
         self._n += 1
         return ("%s%08x" % (self._prefix, self._n)).encode()
-
-
-def normalise_upstream_id(mid: bytes | str) -> list[str]:
-    """The keys under which an operator id may be looked up: as given (lower case, no
-    leading zeros), and its decimal<->hex twin, so receipts match whatever form they use."""
-    s = mid.decode("latin-1") if isinstance(mid, bytes) else mid
-    s = s.strip().lower()
-    keys = [s.lstrip("0") or "0"]
-    if s.isdigit():
-        keys.append(format(int(s), "x"))
-    else:
-        try:
-            keys.append(str(int(s, 16)).lstrip("0") or "0")
-        except ValueError:
-            pass
-    return keys

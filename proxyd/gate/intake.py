@@ -26,10 +26,10 @@ from proxyd.message import Message, Refusal
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.codec import decode_text
-from proxyd.text.reassembly import concat_ident
+from proxyd.text.reassembly import concat_ident, message_text
 
 from .billing import billable_parts
-from .parts import build_message, message_text
+from .parts import build_message
 from .reassembly import Ident
 
 log = Logger(namespace="proxyd.gate")

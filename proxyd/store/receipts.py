@@ -3,7 +3,7 @@
 Key layout (``U`` = upstream name, ``A`` = account system_id)::
 
     rmap:{U}:<id>   string   "A|proxyd_mid" for an upstream message id in its normalised form
-                             (``proxyd.gate.normalise_upstream_id(...)[0]``); TTL ``ttl_s``
+                             (``proxyd.delivery.text.normalise_upstream_id(...)[0]``); TTL ``ttl_s``
                              (72 h by default). Keyed per upstream (and hash-tagged by it, so
                              one MGET can ask for every form of an id in Redis Cluster).
     dlv:{A}         stream   deliveries waiting for a receiver bind of A: fields

@@ -18,6 +18,7 @@ __all__ = [
     "concat_key",
     "concat_ident",
     "strip_udh",
+    "message_text",
     "join_parts",
 ]
 
@@ -94,6 +95,15 @@ def concat_ident(
         if any(iei == IEI_CONCAT_8 for iei, _d in iter_ies(udh)):
             return ("u8",) + key
     return ("sar",) + key
+
+
+def message_text(pdu) -> str | None:  # noqa: ANN001 (any PDU with a payload)
+    """The decoded text of a submit_sm/deliver_sm/data_sm (UDH stripped, message_payload
+    used when short_message is empty); None for binary data codings."""
+    data = pdu.payload
+    if pdu.esm_class & ESM_UDHI and data:
+        data = data[data[0] + 1:]
+    return decode_text(data, pdu.data_coding)
 
 
 def strip_udh(esm_class: int, short_message: bytes) -> bytes:

@@ -14,9 +14,7 @@ from twisted.logger import Logger
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
-from proxyd.delivery.text import RECEIPT_ID, rewrite_receipt
-
-from .ids import normalise_upstream_id
+from .text import RECEIPT_ID, normalise_upstream_id, rewrite_receipt
 
 log = Logger(namespace="proxyd.delivery")
 _OK = 0
@@ -33,10 +31,10 @@ class MemoryReceipts:
         self.receipt_map: dict[tuple[str, str], tuple[str, bytes]] = {}
         self.pending: dict[str, deque] = {}
 
-    def remember(self, upstream: str, upstream_id: str, account: str, mid: bytes,
+    def remember(self, upstream: str, upstream_id: bytes, account: str, mid: bytes,
                  source: bytes = b"", destination: bytes = b"") -> None:
-        """`upstream_id` as `normalise_upstream_id` gives it first."""
-        self.receipt_map[(upstream, upstream_id)] = (account, mid)
+        """`upstream_id` as the operator gave it."""
+        self.receipt_map[(upstream, normalise_upstream_id(upstream_id)[0])] = (account, mid)
 
     def expect_http_dlr(self, account_id: str, number: str, part_ids: Any,
                         settings: Any, status: int = 0) -> None:
