@@ -159,34 +159,28 @@ class FakeMessages:
         return defer.succeed(None)
 
 
-class Resp:
-    def __init__(self, code):
-        self.code = code
+class FakeClient:
+    """The callback client: answers each call with the next code (None: a failure)."""
 
-
-class FakeHttp:
     def __init__(self, codes):
         self.codes = list(codes)
         self.calls = []
 
-    def request(self, method, url, data=None, headers=None, timeout=None):
-        self.calls.append((method, url))
+    def call(self, req):
+        self.calls.append((req.method, req.url))
         code = self.codes.pop(0)
         if code is None:
             return defer.fail(RuntimeError("connection refused"))
-        return defer.succeed(Resp(code))
-
-    def content(self, resp):
-        return defer.succeed(b"")
+        return defer.succeed((code, b""))
 
 
-def caller(codes, items, max_attempts=5):
+def caller(codes, items, max_attempts=5, **kw):
     clock = Clock()
     m = FakeMessages(items)
     m.clock = clock
-    http = FakeHttp(codes)
-    c = D.DlrCaller(m, clock, lambda: ["acme"], max_attempts=max_attempts, backoff_s=1.0,
-                    http=http)
+    http = FakeClient(codes)
+    c = D.DlrCaller(m, clock, lambda: ["acme"], http, max_attempts=max_attempts,
+                    backoff_s=1.0, **kw)
     return c, m, http, clock
 
 
@@ -221,14 +215,14 @@ def test_caller_skips_what_the_mask_excludes_and_bounds_concurrency():
     c.kick("acme")
     assert http.calls == [] and m.cleared == ["cb1"] and c.counters["dlr_skipped"] == 1
     items = [("cb%d" % i, KANNEL, FINAL) for i in range(30)]
-    c, m, http, clock = caller([], items)
+    c, m, http, clock = caller([], items, per_account=20)
     pending = []
-    http.request = lambda *a, **k: (pending.append(defer.Deferred()) or pending[-1])
+    http.call = lambda req: (pending.append(defer.Deferred()) or pending[-1])
     c.kick("acme")
     assert len(pending) == c.concurrency == 20 and c.inflight == 20
     c.kick("acme")                       # no free slot: nothing more taken
     assert len(pending) == 20
-    pending[0].callback(Resp(200))
+    pending[0].callback((200, b""))
     assert c.inflight == 19
     c.kick("acme")
     assert len(pending) == 21

@@ -14,6 +14,8 @@ import valkey
 from .conftemplate import config_text, listen
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 
+# the receivers are local test servers: callbacks to loopback are refused unless allowed
+LOCAL_CALLBACKS = ["http://127.0.0.1:"]
 CONFIG = dict(relay={"queue_wait_s": 0.5},
               upstream={"binds": 2, "window": 100, "response_timeout_s": 5, "reconnect_max_s": 1})
 
@@ -66,7 +68,8 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dlr")
     sim, sim_port, record = start_sim(tmp, None, "--receipt-delay", "0.2")
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport)},
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport),
+                                                               "callback_allow": LOCAL_CALLBACKS},
                                         store={"dir": tmp / "store"}, **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
     try:
