@@ -36,19 +36,24 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from .targets import BadUrl, Target, allowed_by, literal_address, parse_url, public
 
-__all__ = ["CallbackClient", "Refused", "BadUrl", "TooLarge", "MAX_BODY"]
+__all__ = ["CallbackClient", "Refused", "BadUrl", "TooLarge", "Deadline", "MAX_BODY"]
 
 MAX_BODY = 65536
 
 
 class Refused(Exception):
     """The target may not be called (a non-global address without a callback_allow prefix)."""
+
+
+class Deadline(Exception):
+    """The call's deadline passed before the whole answer came; the call was cancelled."""
 
 
 class TooLarge(Exception):
@@ -172,7 +177,22 @@ class CallbackClient:
         d = self._addresses(target)
         d.addCallback(self._send, target, request)
         d.addCallback(self._read)
-        return d.addTimeout(self.timeout_s, self.reactor)
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()                 # whatever step runs: resolution, connect, body
+
+        timer = self.reactor.callLater(self.timeout_s, expire)
+
+        def settle(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            if expired and isinstance(result, Failure):
+                return Failure(Deadline("no whole answer within %gs" % self.timeout_s))
+            return result
+
+        return d.addBoth(settle)
 
     def _addresses(self, target: Target) -> defer.Deferred:
         a = literal_address(target.host)
