@@ -58,6 +58,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote, urlencode
 
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -270,7 +271,8 @@ class DlrCaller:
             log.warn("taking HTTP receipts of {acct} failed: {err}", acct=account,
                      err=f.getErrorMessage())
 
-        self.messages.claim(account, self.lease_s, room).addCallbacks(got, failed)
+        defer.maybeDeferred(self.messages.claim, account, self.lease_s, room).addCallbacks(
+            got, failed)
 
     def _call(self, account: str, cb_id: str, settings: dict | None, facts: dict | None,
               attempts: int) -> None:
