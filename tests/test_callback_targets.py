@@ -10,7 +10,7 @@ from proxyd import config as config_mod
 from proxyd.http import params as PR
 from proxyd.http.callclient import CallbackClient, Refused
 from proxyd.http.dlr import Request
-from proxyd.http.targets import BadUrl, allowed_by, parse_url, public
+from proxyd.http.targets import BadUrl, allowed_by, parse_url, public, shown
 
 
 @pytest.mark.parametrize("url", [
@@ -152,3 +152,9 @@ def test_config_keys():
     with pytest.raises(config_mod.ConfigError, match="mo_url"):
         config_mod.parse({"account": [{"system_id": "a", "password": "p",
                                        "mo_url": "http://x:y/mo?from=%p"}]})
+
+
+def test_logged_urls_hold_no_secrets():
+    assert shown("https://user:pw@cb.example:81/d?to=138&t=%d#x") == "https://cb.example:81/d"
+    assert shown("http://u:p@h?x=1") == "http://h"
+    assert shown("http://x:y/") == "http://x:y/"

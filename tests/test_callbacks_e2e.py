@@ -174,6 +174,18 @@ class ClientTests(Base):
         self.assertEqual(headers[b"content-type"], b"application/x-www-form-urlencoded")
 
     @defer.inlineCallbacks
+    def test_the_next_checked_address_when_one_refuses_connections(self):
+        # the receiver listens on 127.0.0.1 only: 127.0.0.3 refuses the connection
+        def resolve(host: str, port: int) -> defer.Deferred:
+            return defer.succeed(["127.0.0.3", "127.0.0.1"])
+
+        port = self.port.getHost().port
+        c = self.client(allow=("http://cb.test:",), resolve=resolve)
+        code, _b = yield c.call(Request("GET", "http://cb.test:%d/ok" % port))
+        self.assertEqual(code, 200)
+        self.assertEqual(self.rx.paths(), [b"/ok"])
+
+    @defer.inlineCallbacks
     def test_redirect_not_followed(self):
         code, _b = yield self.client().call(Request("GET", self.base + "/redirect"))
         self.assertEqual(code, 302)

@@ -15,7 +15,8 @@ What a call does:
 3. unless the URL starts with one of the `[http] callback_allow` prefixes, check *every*
    resolved address (`targets.public`): one loopback, private, link-local, multicast,
    unspecified or other non-global address refuses the call;
-4. connect to the first checked address itself (an endpoint pinned to that address: the
+4. connect to a checked address itself (the first; the next ones only when connecting
+   fails, up to four) (an endpoint pinned to that address: the
    name is not resolved a second time, so DNS rebinding between check and connect does
    nothing), with the URL's host in the Host header and, for https, in SNI and the
    certificate check;
@@ -34,6 +35,7 @@ from io import BytesIO
 from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectError
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -212,7 +214,19 @@ class CallbackClient:
         return d.addCallback(checked)
 
     def _send(self, addresses: list[str], target: Target, request: Any) -> defer.Deferred:
-        address = str(ipaddress.ip_address(addresses[0].split("%", 1)[0]))
+        """Connect to the checked addresses in turn (the next one only when the connection
+        could not be made: nothing was sent) and send the request."""
+        d = self._send_to(addresses[0], target, request)
+        for address in addresses[1:4]:
+            d.addErrback(self._next, address, target, request)
+        return d
+
+    def _next(self, f: Failure, address: str, target: Target, request: Any) -> Any:
+        f.trap(ConnectError)
+        return self._send_to(address, target, request)
+
+    def _send_to(self, address: str, target: Target, request: Any) -> defer.Deferred:
+        address = str(ipaddress.ip_address(address.split("%", 1)[0]))
         agent = Agent.usingEndpointFactory(
             self.reactor, _Pinned(self.reactor, address, target, self.timeout_s, self.tls))
         headers = Headers({b"User-Agent": [b"proxyd"], b"Accept-Encoding": [b"identity"]})

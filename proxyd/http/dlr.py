@@ -63,7 +63,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .callclient import Refused
-from .targets import BadUrl
+from .targets import BadUrl, shown
 
 log = Logger(namespace="proxyd.http.dlr")
 
@@ -336,7 +336,7 @@ class DlrCaller:
         once, logged at error level and counted, never retried."""
         self.counters["dlr_failed"] += 1
         log.error("HTTP receipt {id} of {acct} to {url} dropped: {why}", id=cb_id,
-                  acct=account, url=url.split("?", 1)[0], why=why)
+                  acct=account, url=shown(url), why=why)
         self._finish(account, cb_id)
 
     def _finish(self, account: str, cb_id: str) -> None:
@@ -351,7 +351,7 @@ class DlrCaller:
         if n >= self.max_attempts:
             self.counters["dlr_failed"] += 1
             log.error("HTTP receipt {id} of {acct} to {url} given up after {n} attempts: "
-                      "{why}", id=cb_id, acct=account, url=req.url.split("?", 1)[0], n=n,
+                      "{why}", id=cb_id, acct=account, url=shown(req.url), n=n,
                       why=why)
             self._finish(account, cb_id)
             return

@@ -18,7 +18,8 @@ import ipaddress
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-__all__ = ["BadUrl", "Target", "parse_url", "allowed_by", "public", "literal_address"]
+__all__ = ["BadUrl", "Target", "parse_url", "allowed_by", "public", "literal_address",
+           "shown"]
 
 
 class BadUrl(ValueError):
@@ -136,3 +137,19 @@ def public(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def shown(url: str) -> str:
+    """A callback URL as it may be logged: no user info (a password), no query or fragment
+    (numbers, texts, tokens); at most 200 characters."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.split("?", 1)[0][:200]
+    end = len(rest)
+    for ch in "/?#":
+        i = rest.find(ch)
+        if i != -1:
+            end = min(end, i)
+    netloc = rest[:end].rpartition("@")[2]
+    path = rest[end:].split("?", 1)[0].split("#", 1)[0]
+    return (scheme + sep + netloc + path)[:200]
