@@ -294,3 +294,47 @@ class CallerTests(Base):
         self.rx.release()
         yield until(lambda: c.inflight == 0)
         self.assertEqual(sorted(q.retried), ["s0", "s1"])
+
+
+class TlsTests(unittest.TestCase):
+    """https callbacks: the certificate is verified against the URL's host name, though the
+    connection goes to the checked address."""
+
+    def setUp(self) -> None:
+        from pathlib import Path
+
+        from twisted.internet.ssl import DefaultOpenSSLContextFactory
+
+        from .test_tls_e2e import make_ca_and_cert
+        import shutil
+        import tempfile
+        tmp = Path(tempfile.mkdtemp(prefix="proxyd-cb-tls-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        ca, key, cert = make_ca_and_cert(tmp)
+        self.ca = (ca / "ca.pem").read_bytes()
+        self.rx = Receiver()
+        site = server.Site(self.rx)
+        site.log = lambda *a: None
+        self.port = reactor.listenSSL(0, site, DefaultOpenSSLContextFactory(str(key),
+                                                                             str(cert)),
+                                      interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    def client(self, tls: Any = None) -> CallbackClient:
+        def resolve(host: str, port: int) -> defer.Deferred:
+            return defer.succeed(["127.0.0.1"])
+        return CallbackClient(reactor, allow=("https://localhost:",), timeout_s=5,
+                              resolve=resolve, tls=tls)
+
+    @defer.inlineCallbacks
+    def test_an_untrusted_certificate_fails_a_trusted_one_is_called(self):
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+        url = "https://localhost:%d/ok" % self.port.getHost().port
+        f = yield failure(self.client().call(Request("GET", url)))
+        self.assertFalse(isinstance(f, (Refused, Deadline)), f)
+        self.assertEqual(self.rx.seen, [])
+        trusted = self.client(tls=lambda host: optionsForClientTLS(
+            host, trustRoot=Certificate.loadPEM(self.ca)))
+        code, body = yield trusted.call(Request("GET", url))
+        self.assertEqual((code, body), (200, b"OK"))
+        self.assertEqual(self.rx.seen[0][1][b"host"], b"localhost:%d" % self.port.getHost().port)
