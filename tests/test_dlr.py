@@ -262,3 +262,27 @@ def test_jasmin_level_1_failure(level, called):
 
 def test_own_err_expired():
     assert own_err("EXPIRED", 409) == "409"
+
+
+def test_every_failure_path_gives_its_slot_back():
+    """A client that raises, one that fails with a refusal, one that never answers: the
+    first two are dropped at once and free their slots; the share per account holds."""
+    items = [("cb%d" % i, KANNEL, FINAL) for i in range(6)]
+    c, m, http, clock = caller([], items, concurrency=4, per_account=2)
+    http.call = lambda req: 1 / 0
+    c.kick("acme")
+    assert c.inflight == 0 and c.inflight_of == {} and m.cleared == ["cb0", "cb1"]
+    assert c.counters["dlr_failed"] == 2
+    from proxyd.http.callclient import Refused
+    http.call = lambda req: defer.fail(Refused("127.0.0.1 is not a public address"))
+    c.kick("acme")
+    assert c.inflight == 0 and m.cleared[2:] == ["cb2", "cb3"]
+    assert c.counters["dlr_refused"] == 2
+    pending = []
+    http.call = lambda req: (pending.append(defer.Deferred()) or pending[-1])
+    c.kick("acme")
+    c.kick("acme")
+    assert len(pending) == 2 and c.inflight_of == {"acme": 2}    # the account's share
+    pending[0].errback(RuntimeError("deadline"))
+    pending[1].callback((200, b""))
+    assert c.inflight == 0 and c.inflight_of == {}
