@@ -12,6 +12,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .http.targets import BadUrl, parse_url
+
 
 class ConfigError(ValueError):
     """An invalid configuration; str() is one line naming the key and the problem."""
@@ -128,6 +130,11 @@ class PolicyConfig:
 class HttpConfig:
     listen: tuple[str, ...] = ()
     max_request_bytes: int = 16384
+    # callbacks (dlr-url, mo_url): URL prefixes that may reach loopback, private, link-local
+    # and other non-global addresses (e.g. "http://127.0.0.1:8000/"); nothing else may
+    callback_allow: tuple[str, ...] = ()
+    callback_per_account: int = 5  # callbacks of one account in flight (of dlr_concurrency)
+    callback_max_body: int = 65536  # octets of an answer read; more: the call failed
 
 
 @dataclass(frozen=True)
@@ -296,6 +303,21 @@ def _check(cfg: Config) -> None:
     _positive("delivery.dlr_timeout_s", d.dlr_timeout_s, 0.01)
     _positive("delivery.dlr_max_attempts", d.dlr_max_attempts)
     _positive("delivery.expire_after_s", d.expire_after_s, 0)
+    h = cfg.http
+    _positive("http.callback_per_account", h.callback_per_account)
+    _positive("http.callback_max_body", h.callback_max_body)
+    for i, p in enumerate(h.callback_allow):
+        scheme, sep, rest = p.partition("://")
+        if scheme.lower() not in ("http", "https") or not sep or not rest.strip("/"):
+            raise ConfigError("http.callback_allow[%d]: %r is not an http(s) URL prefix with "
+                              "a host, e.g. \"http://127.0.0.1:8000/\"" % (i, p))
+    for i, a in enumerate(cfg.accounts):
+        if a.mo_url:
+            try:
+                parse_url(a.mo_url)
+            except BadUrl as e:
+                raise ConfigError("account[%d].mo_url: not a callable URL (%s): %r"
+                                  % (i, e, a.mo_url)) from None
     _positive("relay.queue_wait_s", cfg.relay.queue_wait_s, 0)
 
 

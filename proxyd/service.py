@@ -32,6 +32,7 @@ from .delivery.memory import MemoryReceipts
 from .gate.nulls import FreeLedger, NoChecks, NoReassembly
 from .gate.reassembly import Reassembly
 from .http.admin import make_admin_site
+from .http.callclient import CallbackClient
 from .http.api import Api, make_site
 from .http.report import ReportResource
 from .logs import configure_logging
@@ -168,8 +169,13 @@ class ProxydService(service.MultiService):
             self.optout = OptOut(store, self.optout_mirror)
             LedgerSweeper(self.ledger, sc.reservation_max_age_s, sc.sweep_interval_s,
                           reactor=reactor).setServiceParent(self.front)
-            self.delivery = self.receipts = Delivery(self.config, store, reactor,
-                                                     self.optout, self.ledger)
+            hc = cfg.http
+            callbacks = CallbackClient(reactor, allow=hc.callback_allow,
+                                       timeout_s=cfg.delivery.dlr_timeout_s,
+                                       max_body=hc.callback_max_body)
+            self.delivery = self.receipts = Delivery(
+                self.config, store, reactor, self.optout, self.ledger, callbacks=callbacks,
+                callback_per_account=hc.callback_per_account)
             self.receipts.setServiceParent(self.front)
             report_ledger: Any = self.ledger
         else:

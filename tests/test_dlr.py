@@ -159,34 +159,28 @@ class FakeMessages:
         return defer.succeed(None)
 
 
-class Resp:
-    def __init__(self, code):
-        self.code = code
+class FakeClient:
+    """The callback client: answers each call with the next code (None: a failure)."""
 
-
-class FakeHttp:
     def __init__(self, codes):
         self.codes = list(codes)
         self.calls = []
 
-    def request(self, method, url, data=None, headers=None, timeout=None):
-        self.calls.append((method, url))
+    def call(self, req):
+        self.calls.append((req.method, req.url))
         code = self.codes.pop(0)
         if code is None:
             return defer.fail(RuntimeError("connection refused"))
-        return defer.succeed(Resp(code))
-
-    def content(self, resp):
-        return defer.succeed(b"")
+        return defer.succeed((code, b""))
 
 
-def caller(codes, items, max_attempts=5):
+def caller(codes, items, max_attempts=5, **kw):
     clock = Clock()
     m = FakeMessages(items)
     m.clock = clock
-    http = FakeHttp(codes)
-    c = D.DlrCaller(m, clock, lambda: ["acme"], max_attempts=max_attempts, backoff_s=1.0,
-                    http=http)
+    http = FakeClient(codes)
+    c = D.DlrCaller(m, clock, lambda: ["acme"], http, max_attempts=max_attempts,
+                    backoff_s=1.0, **kw)
     return c, m, http, clock
 
 
@@ -221,14 +215,14 @@ def test_caller_skips_what_the_mask_excludes_and_bounds_concurrency():
     c.kick("acme")
     assert http.calls == [] and m.cleared == ["cb1"] and c.counters["dlr_skipped"] == 1
     items = [("cb%d" % i, KANNEL, FINAL) for i in range(30)]
-    c, m, http, clock = caller([], items)
+    c, m, http, clock = caller([], items, per_account=20)
     pending = []
-    http.request = lambda *a, **k: (pending.append(defer.Deferred()) or pending[-1])
+    http.call = lambda req: (pending.append(defer.Deferred()) or pending[-1])
     c.kick("acme")
     assert len(pending) == c.concurrency == 20 and c.inflight == 20
     c.kick("acme")                       # no free slot: nothing more taken
     assert len(pending) == 20
-    pending[0].callback(Resp(200))
+    pending[0].callback((200, b""))
     assert c.inflight == 19
     c.kick("acme")
     assert len(pending) == 21
@@ -268,3 +262,27 @@ def test_jasmin_level_1_failure(level, called):
 
 def test_own_err_expired():
     assert own_err("EXPIRED", 409) == "409"
+
+
+def test_every_failure_path_gives_its_slot_back():
+    """A client that raises, one that fails with a refusal, one that never answers: the
+    first two are dropped at once and free their slots; the share per account holds."""
+    items = [("cb%d" % i, KANNEL, FINAL) for i in range(6)]
+    c, m, http, clock = caller([], items, concurrency=4, per_account=2)
+    http.call = lambda req: 1 / 0
+    c.kick("acme")
+    assert c.inflight == 0 and c.inflight_of == {} and m.cleared == ["cb0", "cb1"]
+    assert c.counters["dlr_failed"] == 2
+    from proxyd.http.callclient import Refused
+    http.call = lambda req: defer.fail(Refused("127.0.0.1 is not a public address"))
+    c.kick("acme")
+    assert c.inflight == 0 and m.cleared[2:] == ["cb2", "cb3"]
+    assert c.counters["dlr_refused"] == 2
+    pending = []
+    http.call = lambda req: (pending.append(defer.Deferred()) or pending[-1])
+    c.kick("acme")
+    c.kick("acme")
+    assert len(pending) == 2 and c.inflight_of == {"acme": 2}    # the account's share
+    pending[0].errback(RuntimeError("deadline"))
+    pending[1].callback((200, b""))
+    assert c.inflight == 0 and c.inflight_of == {}

@@ -14,6 +14,8 @@ import valkey
 from .conftemplate import config_text, listen
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 
+# the receivers are local test servers: callbacks to loopback are refused unless allowed
+LOCAL_CALLBACKS = ["http://127.0.0.1:"]
 CONFIG = dict(relay={"queue_wait_s": 0.5},
               upstream={"binds": 2, "window": 100, "response_timeout_s": 5, "reconnect_max_s": 1})
 
@@ -22,7 +24,7 @@ class Receiver:
     """An HTTP server in a thread: the first `fail` requests get 500, the others 200 with
     `body`. Every request is recorded as (method, path, form body, code answered)."""
 
-    def __init__(self, fail: int = 0, body: bytes = b"OK") -> None:
+    def __init__(self, fail: int = 0, body: bytes = b"OK", host: str = "127.0.0.1") -> None:
         self.fail = fail
         self.body = body
         self.requests: list[tuple] = []
@@ -47,7 +49,7 @@ class Receiver:
             def log_message(self, *a) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -66,7 +68,8 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dlr")
     sim, sim_port, record = start_sim(tmp, None, "--receipt-delay", "0.2")
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport)},
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport),
+                                                               "callback_allow": LOCAL_CALLBACKS},
                                         store={"dir": tmp / "store"}, **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
     try:
@@ -172,5 +175,22 @@ def test_jasmin_dlr_level_3_post(stack):
         assert two["id"] == mid and two["message_status"] == "DELIVRD"
         assert two["connector"] == "sim" and two["err"] == "000"
         assert two["id_smsc"] == sim_id_of(stack["record"], b"jasmin report")
+    finally:
+        rx.close()
+
+
+def test_a_loopback_dlr_url_not_allowed_is_never_called(stack):
+    """callback_allow names 127.0.0.1 only: a report for 127.0.0.2 is dropped, never sent."""
+    rx = Receiver(host="127.0.0.2")
+    try:
+        url = "http://127.0.0.2:%d/dlr?type=%%d" % rx.port
+        status, body, headers = get(stack["http"], "/cgi-bin/sendsms?" + urlencode({
+            "username": "acme", "password": "s3cret", "to": "13800138126",
+            "text": "not to loopback", "dlr-mask": "9", "dlr-url": url}))
+        assert status == 202, body
+        wait_until(lambda: stack["proxyd"].text().count(
+            "dropped: 127.0.0.2 is not a public address") >= 2, "both reports dropped", 30)
+        wait_until(lambda: stack["db"].zcard("hcb:{acme}") == 0, "callbacks cleared", 10)
+        assert rx.requests == []
     finally:
         rx.close()

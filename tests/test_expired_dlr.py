@@ -10,7 +10,7 @@ import pytest
 
 from .conftemplate import config_text, listen
 from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
-from .test_dlr_e2e import CONFIG, Receiver, get
+from .test_dlr_e2e import CONFIG, LOCAL_CALLBACKS, Receiver, get
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,8 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dlrfail")
     sim, sim_port, _record = start_sim(tmp, None, "--fail-every", "1", "--fail-status", "0x45")
     port, hport = free_port(), free_port()
-    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport)},
+    cfg = write_config(tmp, config_text(port, sim_port, http={"listen": listen(hport),
+                                                               "callback_allow": LOCAL_CALLBACKS},
                                         store={"dir": tmp / "store"}, **CONFIG))
     proxyd = start_proxyd(tmp, cfg, port)
     try:

@@ -135,6 +135,8 @@ def test_kannel_missing_and_empty_to(stack):
     ("dlr-mask", "64", "DLR-Mask field misformed, rejected"),
     ("dlr-mask", "3x", "DLR-Mask field misformed, rejected"),
     ("dlr-url", "ftp://example.com/", "DLR-URL field misformed, rejected"),
+    ("dlr-url", "http://x:y/", "DLR-URL field misformed, rejected"),
+    ("dlr-url", "http:///no-host", "DLR-URL field misformed, rejected"),
     ("coding", "3", "Coding field misformed, rejected"),
     ("validity", "-5", "Validity field misformed, rejected"),
     ("deferred", "soon", "Deferred field misformed, rejected"),
@@ -304,6 +306,11 @@ def test_jasmin_errors(stack):
     assert jasmin(stack, username="acme", password="s3cret", to="13800000032", content="x",
                   **{"dlr-level": "5"}) == \
         (400, 'Error "Argument [dlr-level] has an invalid value: [5]."')
+    assert jasmin(stack, username="acme", password="s3cret", to="13800000032", content="x",
+                  **{"dlr-url": "http://x:y/"}) == \
+        (400, 'Error "Argument [dlr-url] has an invalid value: [http://x:y/]: not a callable '
+              'http(s) URL."')
+    assert submits_to(stack, "13800000032") == []
     assert jasmin(stack, username="acme", password="s3cret", to="447700900032",
                   content="x") == (412, 'Error "No route found"')
     assert jasmin(stack, username="poor", password="poor1", to="13800000032", content="x") == \

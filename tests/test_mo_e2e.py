@@ -86,7 +86,9 @@ def mo_stack(tmp_path):
         procs.append(sim)
         port = free_port()
         account = {"system_id": "moacct", "password": "pw", "mo_url": MO_URL.format(web=web.port)}
-        cfg = write_config(tmp_path, config_text(port, sim_port, account=account))
+        cfg = write_config(tmp_path, config_text(port, sim_port, account=account,
+                                                 http={"callback_allow": [
+                                                     "http://127.0.0.1:%d/" % web.port]}))
         node = start_proxyd(tmp_path, cfg, port)
         procs.append(node)
         wait_until(lambda: "upstream sim bound" in node.text(), "upstream bind", 20)

@@ -45,6 +45,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..http.callclient import CallbackClient
 from ..http.dlr import DlrCaller
 from ..smpp import constants as C
 from ..store.messages import MessageStore
@@ -96,7 +97,8 @@ class Delivery(service.Service):
                  resp_timeout_s: float | None = None, ttl_s: float | None = None,
                  claim_idle_s: float | None = None, tick_s: float = 0.1,
                  poll_s: float = 0.25, max_attempts: int | None = None,
-                 consumer: str | None = None) -> None:
+                 consumer: str | None = None, callbacks: Any = None,
+                 callback_per_account: int = 5) -> None:
         cfg = config()
         dc = cfg.delivery
         self.config = config
@@ -107,8 +109,11 @@ class Delivery(service.Service):
         ttl = ttl_s or cfg.store.receipt_ttl_s
         self.rs = ReceiptStore(store, ttl, clock=clock)
         self.messages = MessageStore(store, ttl, clock=clock)
-        self.dlr = DlrCaller(self.messages, clock, self._accounts,
-                             concurrency=dc.dlr_concurrency, timeout_s=dc.dlr_timeout_s,
+        if callbacks is None:         # tests: no callback_allow, the [delivery] deadline
+            callbacks = CallbackClient(clock, timeout_s=dc.dlr_timeout_s)
+        self.dlr = DlrCaller(self.messages, clock, self._accounts, callbacks,
+                             concurrency=dc.dlr_concurrency,
+                             per_account=callback_per_account, timeout_s=dc.dlr_timeout_s,
                              max_attempts=dc.dlr_max_attempts, backoff_s=dc.dlr_backoff_s,
                              expand=expand_facts)
         self._writes: set = set()                   # store writes in flight (waited on stop)

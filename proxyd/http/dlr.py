@@ -1,10 +1,13 @@
 """HTTP delivery reports: Kannel's dlr-url and Jasmin's dlr-url, called until they answer.
 
 Building the request is pure (`build_request(settings, facts)`); `DlrCaller` takes due
-callbacks from the store (``hcb:{A}``, see proxyd.store.messages), calls them with treq
-(bounded concurrency, a timeout), and retries with exponential backoff until the receiver
+callbacks from the store (``hcb:{A}``, see proxyd.store.messages), calls them through
+`proxyd.http.callclient.CallbackClient` (checked targets, no redirects, one deadline, a body
+of at most 64 KiB; slots bounded per node and per account), and retries with exponential backoff until the receiver
 answers 2xx (Jasmin mode also accepts a body starting with ``ACK/Jasmin``, whatever the code).
-After `max_attempts` the callback is dropped, logged at error level and counted
+A URL that cannot be called (malformed, or a refused target: see
+proxyd.http.targets) is dropped at once (``dlr_refused`` and ``dlr_failed``). After
+`max_attempts` the callback is dropped, logged at error level and counted
 (``dlr_failed``). Callbacks are leased while in flight: a node that dies leaves them to any
 other node once the lease passes, so a receiver may (rarely) see a callback twice, never none.
 
@@ -55,8 +58,12 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote, urlencode
 
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from .callclient import Refused
+from .targets import BadUrl, shown
 
 log = Logger(namespace="proxyd.http.dlr")
 
@@ -183,31 +190,40 @@ def accepted(settings: dict, code: int, body: bytes) -> bool:
 
 
 class DlrCaller:
-    """Takes due callbacks of every account from the store and calls them (see above)."""
+    """Takes due callbacks of every account from the store and calls them (see above).
+
+    `client` makes one call (`proxyd.http.callclient.CallbackClient`: target checks, one
+    deadline, a capped body). Slots: at most `concurrency` calls in flight on the node and
+    at most `per_account` of one account, so one slow receiver cannot hold every slot. A
+    slot is taken before anything can fail and given back on every path (answer, failure,
+    deadline, an exception while building the request)."""
 
     def __init__(self, messages: Any, clock: Any, accounts: Callable[[], list[str]],
-                 concurrency: int = 20, timeout_s: float = 10.0, max_attempts: int = 12,
-                 backoff_s: float = 1.0, backoff_max_s: float = 300.0,
-                 poll_s: float = 1.0, lease_s: float = 60.0, http: Any = None,
+                 client: Any, concurrency: int = 20, per_account: int = 5,
+                 max_attempts: int = 12, backoff_s: float = 1.0,
+                 backoff_max_s: float = 300.0, poll_s: float = 1.0, lease_s: float = 60.0,
+                 timeout_s: float = 10.0,
                  expand: Callable[[dict], dict] | None = None) -> None:
         self.messages = messages
         self.expand = expand
         self.clock = clock
         self.accounts = accounts
+        self.client = client
         self.concurrency = concurrency
-        self.timeout_s = timeout_s
+        self.per_account = max(1, min(per_account, concurrency))
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.poll_s = poll_s
         self.lease_s = max(lease_s, timeout_s * 2)
-        self._http = http
         self.inflight = 0
+        self.inflight_of: dict[str, int] = {}
         self._claiming: set[str] = set()
         self._loop = LoopingCall(self.poll)
         self._loop.clock = clock
         self.counters: dict[str, int] = dict.fromkeys(
-            ("dlr_called", "dlr_ok", "dlr_retried", "dlr_failed", "dlr_skipped"), 0)
+            ("dlr_called", "dlr_ok", "dlr_retried", "dlr_failed", "dlr_skipped",
+             "dlr_refused"), 0)
 
     def start(self) -> None:
         if not self._loop.running:
@@ -221,65 +237,80 @@ class DlrCaller:
         for account in self.accounts():
             self.kick(account)
 
+    def _take(self, account: str, n: int) -> None:
+        self.inflight += n
+        self.inflight_of[account] = self.inflight_of.get(account, 0) + n
+
+    def _give(self, account: str, n: int) -> None:
+        self.inflight -= n
+        left = self.inflight_of.get(account, 0) - n
+        if left > 0:
+            self.inflight_of[account] = left
+        else:
+            self.inflight_of.pop(account, None)
+
     def kick(self, account: str) -> None:
-        """Take what is due for this account now (bounded by the free call slots)."""
-        room = self.concurrency - self.inflight
+        """Take what is due for this account now (bounded by the free slots of the node and
+        of the account)."""
+        room = min(self.concurrency - self.inflight,
+                   self.per_account - self.inflight_of.get(account, 0))
         if room <= 0 or account in self._claiming:
             return
         self._claiming.add(account)
-        self.inflight += room           # reserved until the claim answers
+        self._take(account, room)           # reserved until the claim answers
 
         def got(items: list) -> None:
             self._claiming.discard(account)
-            self.inflight -= room
-            for cb_id, settings, facts, attempts in items:
-                if self.expand is not None and facts is not None:
-                    try:
-                        facts = self.expand(facts)
-                    except Exception:
-                        log.failure("HTTP receipt {id} of {acct}: unreadable facts",
-                                    id=cb_id, acct=account)
-                        settings = facts = None
+            self._give(account, room)
+            for cb_id, settings, facts, attempts in items[:room]:
                 self._call(account, cb_id, settings, facts, attempts)
 
         def failed(f: Any) -> None:
             self._claiming.discard(account)
-            self.inflight -= room
+            self._give(account, room)
             log.warn("taking HTTP receipts of {acct} failed: {err}", acct=account,
                      err=f.getErrorMessage())
 
-        self.messages.claim(account, self.lease_s, room).addCallbacks(got, failed)
-
-    def _treq(self) -> Any:
-        if self._http is None:
-            import treq
-            self._http = treq
-        return self._http
+        defer.maybeDeferred(self.messages.claim, account, self.lease_s, room).addCallbacks(
+            got, failed)
 
     def _call(self, account: str, cb_id: str, settings: dict | None, facts: dict | None,
               attempts: int) -> None:
-        req = build_request(settings, facts) if settings is not None else None
-        if req is None:
-            if settings is None:
-                log.warn("unreadable HTTP receipt {id} of {acct}; dropped", id=cb_id,
-                         acct=account)
-            self.counters["dlr_skipped"] += 1
-            self._finish(account, cb_id)
-            return
-        self.inflight += 1
-        self.counters["dlr_called"] += 1
-        headers = {b"User-Agent": [b"proxyd"]}
-        if req.body is not None:
-            headers[b"Content-Type"] = [b"application/x-www-form-urlencoded"]
-        http = self._treq()
-        d = http.request(req.method, req.url, data=req.body, headers=headers,
-                         timeout=self.timeout_s)
+        self._take(account, 1)
+        released = []
 
-        def answered(resp: Any) -> Any:
-            return http.content(resp).addCallback(lambda body: (resp.code, body))
+        def release() -> None:
+            if not released:
+                released.append(True)
+                self._give(account, 1)
+
+        try:
+            if self.expand is not None and facts is not None and settings is not None:
+                try:
+                    facts = self.expand(facts)
+                except Exception:
+                    log.failure("HTTP receipt {id} of {acct}: unreadable facts",
+                                id=cb_id, acct=account)
+                    settings = facts = None
+            req = build_request(settings, facts) if settings is not None else None
+            if req is None:
+                release()
+                if settings is None:
+                    log.warn("unreadable HTTP receipt {id} of {acct}; dropped", id=cb_id,
+                             acct=account)
+                self.counters["dlr_skipped"] += 1
+                self._finish(account, cb_id)
+                return
+            self.counters["dlr_called"] += 1
+            d = self.client.call(req)
+        except Exception as e:
+            release()
+            log.failure("HTTP receipt {id} of {acct}: not called", id=cb_id, acct=account)
+            self._drop(account, cb_id, "", "%s: %s" % (type(e).__name__, e))
+            return
 
         def done(result: tuple) -> None:
-            self.inflight -= 1
+            release()
             code, body = result
             if accepted(settings, code, body):
                 self.counters["dlr_ok"] += 1
@@ -288,11 +319,25 @@ class DlrCaller:
                 self._retry(account, cb_id, req, attempts, "HTTP %d" % code)
 
         def failed(f: Any) -> None:
-            self.inflight -= 1
-            self._retry(account, cb_id, req, attempts, f.getErrorMessage() or
-                        f.type.__name__)
+            release()
+            why = f.getErrorMessage() or f.type.__name__
+            if f.check(BadUrl, Refused):
+                self.counters["dlr_refused"] += 1
+                self._drop(account, cb_id, req.url, why)
+            else:
+                self._retry(account, cb_id, req, attempts, why)
 
-        d.addCallback(answered).addCallbacks(done, failed)
+        d.addCallbacks(done, failed).addErrback(
+            lambda f: (release(), log.failure("HTTP receipt {id} of {acct}", f, id=cb_id,
+                                              acct=account)))
+
+    def _drop(self, account: str, cb_id: str, url: str, why: str) -> None:
+        """A callback that can never be made (a malformed URL, a refused target): dropped at
+        once, logged at error level and counted, never retried."""
+        self.counters["dlr_failed"] += 1
+        log.error("HTTP receipt {id} of {acct} to {url} dropped: {why}", id=cb_id,
+                  acct=account, url=shown(url), why=why)
+        self._finish(account, cb_id)
 
     def _finish(self, account: str, cb_id: str) -> None:
         self.messages.callback_done(account, cb_id).addErrback(
@@ -306,7 +351,7 @@ class DlrCaller:
         if n >= self.max_attempts:
             self.counters["dlr_failed"] += 1
             log.error("HTTP receipt {id} of {acct} to {url} given up after {n} attempts: "
-                      "{why}", id=cb_id, acct=account, url=req.url.split("?", 1)[0], n=n,
+                      "{why}", id=cb_id, acct=account, url=shown(req.url), n=n,
                       why=why)
             self._finish(account, cb_id)
             return

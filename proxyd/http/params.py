@@ -17,6 +17,7 @@ from proxyd.text.gsm import encode_gsm, is_gsm
 from proxyd.text.split import TooManyParts, split_text
 
 from .encoding import split_payload, udh_fits, with_class
+from .targets import BadUrl, parse_url
 
 Args = dict  # {bytes: [bytes, ...]}
 
@@ -115,15 +116,19 @@ def _minutes(value: bytes | None, error: str, allow_undefined: bool) -> bytes:
 
 
 def _url(value: bytes | None) -> str | None:
+    """A dlr-url as given (None: none given), or "" when it cannot be called: not ASCII, a
+    scheme other than http/https, no host, a bad port (proxyd.http.targets.parse_url; the
+    Kannel placeholders such as %d are in the path or query, where they stay as they are).
+    Whether its target may be called is known only once the host is resolved: checked when
+    the callback is made."""
     if value is None or value == b"":
         return None
-    low = value[:8].lower()
-    if not (low.startswith(b"http://") or low.startswith(b"https://")) or len(value) < 8:
-        return ""
     try:
-        return value.decode("ascii")
-    except UnicodeDecodeError:
+        url = value.decode("ascii")
+        parse_url(url)
+    except (UnicodeDecodeError, BadUrl):
         return ""
+    return url
 
 
 def _ascii(value: bytes | None) -> str:
@@ -328,6 +333,9 @@ def parse_jasmin(args: Args) -> Submission:
         level = int(got.get(b"dlr-level", b"1"))
         method = got.get(b"dlr-method", b"POST").decode("ascii").upper()
         url = got.get(b"dlr-url", b"").decode("ascii", "replace")
+        if url and _url(got[b"dlr-url"]) == "":
+            raise Invalid(400, "Argument [dlr-url] has an invalid value: [%s]: not a callable "
+                          "http(s) URL." % _shown(got[b"dlr-url"]))
         rd = 0x01 if level >= 2 else 0x00   # level 1 (SMSC) is known from the submit response
         dlr = DlrSettings(JASMIN, url, 0, level, method, rd)
     validity = b""
