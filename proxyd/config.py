@@ -12,6 +12,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .logs import mask_url
+
 
 class ConfigError(ValueError):
     """An invalid configuration; str() is one line naming the key and the problem."""
@@ -285,7 +287,7 @@ def _check(cfg: Config) -> None:
     if not (cfg.store.url in ("embedded", "none") or cfg.store.url.startswith(
             ("redis://", "rediss://", "unix://"))):
         raise ConfigError("store.url: must be \"embedded\", \"none\", redis://, rediss:// or unix://, "
-                          "got %r" % cfg.store.url)
+                          "got %r" % mask_url(cfg.store.url))
     _positive("relay.deadline_s", cfg.relay.deadline_s, 0.01)
     d = cfg.delivery
     _positive("delivery.window", d.window)

@@ -34,7 +34,7 @@ from .gate.reassembly import Reassembly
 from .http.admin import make_admin_site
 from .http.api import Api, make_site
 from .http.report import ReportResource
-from .logs import configure_logging
+from .logs import configure_logging, mask_url
 from .metrics import Metrics
 from .policy import Policy
 from .links.routing import Router
@@ -226,7 +226,8 @@ class ProxydService(service.MultiService):
         gc.freeze()
         log.info("proxyd ready: {n} accounts, {u} upstreams, SMPP on {listen}, store {store}",
                  n=len(self.cfg.accounts), u=len(self.cfg.upstreams),
-                 listen=", ".join(self.cfg.smpp.listen), store=self.cfg.store.url)
+                 listen=", ".join(self.cfg.smpp.listen),
+                 store=mask_url(self.cfg.store.url))
         self.front.setServiceParent(self)
 
     def _fatal(self, f: Any) -> None:

@@ -58,6 +58,8 @@ from urllib.parse import quote, urlencode
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from proxyd.logs import mask_url
+
 log = Logger(namespace="proxyd.http.dlr")
 
 KANNEL, JASMIN = "kannel", "jasmin"
@@ -306,8 +308,8 @@ class DlrCaller:
         if n >= self.max_attempts:
             self.counters["dlr_failed"] += 1
             log.error("HTTP receipt {id} of {acct} to {url} given up after {n} attempts: "
-                      "{why}", id=cb_id, acct=account, url=req.url.split("?", 1)[0], n=n,
-                      why=why)
+                      "{why}", id=cb_id, acct=account, n=n, why=why,
+                      url=mask_url(req.url.split("?", 1)[0]))
             self._finish(account, cb_id)
             return
         self.counters["dlr_retried"] += 1

@@ -35,6 +35,8 @@ import txredisapi
 from twisted.internet import defer, error as net_error
 from twisted.python.failure import Failure
 
+from proxyd.logs import mask_url
+
 __all__ = ["Store", "StoreError", "StoreUnavailable", "parse_target"]
 
 
@@ -69,11 +71,12 @@ def parse_target(target: str) -> dict[str, Any]:
         if "db" in query:
             db = int(query["db"][0])
         if not u.path:
-            raise ValueError("unix:// store url needs a socket path: %r" % target)
+            raise ValueError("unix:// store url needs a socket path: %r" % mask_url(target))
         return {"unix": unquote(u.path), "password": password, "username": username or None,
                 "db": db}
     if u.scheme not in ("redis", "rediss"):
-        raise ValueError("store url must be redis://, rediss:// or unix://, got %r" % target)
+        raise ValueError("store url must be redis://, rediss:// or unix://, got %r"
+                         % mask_url(target))
     path = u.path.strip("/")
     if path:
         db = int(path)
@@ -95,6 +98,7 @@ class Store:
         self.reactor = reactor
         self.timeout_s = timeout_s
         self.target = target
+        self.shown = mask_url(target)    # the target as log lines and errors show it
         self._scripts: dict[str, tuple[str, str]] = {}  # name -> (source, sha1)
         self._on_latency = on_latency   # callable(seconds) per round trip (metrics)
         self._loading: dict[str, defer.Deferred] = {}
@@ -147,7 +151,7 @@ class Store:
         def connect_error(f: Any) -> None:  # auth or SELECT refused
             if not ready.called:
                 ready.errback(StoreUnavailable("cannot use the store at %s: %s"
-                                               % (self.target, f.getErrorMessage())))
+                                               % (self.shown, f.getErrorMessage())))
 
         if self._factory.deferred is not None:
             self._factory.deferred.addErrback(connect_error)
@@ -172,7 +176,7 @@ class Store:
         def timed_out(f: Any) -> Any:
             if f.check(defer.TimeoutError, defer.CancelledError):
                 f = Failure(StoreUnavailable("cannot connect to the store at %s within %.1fs"
-                                             % (target, timeout_s)))
+                                             % (mask_url(target), timeout_s)))
             d = store.disconnect()
             d.addBoth(lambda _: f)
             return d
@@ -218,7 +222,7 @@ class Store:
     def _precheck(self, what: str) -> defer.Deferred | None:
         if self._factory.size == 0:
             return defer.fail(StoreUnavailable("%s: not connected to the store at %s"
-                                               % (what, self.target)))
+                                               % (what, self.shown)))
         return None
 
     def execute(self, *args: Any) -> defer.Deferred:
@@ -287,7 +291,7 @@ class Store:
             conn = self._pinned()
             if conn is None:
                 return defer.fail(StoreUnavailable("%s: not connected to the store at %s"
-                                                   % (name, self.target)))
+                                                   % (name, self.shown)))
 
             def unknown(f: Any) -> Any:
                 # not executed: EVAL on the same connection, so the order still holds (and

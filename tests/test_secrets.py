@@ -1,0 +1,48 @@
+"""Secrets kept out of logs (`proxyd.logs.mask_url`) and `ssl:` client endpoints refused."""
+from __future__ import annotations
+
+import pytest
+
+from proxyd import config
+from proxyd.logs import mask_url
+from proxyd.store.client import StoreError, Store
+
+from .conftemplate import config_text
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+    ("rediss://alice:p%40ss@db.example:6380/2", "rediss://alice:***@db.example:6380/2"),
+    ("unix:///var/run/valkey.sock?db=1&password=s3cret", "unix:///var/run/valkey.sock?db=1&password=***"),
+    ("http://u:pw@h/dlr?user=a&password=b&to=1", "http://u:***@h/dlr?user=a&password=***&to=1"),
+    ("http://h/cb?PW=1&pass=2&passwd=3&pwd=4#frag", "http://h/cb?PW=***&pass=***&passwd=***&pwd=***#frag"),
+    ("http://h/cb?token=t&secret=s&x=1", "http://h/cb?token=***&secret=***&x=1"),
+    ("redis://db:6379", "redis://db:6379"),
+    ("http://h/a@b?passenger=1", "http://h/a@b?passenger=1"),
+    ("embedded", "embedded"),
+    ("", ""),
+])
+def test_mask_url(url, shown):
+    assert mask_url(url) == shown
+
+
+def test_mask_url_never_raises_on_garbage():
+    for junk in ("://", "http://[::1", "?password", "@@@:::", "\udcff://x:y@z"):
+        assert isinstance(mask_url(junk), str)
+    assert mask_url("a://b:c@") == "a://b:***@"
+    assert mask_url("?=x&password=") == "?=x&password=***"
+
+
+def test_store_errors_do_not_show_the_password():
+    with pytest.raises(StoreError) as e:
+        Store.lazy("redis://:s3cret@db:6379/x")   # a bad db number
+    assert "s3cret" not in str(e.value)
+    with pytest.raises(StoreError) as e:
+        Store.lazy("http://:s3cret@db:6379/")
+    assert "s3cret" not in str(e.value) and "***" in str(e.value)
+
+
+def test_config_error_does_not_show_the_store_password():
+    with pytest.raises(config.ConfigError) as e:
+        config.parse({"store": {"url": "mysql://root:s3cret@db/"}})
+    assert "s3cret" not in str(e.value)
