@@ -250,6 +250,12 @@ def _check(cfg: Config) -> None:
         if ":" not in u.connect:
             raise ConfigError("%s.connect: must be a Twisted endpoint string such as "
                               "\"tcp:host=127.0.0.1:port=2776\", got %r" % (w, u.connect))
+        if u.connect.split(":", 1)[0].strip().lower() == "ssl":
+            raise ConfigError("%s.connect: \"ssl:\" client endpoints do not verify the "
+                              "operator's certificate; use the verified form "
+                              "\"tls:host=HOST:port=PORT\" (with \"trustRoots=DIR\" of CA "
+                              "certificates in PEM, else the system's), got %r"
+                              % (w, u.connect))
     ids = set()
     for i, a in enumerate(cfg.accounts):
         w = "account[%d]" % i

@@ -46,3 +46,28 @@ def test_config_error_does_not_show_the_store_password():
     with pytest.raises(config.ConfigError) as e:
         config.parse({"store": {"url": "mysql://root:s3cret@db/"}})
     assert "s3cret" not in str(e.value)
+
+
+@pytest.mark.parametrize("connect", ["ssl:host=smsc.example:port=3550",
+                                     "SSL:smsc.example:3550", " ssl:host=h:port=1"])
+def test_ssl_client_endpoint_is_refused_naming_the_tls_form(connect):
+    data = {"upstream": [{"name": "op", "connect": connect, "system_id": "p"}]}
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(data)
+    msg = str(e.value)
+    assert msg.startswith("upstream[0].connect:")
+    assert "tls:host=HOST:port=PORT" in msg and "trustRoots=" in msg
+
+
+def test_tls_client_endpoint_is_accepted():
+    cfg = config.parse({"upstream": [{"name": "op", "system_id": "p",
+                                      "connect": "tls:host=smsc.example:port=3550"}]})
+    assert cfg.upstreams[0].connect.startswith("tls:")
+
+
+def test_ssl_listener_is_still_accepted(tmp_path):
+    # server endpoints present their own certificate: ssl: is right there
+    text = config_text(2775, 2776, smpp={"listen": ["ssl:2775:privateKey=k.pem:certKey=c.pem"]})
+    p = tmp_path / "p.toml"
+    p.write_text(text)
+    assert config.load(str(p)).smpp.listen[0].startswith("ssl:")
