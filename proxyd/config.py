@@ -79,6 +79,7 @@ class AccountConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = "embedded"
+    ca_file: str = ""              # rediss://: PEM CA certificates to verify the server with
     dir: str = "var/store"
     appendfsync: str = "everysec"
     timeout_s: float = 2.0
@@ -294,6 +295,11 @@ def _check(cfg: Config) -> None:
             ("redis://", "rediss://", "unix://"))):
         raise ConfigError("store.url: must be \"embedded\", \"none\", redis://, rediss:// or unix://, "
                           "got %r" % mask_url(cfg.store.url))
+    if cfg.store.ca_file:
+        if not cfg.store.url.startswith("rediss://"):
+            raise ConfigError("store.ca_file: only used with a rediss:// url")
+        if not os.path.isfile(cfg.store.ca_file):
+            raise ConfigError("store.ca_file: no such file %r" % cfg.store.ca_file)
     _positive("relay.deadline_s", cfg.relay.deadline_s, 0.01)
     d = cfg.delivery
     _positive("delivery.window", d.window)

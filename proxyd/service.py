@@ -135,7 +135,8 @@ class ProxydService(service.MultiService):
 
         def connect(target: str) -> defer.Deferred:
             return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor,
-                                 on_latency=self.metrics.store_latency)
+                                 on_latency=self.metrics.store_latency,
+                                 ca_file=scfg.ca_file)
 
         def attempt(target: str, tries: int = 0) -> defer.Deferred:
             d = connect(target)
@@ -158,7 +159,8 @@ class ProxydService(service.MultiService):
             self.store = store
             sc = cfg.store
             if sc.optout_cache:
-                self.optout_mirror = OptOutMirror(store, store.target, reactor)
+                self.optout_mirror = OptOutMirror(store, store.target, reactor,
+                                                  tls=store.tls)
                 self.optout_mirror.start()
             self.ledger = Ledger(store, reactor, retention_days=sc.retention_days,
                                  lease_parts=sc.lease_parts, lease_ttl_s=sc.lease_ttl_s,

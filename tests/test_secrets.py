@@ -71,3 +71,14 @@ def test_ssl_listener_is_still_accepted(tmp_path):
     p = tmp_path / "p.toml"
     p.write_text(text)
     assert config.load(str(p)).smpp.listen[0].startswith("ssl:")
+
+
+def test_store_ca_file_is_checked(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    cfg = config.parse({"store": {"url": "rediss://db:6380", "ca_file": str(ca)}})
+    assert cfg.store.ca_file == str(ca)
+    with pytest.raises(config.ConfigError, match="store.ca_file: only used with a rediss"):
+        config.parse({"store": {"url": "redis://db:6379", "ca_file": str(ca)}})
+    with pytest.raises(config.ConfigError, match="store.ca_file: no such file"):
+        config.parse({"store": {"url": "rediss://db:6380", "ca_file": str(tmp_path / "no")}})
