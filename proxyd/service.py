@@ -197,7 +197,7 @@ class ProxydService(service.MultiService):
                                             sessions=self.sessions)
         self._listen("smpp", cfg.smpp.listen, self.client_factory)
         if cfg.http.listen:
-            report = ReportResource(self.registry, report_ledger, reactor)
+            report = ReportResource(self.registry, report_ledger, reactor, self.config)
             api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
                       self.router, report)
             self._listen("http", cfg.http.listen, make_site(api, cfg.http.max_request_bytes))
