@@ -13,9 +13,11 @@ from .conftemplate import config_text
 @pytest.mark.parametrize("url, shown", [
     ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
     ("rediss://alice:p%40ss@db.example:6380/2", "rediss://alice:***@db.example:6380/2"),
-    ("unix:///var/run/valkey.sock?db=1&password=s3cret", "unix:///var/run/valkey.sock?db=1&password=***"),
+    ("unix:///var/run/valkey.sock?db=1&password=s3cret",
+     "unix:///var/run/valkey.sock?db=1&password=***"),
     ("http://u:pw@h/dlr?user=a&password=b&to=1", "http://u:***@h/dlr?user=a&password=***&to=1"),
-    ("http://h/cb?PW=1&pass=2&passwd=3&pwd=4#frag", "http://h/cb?PW=***&pass=***&passwd=***&pwd=***#frag"),
+    ("http://h/cb?PW=1&pass=2&passwd=3&pwd=4#frag",
+     "http://h/cb?PW=***&pass=***&passwd=***&pwd=***#frag"),
     ("http://h/cb?token=t&secret=s&x=1", "http://h/cb?token=***&secret=***&x=1"),
     ("redis://db:6379", "redis://db:6379"),
     ("http://h/a@b?passenger=1", "http://h/a@b?passenger=1"),
