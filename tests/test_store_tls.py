@@ -7,6 +7,8 @@ the store client's handshake, verification and Redis protocol are all real.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,9 @@ class TestRediss(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        d = Path(self.mktemp())
+        d = Path(tempfile.mkdtemp(prefix="proxyd-tls-"))   # (mktemp() writes in the cwd)
+        self.addCleanup(shutil.rmtree, d, True)
+        self.dir = d
         (d / "good").mkdir(parents=True)
         (d / "other").mkdir(parents=True)
         ca, key, cert = make_ca_and_cert(d / "good")
@@ -112,10 +116,10 @@ class TestRediss(unittest.TestCase):
     def test_bad_ca_file_is_an_error(self) -> None:
         with self.assertRaises(StoreError):
             Store.lazy("rediss://localhost:%d" % self.n, ca_file="/nonexistent/ca.pem")
-        empty = self.mktemp()
-        Path(empty).write_text("not a certificate\n")
+        empty = self.dir / "empty.pem"
+        empty.write_text("not a certificate\n")
         with self.assertRaises(StoreError):
-            Store.lazy("rediss://localhost:%d" % self.n, ca_file=empty)
+            Store.lazy("rediss://localhost:%d" % self.n, ca_file=str(empty))
 
     @defer.inlineCallbacks
     def test_optout_subscription_verifies_too(self) -> Any:
