@@ -192,9 +192,14 @@ def open_store(cfg: Config) -> tuple[Any, Callable[[], None]]:
                                    socket_connect_timeout=st.timeout_s,
                                    decode_responses=True)
         else:
+            tls: dict[str, Any] = {}
+            if st.url.startswith("rediss://"):
+                # as the daemon does (proxyd.store.tls): chain and host name verified
+                tls = dict(ssl_cert_reqs="required", ssl_check_hostname=True,
+                           ssl_ca_certs=st.ca_file or None)
             client = valkey.Valkey.from_url(st.url, socket_timeout=st.timeout_s,
                                             socket_connect_timeout=st.timeout_s,
-                                            decode_responses=True)
+                                            decode_responses=True, **tls)
     except EmbeddedServerError as e:
         raise Failed(str(e)) from None
 

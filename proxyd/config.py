@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .http.targets import BadUrl, parse_url
+from .logs import mask_url
 
 
 class ConfigError(ValueError):
@@ -79,6 +80,7 @@ class AccountConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = "embedded"
+    ca_file: str = ""              # rediss://: PEM CA certificates to verify the server with
     dir: str = "var/store"
     appendfsync: str = "everysec"
     timeout_s: float = 2.0
@@ -140,6 +142,8 @@ class HttpConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     listen: tuple[str, ...] = ()
+    token: str = ""                # bearer token of the admin listener; required off loopback
+    report_max_days: int = 31      # widest range GET /report answers
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,12 @@ def _check(cfg: Config) -> None:
         if ":" not in u.connect:
             raise ConfigError("%s.connect: must be a Twisted endpoint string such as "
                               "\"tcp:host=127.0.0.1:port=2776\", got %r" % (w, u.connect))
+        if u.connect.split(":", 1)[0].strip().lower() == "ssl":
+            raise ConfigError("%s.connect: \"ssl:\" client endpoints do not verify the "
+                              "operator's certificate; use the verified form "
+                              "\"tls:host=HOST:port=PORT\" (with \"trustRoots=DIR\" of CA "
+                              "certificates in PEM, else the system's), got %r"
+                              % (w, u.connect))
     ids = set()
     for i, a in enumerate(cfg.accounts):
         w = "account[%d]" % i
@@ -292,7 +302,13 @@ def _check(cfg: Config) -> None:
     if not (cfg.store.url in ("embedded", "none") or cfg.store.url.startswith(
             ("redis://", "rediss://", "unix://"))):
         raise ConfigError("store.url: must be \"embedded\", \"none\", redis://, rediss:// or unix://, "
-                          "got %r" % cfg.store.url)
+                          "got %r" % mask_url(cfg.store.url))
+    if cfg.store.ca_file:
+        if not cfg.store.url.startswith("rediss://"):
+            raise ConfigError("store.ca_file: only used with a rediss:// url")
+        if not os.path.isfile(cfg.store.ca_file):
+            raise ConfigError("store.ca_file: no such file %r" % cfg.store.ca_file)
+    _check_admin(cfg.admin)
     _positive("relay.deadline_s", cfg.relay.deadline_s, 0.01)
     d = cfg.delivery
     _positive("delivery.window", d.window)
@@ -319,6 +335,63 @@ def _check(cfg: Config) -> None:
                 raise ConfigError("account[%d].mo_url: not a callable URL (%s): %r"
                                   % (i, e, a.mo_url)) from None
     _positive("relay.queue_wait_s", cfg.relay.queue_wait_s, 0)
+
+
+ADMIN_TOKEN_MIN = 16
+
+
+def _split_endpoint(text: str) -> list[str]:
+    """The fields of a Twisted endpoint string (``\\:`` is an escaped colon)."""
+    fields, cur, i = [], "", 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            cur += text[i + 1]
+            i += 2
+            continue
+        if c == ":":
+            fields.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    return fields + [cur]
+
+
+def listens_on_loopback(endpoint: str) -> bool:
+    """True if a server endpoint string only accepts local peers: a unix socket, or a
+    tcp/ssl listener with ``interface=`` a loopback address (or "localhost"). A listener
+    without ``interface=`` listens on every interface."""
+    import ipaddress
+    fields = _split_endpoint(endpoint.strip())
+    kind = fields[0].lower() if len(fields) > 1 else "tcp"
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    for f in fields[1:]:
+        key, eq, value = f.partition("=")
+        if eq and key == "interface":
+            if value.lower() == "localhost":
+                return True
+            try:
+                return ipaddress.ip_address(value).is_loopback
+            except ValueError:
+                return False
+    return False
+
+
+def _check_admin(a: AdminConfig) -> None:
+    _positive("admin.report_max_days", a.report_max_days)
+    if a.token and len(a.token) < ADMIN_TOKEN_MIN:
+        raise ConfigError("admin.token: at least %d characters" % ADMIN_TOKEN_MIN)
+    if a.token and any(c.isspace() for c in a.token):
+        raise ConfigError("admin.token: must not contain spaces")
+    open_to = [e for e in a.listen if not listens_on_loopback(e)]
+    if open_to and not a.token:
+        raise ConfigError("admin.token: required when the admin listener is not on loopback "
+                          "(%s); set a token, or listen with interface=127.0.0.1"
+                          % ", ".join(open_to))
 
 
 SECTIONS = {"smpp": SmppConfig, "store": StoreConfig, "relay": RelayConfig,

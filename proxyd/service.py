@@ -35,7 +35,7 @@ from .http.admin import make_admin_site
 from .http.callclient import CallbackClient
 from .http.api import Api, make_site
 from .http.report import ReportResource
-from .logs import configure_logging
+from .logs import configure_logging, mask_url
 from .metrics import Metrics
 from .policy import Policy
 from .links.routing import Router
@@ -136,7 +136,8 @@ class ProxydService(service.MultiService):
 
         def connect(target: str) -> defer.Deferred:
             return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor,
-                                 on_latency=self.metrics.store_latency)
+                                 on_latency=self.metrics.store_latency,
+                                 ca_file=scfg.ca_file)
 
         def attempt(target: str, tries: int = 0) -> defer.Deferred:
             d = connect(target)
@@ -159,7 +160,8 @@ class ProxydService(service.MultiService):
             self.store = store
             sc = cfg.store
             if sc.optout_cache:
-                self.optout_mirror = OptOutMirror(store, store.target, reactor)
+                self.optout_mirror = OptOutMirror(store, store.target, reactor,
+                                                  tls=store.tls)
                 self.optout_mirror.start()
             self.ledger = Ledger(store, reactor, retention_days=sc.retention_days,
                                  lease_parts=sc.lease_parts, lease_ttl_s=sc.lease_ttl_s,
@@ -201,7 +203,7 @@ class ProxydService(service.MultiService):
                                             sessions=self.sessions)
         self._listen("smpp", cfg.smpp.listen, self.client_factory)
         if cfg.http.listen:
-            report = ReportResource(self.registry, report_ledger, reactor)
+            report = ReportResource(self.registry, report_ledger, reactor, self.config)
             api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
                       self.router, report)
             self._listen("http", cfg.http.listen, make_site(api, cfg.http.max_request_bytes))
@@ -232,7 +234,8 @@ class ProxydService(service.MultiService):
         gc.freeze()
         log.info("proxyd ready: {n} accounts, {u} upstreams, SMPP on {listen}, store {store}",
                  n=len(self.cfg.accounts), u=len(self.cfg.upstreams),
-                 listen=", ".join(self.cfg.smpp.listen), store=self.cfg.store.url)
+                 listen=", ".join(self.cfg.smpp.listen),
+                 store=mask_url(self.cfg.store.url))
         self.front.setServiceParent(self)
 
     def _fatal(self, f: Any) -> None:

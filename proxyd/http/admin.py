@@ -6,11 +6,16 @@
                    one line naming the first problem found
     anything else  404 (other methods on those paths: 405)
 
-Keep this listener on a private interface: it tells anyone who asks about accounts and
-traffic. Requests are not access-logged (a scraper every few seconds would flood the log).
+With `[admin] token` set, every request (whatever its path) must carry
+``Authorization: Bearer <token>``; without it, or with another token, the answer is 401
+(compared in constant time). The token is required when a listener is not on loopback
+(`proxyd.config`); keep this listener on a private interface anyway: it tells whoever may
+ask about accounts and traffic. Requests are not access-logged (a scraper every few
+seconds would flood the log).
 """
 from __future__ import annotations
 
+import hmac
 from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
@@ -43,6 +48,10 @@ class AdminResource(resource.Resource):
         return self._health(request)
 
     def render(self, request: Any) -> Any:
+        token = self.config().admin.token
+        if token and not bearer_matches(request.getHeader(b"authorization"), token):
+            request.setHeader(b"www-authenticate", b'Bearer realm="proxyd-admin"')
+            return _text(request, 401, "unauthorized")
         if request.path not in (b"/metrics", b"/health"):
             return _text(request, 404, "not found")
         return super().render(request)
@@ -111,6 +120,17 @@ class AdminResource(resource.Resource):
             return
         request.write(_text(request, 503 if problem else 200, problem or "ok"))
         request.finish()
+
+
+def bearer_matches(header: bytes | None, token: str) -> bool:
+    """True if an Authorization header value is ``Bearer <token>`` (the scheme in any
+    case); the tokens are compared in constant time."""
+    if not header:
+        return False
+    scheme, _, given = header.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(given.strip(), token.encode("utf-8"))
 
 
 def _failure() -> Any:

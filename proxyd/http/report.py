@@ -4,7 +4,12 @@
 
 The same figures and identity checks as ``proxyd-admin report`` (`proxyd.store.journal`),
 for the authenticated account only. 200 with the report (``"ok": false`` and the offending
-ids when an identity does not hold), 400 bad arguments, 403 bad credentials, 503 no store.
+ids when an identity does not hold), 400 bad arguments (a range wider than ``[admin]
+report_max_days``, 31 by default), 403 bad credentials, 503 no store.
+
+The reactor is never held by a report: the journal is read from the store in slices (each
+slice a round trip, so other work runs between them), and the records, once read, belong to
+the report alone and are verified and counted in a thread (`threads.deferToThread`).
 `proxyd.http.api.Api` serves it on /report; the node builds it with its account registry, its
 ledger (None without a store: 503) and its clock.
 """
@@ -12,9 +17,9 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+from typing import Any, Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.web import resource, server
 
@@ -38,17 +43,23 @@ def _parse_day(text: str) -> str:
     return t
 
 
-def _span(first: str, last: str) -> list[str]:
+def _span(first: str, last: str, max_days: int = MAX_DAYS) -> list[str]:
     a = datetime.datetime.strptime(first, "%Y%m%d").date()
     b = datetime.datetime.strptime(last, "%Y%m%d").date()
-    if b < a or (b - a).days >= MAX_DAYS:
-        raise ValueError("from/to: at most %d days, from <= to" % MAX_DAYS)
+    if b < a:
+        raise ValueError("from/to: from must not be after to")
+    if (b - a).days >= max_days:
+        raise ValueError("from/to: a report covers at most %d days, %s..%s is %d days"
+                         % (max_days, first, last, (b - a).days + 1))
     return [(a + datetime.timedelta(days=i)).strftime("%Y%m%d") for i in range((b - a).days + 1)]
 
 
 @defer.inlineCallbacks
-def load_report(ledger: Ledger, account: Any, days: list[str], today: str) -> Any:
-    """Deferred[journal.Report] of an AccountConfig over `days` (oldest first)."""
+def load_report(ledger: Ledger, account: Any, days: list[str], today: str,
+                build: Callable[..., J.Report] = J.build_report) -> Any:
+    """Deferred[journal.Report] of an AccountConfig over `days` (oldest first); `build`
+    (`journal.build_report`: chain verification and figures) runs in a thread, on records
+    nothing else holds."""
     acct = account.system_id
     records, stats, heads = {}, {}, {}
     for d in days:
@@ -62,20 +73,31 @@ def load_report(ledger: Ledger, account: Any, days: list[str], today: str) -> An
     if nxt <= today:
         later = {r.msg_id for r in (yield ledger.journal(acct, nxt))
                  if r.event in ("committed", "refunded")}
-    return J.build_report(acct, account.price, days, records, stats, opened, later, heads)
+    report = yield threads.deferToThread(build, acct, account.price, days, records, stats,
+                                         opened, later, heads)
+    return report
 
 
 class ReportResource(resource.Resource):
     """Reports of the accounts `registry` authenticates, read from `ledger` (a store's
-    `Ledger`, or None for a node without a store); "today" is the day of `clock`."""
+    `Ledger`, or None for a node without a store); "today" is the day of `clock`; at most
+    `config().admin.report_max_days` days (`MAX_DAYS` without a config); `build` makes
+    the report from the records (in a thread)."""
 
     isLeaf = True
 
-    def __init__(self, registry: Any, ledger: Ledger | None, clock: Any) -> None:
+    def __init__(self, registry: Any, ledger: Ledger | None, clock: Any,
+                 config: Callable[[], Any] | None = None,
+                 build: Callable[..., J.Report] = J.build_report) -> None:
         super().__init__()
         self.registry = registry
         self.ledger = ledger
         self.clock = clock
+        self.config = config
+        self.build = build
+
+    def max_days(self) -> int:
+        return self.config().admin.report_max_days if self.config is not None else MAX_DAYS
 
     def render_GET(self, request: Any) -> Any:
         user, password = _arg(request, "username"), _arg(request, "password")
@@ -86,7 +108,8 @@ class ReportResource(resource.Resource):
             if date and (first or last):
                 raise ValueError("give date or from/to, not both")
             if first or last:
-                days = _span(_parse_day(first or last), _parse_day(last or first))
+                days = _span(_parse_day(first or last), _parse_day(last or first),
+                             self.max_days())
             else:
                 days = [_parse_day(date) if date else today]
         except ValueError as e:
@@ -100,7 +123,7 @@ class ReportResource(resource.Resource):
             status, account = result
             if status != 0 or account is None:
                 return self._write(request, 403, {"error": "authorization failed"})
-            return load_report(ledger, account, days, today).addCallback(
+            return load_report(ledger, account, days, today, self.build).addCallback(
                 lambda rep: self._write(request, 200, rep.as_dict()))
 
         def failed(f: Any) -> None:

@@ -4,7 +4,8 @@
 
 * a filesystem path of a unix socket (the embedded server: ``socket_path_for(dir)``),
 * ``unix:///path/to/socket[?db=N&password=PW]``,
-* ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://...`` (TLS).
+* ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://...`` (TLS: the server's
+  certificate and host name are verified, against ``ca_file`` if given; `proxyd.store.tls`).
 
 Every call is bounded by ``timeout_s`` and every way of not getting an answer (timeout,
 connection refused, connection lost, server loading or read-only) raises the one exception
@@ -34,6 +35,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import txredisapi
 from twisted.internet import defer, error as net_error
 from twisted.python.failure import Failure
+
+from proxyd.logs import mask_url
+from proxyd.store.tls import StoreTLS
 
 __all__ = ["Store", "StoreError", "StoreUnavailable", "parse_target"]
 
@@ -69,11 +73,12 @@ def parse_target(target: str) -> dict[str, Any]:
         if "db" in query:
             db = int(query["db"][0])
         if not u.path:
-            raise ValueError("unix:// store url needs a socket path: %r" % target)
+            raise ValueError("unix:// store url needs a socket path: %r" % mask_url(target))
         return {"unix": unquote(u.path), "password": password, "username": username or None,
                 "db": db}
     if u.scheme not in ("redis", "rediss"):
-        raise ValueError("store url must be redis://, rediss:// or unix://, got %r" % target)
+        raise ValueError("store url must be redis://, rediss:// or unix://, got %r"
+                         % mask_url(target))
     path = u.path.strip("/")
     if path:
         db = int(path)
@@ -88,13 +93,16 @@ class Store:
     """A pool of connections to one Redis-compatible server. Make one with `connect`."""
 
     def __init__(self, handler: Any, reactor: Any, timeout_s: float, target: str,
-                 on_latency: Callable[[float], None] | None = None) -> None:
+                 on_latency: Callable[[float], None] | None = None,
+                 tls: StoreTLS | None = None) -> None:
         self._handler = handler
         self._factory = handler._factory
         self._pin: Any = None
         self.reactor = reactor
         self.timeout_s = timeout_s
         self.target = target
+        self.shown = mask_url(target)    # the target as log lines and errors show it
+        self.tls = tls                   # rediss://: the verifying connection creator
         self._scripts: dict[str, tuple[str, str]] = {}  # name -> (source, sha1)
         self._on_latency = on_latency   # callable(seconds) per round trip (metrics)
         self._loading: dict[str, defer.Deferred] = {}
@@ -104,16 +112,21 @@ class Store:
     @classmethod
     def lazy(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
              reactor: Any = None, reconnect_max_s: float = 2.0,
-             on_latency: Callable[[float], None] | None = None) -> "Store":
+             on_latency: Callable[[float], None] | None = None,
+             ca_file: str = "") -> "Store":
         """A Store that starts connecting now and keeps reconnecting; until a connection
         is up its calls fail at once with StoreUnavailable. Raises StoreError on a bad
-        `target`."""
+        `target` or `ca_file`. A rediss:// server must show a certificate that chains to
+        `ca_file` (PEM; without one, the system's roots) and names the URL's host
+        (`proxyd.store.tls`)."""
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
         try:
             opts = parse_target(target)
-        except ValueError as e:
+            tls = (StoreTLS(opts["host"], ca_file, mask_url(target))
+                   if opts.get("ssl") else None)
+        except (ValueError, OSError) as e:
             raise StoreError(str(e)) from None
         common = dict(dbid=opts["db"], poolsize=pool_size, reconnect=True,
                       password=opts["password"], connectTimeout=timeout_s,
@@ -122,11 +135,12 @@ class Store:
             handler = txredisapi.lazyUnixConnectionPool(path=opts["unix"], **common)
         else:
             handler = txredisapi.lazyConnectionPool(host=opts["host"], port=opts["port"],
-                                                    ssl_context_factory=opts["ssl"], **common)
+                                                    ssl_context_factory=tls or False,
+                                                    **common)
         factory = handler._factory
         factory.initialDelay = min(factory.initialDelay, 0.1)
         factory.maxDelay = reconnect_max_s
-        store = cls(handler, reactor, timeout_s, target, on_latency)
+        store = cls(handler, reactor, timeout_s, target, on_latency, tls)
         # scripts registered by then are loaded with the first connection
         store.whenConnected().addCallback(lambda s: s.load_scripts()).addErrback(
             lambda f: None)
@@ -147,7 +161,7 @@ class Store:
         def connect_error(f: Any) -> None:  # auth or SELECT refused
             if not ready.called:
                 ready.errback(StoreUnavailable("cannot use the store at %s: %s"
-                                               % (self.target, f.getErrorMessage())))
+                                               % (self.shown, f.getErrorMessage())))
 
         if self._factory.deferred is not None:
             self._factory.deferred.addErrback(connect_error)
@@ -158,21 +172,30 @@ class Store:
     @classmethod
     def connect(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
                 reactor: Any = None, reconnect_max_s: float = 2.0,
-                on_latency: Callable[[float], None] | None = None) -> defer.Deferred:
+                on_latency: Callable[[float], None] | None = None,
+                ca_file: str = "") -> defer.Deferred:
         """Deferred[Store] once the first connection is up; StoreUnavailable after
         `timeout_s` if the server cannot be reached (the pool is then closed).
         `on_latency(seconds)`, if given, is called after every round trip (metrics)."""
         try:
             store = cls.lazy(target, pool_size, timeout_s, reactor, reconnect_max_s,
-                             on_latency)
+                             on_latency, ca_file)
         except StoreError as e:
             return defer.fail(e)
         ready = store.whenConnected()
+        if store.tls is not None:
+            # a TLS connection counts as up before its handshake: one answer proves it
+            ready.addCallback(lambda s: s.ping().addCallback(lambda _: s))
 
         def timed_out(f: Any) -> Any:
-            if f.check(defer.TimeoutError, defer.CancelledError):
+            refused = store.tls.refusal if store.tls is not None else ""
+            if refused:
+                f = Failure(StoreUnavailable("cannot connect to the store at %s: TLS "
+                                             "certificate refused: %s"
+                                             % (store.shown, refused)))
+            elif f.check(defer.TimeoutError, defer.CancelledError):
                 f = Failure(StoreUnavailable("cannot connect to the store at %s within %.1fs"
-                                             % (target, timeout_s)))
+                                             % (store.shown, timeout_s)))
             d = store.disconnect()
             d.addBoth(lambda _: f)
             return d
@@ -218,7 +241,7 @@ class Store:
     def _precheck(self, what: str) -> defer.Deferred | None:
         if self._factory.size == 0:
             return defer.fail(StoreUnavailable("%s: not connected to the store at %s"
-                                               % (what, self.target)))
+                                               % (what, self.shown)))
         return None
 
     def execute(self, *args: Any) -> defer.Deferred:
@@ -287,7 +310,7 @@ class Store:
             conn = self._pinned()
             if conn is None:
                 return defer.fail(StoreUnavailable("%s: not connected to the store at %s"
-                                                   % (name, self.target)))
+                                                   % (name, self.shown)))
 
             def unknown(f: Any) -> Any:
                 # not executed: EVAL on the same connection, so the order still holds (and

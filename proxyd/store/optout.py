@@ -100,7 +100,7 @@ class OptOutMirror:
     subscribed, or the account's set not loaded yet: loading it starts then)."""
 
     def __init__(self, store: Any, target: str, reactor: Any = None,
-                 reconnect_max_s: float = 2.0) -> None:
+                 reconnect_max_s: float = 2.0, tls: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -108,6 +108,7 @@ class OptOutMirror:
         self.target = target
         self.reactor = reactor
         self.reconnect_max_s = reconnect_max_s
+        self.tls = tls          # rediss://: the verifying connection creator (store.tls)
         self.live = False
         self.sets: dict[str, set] = {}
         self._loading: dict[str, list] = {}   # account -> changes seen while loading
@@ -124,8 +125,11 @@ class OptOutMirror:
         if "unix" in opts:
             endpoint = UNIXClientEndpoint(self.reactor, opts["unix"], timeout=5)
         else:
+            if opts["ssl"] and self.tls is None:
+                raise ValueError("rediss:// opt-out subscription without a verifying TLS "
+                                 "creator (pass tls=store.tls)")
             endpoint = txredisapi._makeEndpoint(opts["host"], opts["port"], 5,
-                                                opts["ssl"] or None)
+                                                self.tls if opts["ssl"] else None)
         self._factory = f
         f.startConnecting(endpoint)
 

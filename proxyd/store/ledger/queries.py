@@ -11,6 +11,9 @@ from proxyd.store.ledger.access import StoreAccess, text
 from proxyd.store.ledger.errors import InsufficientBalance
 from proxyd.store.ledger.keys import jhead_key, journal_key, reservations_key, stats_key
 
+# journal entries read per store round trip (a day may hold millions: parsed a slice at a time)
+JOURNAL_SLICE = 2000
+
 
 class Queries:
     """What an administrator asks of the ledger of one account, over `access`; each one
@@ -108,11 +111,12 @@ class Queries:
         out: list[J.Record] = []
         start = "-"
         while True:
+            # in slices of JOURNAL_SLICE entries: the reactor runs other work between two
             reply = yield self.access.execute("XRANGE", journal_key(account, day), start,
-                                              "+", "COUNT", 10000)
+                                              "+", "COUNT", JOURNAL_SLICE)
             recs = J.records_from_stream(reply, account, day)
             out += recs
-            if len(reply or ()) < 10000:        # entries, not records
+            if len(reply or ()) < JOURNAL_SLICE:        # entries, not records
                 return out
             start = "(" + recs[-1].id
 
