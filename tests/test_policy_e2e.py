@@ -25,7 +25,9 @@ CONFIG = dict(upstream={"password": "pw"},
                         {"system_id": "poor", "password": "pw4", "service_codes": ["10690004"],
                          "price": 5},
                         {"system_id": "mkt", "password": "pw5", "service_codes": ["10690005"],
-                         "signature": "start", "marketing": True}])
+                         "signature": "start", "marketing": True},
+                        {"system_id": "flood", "password": "pw6", "service_codes": ["10690006"],
+                         "tps": 1, "burst": 2}])
 
 S = C.STATUS
 
@@ -129,6 +131,16 @@ def test_rate_limit_passes_a_burst_then_throttles(stack):
     c.disconnect()
     assert statuses[:3] == [0, 0, 0]                  # the burst passes whole
     assert S["ESME_RTHROTTLED"] in statuses[3:]
+
+
+def test_refusals_take_the_rate_bucket_first(stack):
+    """A flood of refused messages is throttled like anything else: the bucket is taken
+    before the other checks, so past the burst they get ESME_RTHROTTLED."""
+    c = bound(stack["port"], "flood", "pw6")
+    statuses = [submit(c, source_addr="999", short_message=b"f%d" % i) for i in range(8)]
+    c.disconnect()
+    assert statuses[:2] == [S["ESME_RINVSRCADR"]] * 2     # the burst: judged, refused
+    assert S["ESME_RTHROTTLED"] in statuses[2:]           # then throttled, not judged
 
 
 def test_signature_and_unsubscribe_rules(stack):

@@ -1,6 +1,8 @@
 """The one function every message passes: checks -> charge -> route -> relay -> outcome.
 
     Message (parts as sent, whole text, billable parts)
+      -> policy.throttle                    (the account's bucket, one token per part: first,
+                                             so refusals are throttled like anything else)
       -> policy.check                       (pure, in-process)
       -> ledger: opt-out + one reservation per billable part   (lease, or one batched call)
       -> router.routable / router.pick       (failover between links)
@@ -89,6 +91,7 @@ class Gate:
         self.clock = clock
         self.ids = ids
         # the per-message calls, looked up once
+        self._throttle = policy.throttle
         self._admit_leased = ledger.admit_leased
         self._settle_leased = ledger.settle_leased
         self._records = ledger.keeps_records    # False for the free ledger: no notes made
@@ -99,11 +102,23 @@ class Gate:
         """A reload: the new config and the policy built from it."""
         self.config = config
         self.policy = policy
+        self._throttle = policy.throttle
 
     # --- judge ------------------------------------------------------------------------------
     def judge(self, msg: Message, account: Any) -> Refusal | None:
-        """The inline checks of one message (sender, caller, destination, rate, content on
-        the whole text) and its size: None when it may be charged and relayed."""
+        """The inline checks of one message (rate first, then its size, sender, caller,
+        destination, content on the whole text): None when it may be charged and relayed."""
+        r = self._throttle(account, msg.parts)
+        if r is not None:
+            return r
+        return self.check(msg, account)
+
+    def throttle(self, account: Any, parts: int) -> Refusal | None:
+        """Take the account's rate tokens for `parts` billable parts (None or THROTTLED)."""
+        return self._throttle(account, parts)
+
+    def check(self, msg: Message, account: Any) -> Refusal | None:
+        """`judge` without the rate: size and the policy's pure checks."""
         if msg.parts > account.max_parts:
             return Refusal(_S["ESME_RINVMSGLEN"], "length",
                            "message bills %d parts, over max_parts %d"
@@ -116,8 +131,12 @@ class Gate:
         already have (a long message acknowledged part by part), else new ones."""
         self.counters["submitted"] += 1
         n = msg.parts
+        refusal = self._throttle(account, n)    # first: refusals cost tokens too
+        if refusal is not None:
+            self._refuse(account, msg, refusal, done, ids=ids)
+            return
         if n > account.max_parts:
-            self._refuse(account, msg, self.judge(msg, account), done, ids=ids)
+            self._refuse(account, msg, self.check(msg, account), done, ids=ids)
             return
         refusal = self.policy.check(msg, account)
         if refusal is not None:

@@ -228,12 +228,18 @@ class SmppIntake:
             log.info("{acct}: replace_sm refused: the original's destination is not kept",
                      acct=account.system_id)
             return Refusal(_S["ESME_RREPLACEFAIL"], "replace", "original not judgeable")
+        refusal = gate.throttle(account, 1)     # one token, however many codings are read
+        if refusal is not None:
+            gate.refused(account, Message(account.system_id, pdu.source_addr.decode("latin-1"),
+                                          dest, 0, 0, 0, 0, 0, 0, 0, None, 1, "smpp",
+                                          ((pdu, b""),)), refusal)
+            return refusal
         for dc in _REPLACE_CODINGS if gate.policy.needs_text else (0,):
             text = decode_text(data, dc) if gate.policy.needs_text else None
             msg = Message(account.system_id, pdu.source_addr.decode("latin-1"), dest,
                           pdu.source_addr_ton, pdu.source_addr_npi, 0, 0, 0, dc,
                           pdu.registered_delivery, text, 1, "smpp", ((pdu, b""),))
-            refusal = gate.judge(msg, account)
+            refusal = gate.check(msg, account)
             if refusal is not None:
                 gate.refused(account, msg, refusal)
                 return refusal
