@@ -128,6 +128,7 @@ class PolicyConfig:
 class HttpConfig:
     listen: tuple[str, ...] = ()
     max_request_bytes: int = 16384
+    max_receivers: int = 100       # Kannel `to`: receivers per request, beyond: 400
 
 
 @dataclass(frozen=True)

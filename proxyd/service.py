@@ -197,7 +197,7 @@ class ProxydService(service.MultiService):
         if cfg.http.listen:
             report = ReportResource(self.registry, report_ledger, reactor)
             api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
-                      self.router, report)
+                      self.router, report, max_receivers=cfg.http.max_receivers)
             self._listen("http", cfg.http.listen, make_site(api, cfg.http.max_request_bytes))
         if cfg.admin.listen:
             self._listen("admin", cfg.admin.listen,
