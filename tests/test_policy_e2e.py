@@ -143,6 +143,23 @@ def test_refusals_take_the_rate_bucket_first(stack):
     assert S["ESME_RTHROTTLED"] in statuses[2:]           # then throttled, not judged
 
 
+def test_malformed_times_refused_at_once(stack):
+    """SMPP 3.4 7.1: a malformed schedule_delivery_time / validity_period is refused with
+    ESME_RINVSCHED / ESME_RINVEXPIRY, never relayed."""
+    c = bound(stack["port"], "acme", "pw1")
+    assert submit(c, source_addr="10690001", short_message=b"bad sched",
+                  schedule_delivery_time="2612011230") == S["ESME_RINVSCHED"]
+    assert submit(c, source_addr="10690001", short_message=b"bad expiry",
+                  validity_period="261201123000032Z") == S["ESME_RINVEXPIRY"]
+    assert submit(c, source_addr="10690001", short_message=b"good times",
+                  schedule_delivery_time="000000010000000R",
+                  validity_period="000001000000000R") == 0
+    c.disconnect()
+    wait_until(lambda: b"good times" in recorded_texts(stack), "good times relayed", 10)
+    texts = recorded_texts(stack)
+    assert b"bad sched" not in texts and b"bad expiry" not in texts
+
+
 def test_signature_and_unsubscribe_rules(stack):
     c = bound(stack["port"], "mkt", "pw5")
     u = "utf-16-be"
