@@ -12,6 +12,11 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .passwords import PREFIX, hash_problem
+
+
+MAX_REQUEST_BYTES = 1 << 20
+
 
 class ConfigError(ValueError):
     """An invalid configuration; str() is one line naming the key and the problem."""
@@ -220,6 +225,12 @@ def _check(cfg: Config) -> None:
     _positive("smpp.max_pdu_bytes", s.max_pdu_bytes, 64)
     _positive("smpp.enquire_link_s", s.enquire_link_s, 0.01)
     _positive("smpp.inactivity_s", s.inactivity_s, 0.01)
+    _positive("smpp.bind_timeout_s", s.bind_timeout_s, 0.01)
+    _positive("http.max_request_bytes", cfg.http.max_request_bytes, 256)
+    if cfg.http.max_request_bytes > MAX_REQUEST_BYTES:
+        raise ConfigError("http.max_request_bytes: must be <= %d (1 MiB), got %r"
+                          % (MAX_REQUEST_BYTES, cfg.http.max_request_bytes))
+    _positive("http.max_receivers", cfg.http.max_receivers)
     names = set()
     for i, u in enumerate(cfg.upstreams):
         w = "upstream[%d]" % i
@@ -250,6 +261,7 @@ def _check(cfg: Config) -> None:
             raise ConfigError("%s.connect: must be a Twisted endpoint string such as "
                               "\"tcp:host=127.0.0.1:port=2776\", got %r" % (w, u.connect))
     ids = set()
+    code_of: dict[str, str] = {}        # service code -> the account holding it
     for i, a in enumerate(cfg.accounts):
         w = "account[%d]" % i
         if not a.system_id or len(a.system_id) > 15:
@@ -259,9 +271,26 @@ def _check(cfg: Config) -> None:
         ids.add(a.system_id)
         if not a.password:
             raise ConfigError("%s.password: must not be empty" % w)
+        if a.password.startswith(PREFIX):
+            problem = hash_problem(a.password)
+            if problem:
+                raise ConfigError("%s.password: %s (make one with proxyd-admin "
+                                  "hash-password)" % (w, problem))
+        if not 1 <= a.sender_max_len <= 20:
+            raise ConfigError("%s.sender_max_len: must be 1 to 20 (an SMPP source_addr "
+                              "holds at most 20 digits), got %r" % (w, a.sender_max_len))
         for code in a.service_codes:
             if not code.isdigit():
                 raise ConfigError("%s.service_codes: %r is not all digits" % (w, code))
+            if len(code) > a.sender_max_len:
+                raise ConfigError("%s.service_codes: %r is longer than sender_max_len %d"
+                                  % (w, code, a.sender_max_len))
+            other = code_of.get(code)
+            if other is not None and other != a.system_id:
+                raise ConfigError("%s.service_codes: %r is also a service code of account "
+                                  "%r; accounts %r and %r cannot share it (an MO is "
+                                  "routed to its account by it)" % (w, code, other, other, a.system_id))
+            code_of[code] = a.system_id
         _positive(w + ".max_binds", a.max_binds)
         _positive(w + ".price", a.price, 0)
         _positive(w + ".tps", a.tps, 0)
