@@ -194,13 +194,18 @@ def test_clean_unbind_frees_the_registry():
     assert reg.bound_sessions == []
 
 
-def test_good_pdus_before_a_broken_header_are_handled():
+def test_good_pdus_before_a_broken_header_are_handled_and_answered_before_the_close():
     clock, relay, reg, f, s, t = make()
     bind(s, t)
     s.dataReceived(submit(20) + b"\x00\x00\x00\x05" + b"\x00" * 12)
     assert len(relay.replies) == 1                 # the submit before the bad header
     out = pdus(t)
     assert (out[-1].command_id, out[-1].status) == (C.GENERIC_NACK, C.STATUS["ESME_RINVCMDLEN"])
+    assert not t.disconnecting                     # its answer is still due
+    relay.replies[0](0, b"m20")
+    out = pdus(t)
+    assert [(p.command_id, p.seq, p.status, p.message_id) for p in out] == [
+        (C.SUBMIT_SM_RESP, 20, 0, b"m20")]
     assert t.disconnecting
 
 
