@@ -306,9 +306,20 @@ class Session:
             self.handler.resume_reading()
 
     # --- answers to the peer's requests -------------------------------------------------------
-    def reply(self, data: bytes) -> None:
-        """Answer one request passed to on_request (dropped if the session closed)."""
-        self.inbound -= 1
+    def take_slots(self, extra: int) -> bool:
+        """A request worth more than one slot of the inbound window (a submit_multi takes
+        one per destination): take `extra` more slots for the request being handled, or
+        False when they do not fit. A request alone in the window always fits (it may
+        overfill it: reading stops until it is answered), so none waits for ever."""
+        if self.inbound > 1 and self.inbound + extra > self.cfg.inbound_window:
+            return False
+        self.inbound += extra
+        return True
+
+    def reply(self, data: bytes, slots: int = 1) -> None:
+        """Answer one request passed to on_request (dropped if the session closed); `slots`
+        is what it held of the window (1, or more after `take_slots`)."""
+        self.inbound -= slots
         if self.state != CLOSING:
             self.send(data)
             if self.backlog:
