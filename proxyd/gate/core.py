@@ -113,10 +113,6 @@ class Gate:
             return r
         return self.check(msg, account)
 
-    def throttle(self, account: Any, parts: int) -> Refusal | None:
-        """Take the account's rate tokens for `parts` billable parts (None or THROTTLED)."""
-        return self._throttle(account, parts)
-
     def check(self, msg: Message, account: Any) -> Refusal | None:
         """`judge` without the rate: size and the policy's pure checks."""
         if msg.parts > account.max_parts:
