@@ -97,6 +97,7 @@ class Gate:
         self._records = ledger.keeps_records    # False for the free ledger: no notes made
         self.counters: dict[str, int] = {"submitted": 0, "ok": 0, "refused": 0,
                                          "upstream_error": 0}
+        self._throttle_log: dict[str, list] = {}    # account -> [last logged, not logged]
 
     def set_config(self, config: Any, policy: Any) -> None:
         """A reload: the new config and the policy built from it."""
@@ -194,6 +195,8 @@ class Gate:
                 ledger.count_rejected(account.system_id, reason, "",
                                       parts=max(1, msg.parts)).addErrback(lambda f: None)
         self.metrics.refused(account.system_id, refusal.reason)
+        if refusal.reason == "rate" and self._quiet(account.system_id):
+            return
         if self.config.log.log_content and msg.text is not None:
             log.info("refused {acct} -> {dest}: {reason}: {text}; content: {content!r}",
                      acct=account.system_id, dest=mask(msg.destination_addr),
@@ -201,6 +204,20 @@ class Gate:
         else:
             log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
                      dest=mask(msg.destination_addr), reason=refusal.reason, text=refusal.text)
+
+    def _quiet(self, acct: str) -> bool:
+        """Throttled refusals are logged at most once a second per account (the next line
+        tells how many were not): a flood over the rate does not flood the log."""
+        now = self.clock.seconds()
+        last = self._throttle_log.get(acct)
+        if last is not None and now - last[0] < 1.0:
+            last[1] += 1
+            return True
+        if last is not None and last[1]:
+            log.info("refused {acct}: {n} more over the account's rate (not logged one by one)",
+                     acct=acct, n=last[1])
+        self._throttle_log[acct] = [now, 0]
+        return False
 
     # --- route and relay --------------------------------------------------------------------
     def _forward(self, job: _Job) -> None:
