@@ -322,6 +322,8 @@ class ProxydService(service.MultiService):
         def unbind_clients(_: Any) -> Any:
             for s in list(self.sessions):
                 s.unbind()
+            if self.gate is not None:       # the throttled refusals not journaled yet
+                self.gate.flush_throttled()
             rest = [s for s in self.front if s not in listeners]
             return defer.gatherResults([defer.maybeDeferred(s.stopService) for s in rest])
 

@@ -245,3 +245,36 @@ def test_the_rate_is_taken_first_and_a_throttled_flood_is_logged_once_a_second()
     rate_lines = [e for e in lines if e.get("reason") == "rate"]
     assert len(rate_lines) == 2                            # not nine
     assert [e["n"] for e in lines if "n" in e] == [7]      # the seven not logged, told
+
+
+def test_throttled_refusals_are_journaled_once_a_second_per_account():
+    """Eight refusals over the rate: one "rejected rate" record of eight parts, written a
+    second later (the counters add up the same), not eight records."""
+    import dataclasses
+
+    from proxyd.message import Message
+
+    counted: list = []
+
+    class Ledger(FreeLedger):
+        def count_rejected(self, account, reason, msg_id="", parts=1):
+            counted.append((account, reason, parts))
+            return defer.succeed(0)
+
+    clock = Clock()
+    acct = dataclasses.replace(ACCOUNT, tps=1, burst=2)
+    cfg = Config(accounts=(acct,), policy=PolicyConfig(filters_dir=str(FILTERS)))
+    gate = Gate(cfg, Policy(cfg, clock=clock.seconds), Ledger(), Router(Link()),
+                MemoryReceipts(lambda: cfg, Registry(), clock), Metrics(), clock,
+                MessageIds("t"))
+    for i in range(10):
+        gate.send(acct, Message("acme", "999", "13800138000", text="x"),
+                  lambda *a: None)
+    assert counted == [("acme", "sender", 1)] * 2
+    clock.advance(1.0)
+    assert counted[2:] == [("acme", "rate", 8)]
+    gate.send(acct, Message("acme", "999", "13800138000", text="x", parts=1),
+              lambda *a: None)                       # a token back: refused by the sender
+    gate.send(acct, Message("acme", "999", "13800138000", text="x"), lambda *a: None)
+    gate.flush_throttled()                           # (at shutdown) written at once
+    assert counted[3:] == [("acme", "sender", 1), ("acme", "rate", 1)]

@@ -98,6 +98,7 @@ class Gate:
         self.counters: dict[str, int] = {"submitted": 0, "ok": 0, "refused": 0,
                                          "upstream_error": 0}
         self._throttle_log: dict[str, list] = {}    # account -> [last logged, not logged]
+        self._throttled: dict[str, int] = {}        # account -> throttled parts to journal
 
     def set_config(self, config: Any, policy: Any) -> None:
         """A reload: the new config and the policy built from it."""
@@ -187,7 +188,9 @@ class Gate:
         if not counted and refusal is not STORE_DOWN:
             reason = refusal.category or refusal.reason
             ledger = self.ledger
-            if ids:     # parts that already have ids (a long message): a record each
+            if refusal.reason == "rate" and not ids:
+                self._count_throttled(account.system_id, max(1, msg.parts))
+            elif ids:   # parts that already have ids (a long message): a record each
                 for mid in ids:
                     ledger.count_rejected(account.system_id, reason, mid.decode(),
                                           parts=1).addErrback(lambda f: None)
@@ -204,6 +207,28 @@ class Gate:
         else:
             log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
                      dest=mask(msg.destination_addr), reason=refusal.reason, text=refusal.text)
+
+    def _count_throttled(self, acct: str, parts: int) -> None:
+        """Refusals over the rate are journaled as one "rejected rate" record per account
+        and second carrying all their parts (the counters add up the same): a flood over
+        the rate costs the store one record a second, not one per message."""
+        pending = self._throttled
+        if acct in pending:
+            pending[acct] += parts
+            return
+        pending[acct] = parts
+        self.clock.callLater(1.0, self._flush_throttled, acct)
+
+    def _flush_throttled(self, acct: str) -> None:
+        parts = self._throttled.pop(acct, 0)
+        if parts:
+            self.ledger.count_rejected(acct, "rate", "", parts=parts).addErrback(
+                lambda f: None)
+
+    def flush_throttled(self) -> None:
+        """Journal the throttled refusals not yet written (at shutdown)."""
+        for acct in list(self._throttled):
+            self._flush_throttled(acct)
 
     def _quiet(self, acct: str) -> bool:
         """Throttled refusals are logged at most once a second per account (the next line
