@@ -415,5 +415,5 @@ def encode(text: str | None, data: bytes | None, dc: int | None, udh: bytes,
 
 
 __all__ = ["Invalid", "DlrSettings", "Submission", "Encoded", "parse_kannel", "parse_jasmin",
-           "kannel_credentials", "check_receivers", "build_payloads", "encode", "relative_time", "first",
-           "kannel_registered_delivery", "TooManyParts", "KANNEL", "JASMIN"]
+           "kannel_credentials", "check_receivers", "build_payloads", "encode",
+           "relative_time", "first", "kannel_registered_delivery", "TooManyParts", "KANNEL", "JASMIN"]
