@@ -14,6 +14,10 @@ from typing import Any
 
 from .http.targets import BadUrl, parse_url
 from .logs import mask_url
+from .passwords import PREFIX, hash_problem
+
+
+MAX_REQUEST_BYTES = 1 << 20
 
 
 class ConfigError(ValueError):
@@ -137,6 +141,7 @@ class HttpConfig:
     callback_allow: tuple[str, ...] = ()
     callback_per_account: int = 5  # callbacks of one account in flight (of dlr_concurrency)
     callback_max_body: int = 65536  # octets of an answer read; more: the call failed
+    max_receivers: int = 100       # Kannel `to`: receivers per request, beyond: 400
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,12 @@ def _check(cfg: Config) -> None:
     _positive("smpp.max_pdu_bytes", s.max_pdu_bytes, 64)
     _positive("smpp.enquire_link_s", s.enquire_link_s, 0.01)
     _positive("smpp.inactivity_s", s.inactivity_s, 0.01)
+    _positive("smpp.bind_timeout_s", s.bind_timeout_s, 0.01)
+    _positive("http.max_request_bytes", cfg.http.max_request_bytes, 256)
+    if cfg.http.max_request_bytes > MAX_REQUEST_BYTES:
+        raise ConfigError("http.max_request_bytes: must be <= %d (1 MiB), got %r"
+                          % (MAX_REQUEST_BYTES, cfg.http.max_request_bytes))
+    _positive("http.max_receivers", cfg.http.max_receivers)
     names = set()
     for i, u in enumerate(cfg.upstreams):
         w = "upstream[%d]" % i
@@ -266,6 +277,7 @@ def _check(cfg: Config) -> None:
                               "certificates in PEM, else the system's), got %r"
                               % (w, u.connect))
     ids = set()
+    code_of: dict[str, str] = {}        # service code -> the account holding it
     for i, a in enumerate(cfg.accounts):
         w = "account[%d]" % i
         if not a.system_id or len(a.system_id) > 15:
@@ -275,9 +287,26 @@ def _check(cfg: Config) -> None:
         ids.add(a.system_id)
         if not a.password:
             raise ConfigError("%s.password: must not be empty" % w)
+        if a.password.startswith(PREFIX):
+            problem = hash_problem(a.password)
+            if problem:
+                raise ConfigError("%s.password: %s (make one with proxyd-admin "
+                                  "hash-password)" % (w, problem))
+        if not 1 <= a.sender_max_len <= 20:
+            raise ConfigError("%s.sender_max_len: must be 1 to 20 (an SMPP source_addr "
+                              "holds at most 20 digits), got %r" % (w, a.sender_max_len))
         for code in a.service_codes:
             if not code.isdigit():
                 raise ConfigError("%s.service_codes: %r is not all digits" % (w, code))
+            if len(code) > a.sender_max_len:
+                raise ConfigError("%s.service_codes: %r is longer than sender_max_len %d"
+                                  % (w, code, a.sender_max_len))
+            other = code_of.get(code)
+            if other is not None and other != a.system_id:
+                raise ConfigError("%s.service_codes: %r is also a service code of account "
+                                  "%r; accounts %r and %r cannot share it (an MO is "
+                                  "routed to its account by it)" % (w, code, other, other, a.system_id))
+            code_of[code] = a.system_id
         _positive(w + ".max_binds", a.max_binds)
         _positive(w + ".price", a.price, 0)
         _positive(w + ".tps", a.tps, 0)

@@ -30,6 +30,35 @@ def hash_password(pw: str) -> str:
                                       base64.b64encode(key).decode("ascii"))
 
 
+def hash_problem(stored: str) -> str | None:
+    """Why a stored ``scrypt$...`` value can never verify (None when it is well formed):
+    the config refuses it at load with this text, rather than every bind failing."""
+    parts = stored.split("$")
+    if len(parts) != 6:
+        return "a scrypt hash is scrypt$n$r$p$salt$hash (6 fields separated by $)"
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+    except ValueError:
+        return "scrypt n, r and p must be integers"
+    if n < 2 or n & (n - 1):
+        return "scrypt n must be a power of 2 >= 2, got %d" % n
+    if not 1 <= r <= 64:
+        return "scrypt r must be 1 to 64, got %d" % r
+    if not 1 <= p <= 16:
+        return "scrypt p must be 1 to 16, got %d" % p
+    if 128 * n * r > _MAXMEM // 2:
+        return "scrypt n*r needs %d MiB, more than the %d MiB allowed" % (
+            128 * n * r >> 20, _MAXMEM >> 21)
+    try:
+        salt = base64.b64decode(parts[4], validate=True)
+        key = base64.b64decode(parts[5], validate=True)
+    except ValueError:
+        return "scrypt salt and hash must be standard base64"
+    if not salt or not key:
+        return "scrypt salt and hash must not be empty"
+    return None
+
+
 def verify_password(stored: str, given: str) -> bool:
     """True if `given` matches `stored` (a scrypt string, or plain text). Constant time."""
     given_b = given.encode("utf-8")

@@ -205,7 +205,7 @@ class ProxydService(service.MultiService):
         if cfg.http.listen:
             report = ReportResource(self.registry, report_ledger, reactor, self.config)
             api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
-                      self.router, report)
+                      self.router, report, max_receivers=cfg.http.max_receivers)
             self._listen("http", cfg.http.listen, make_site(api, cfg.http.max_request_bytes))
         if cfg.admin.listen:
             self._listen("admin", cfg.admin.listen,
@@ -331,6 +331,8 @@ class ProxydService(service.MultiService):
         def unbind_clients(_: Any) -> Any:
             for s in list(self.sessions):
                 s.unbind()
+            if self.gate is not None:       # the throttled refusals not journaled yet
+                self.gate.flush_throttled()
             rest = [s for s in self.front if s not in listeners]
             return defer.gatherResults([defer.maybeDeferred(s.stopService) for s in rest])
 

@@ -32,7 +32,9 @@ def config(tmp, port: int, sim: int) -> str:
         upstream={"password": "pw"},
         account={"password": "pw1", "max_parts": 20, "price": 5, "max_binds": 8},
         accounts=[{"system_id": "small", "password": "pw2", "service_codes": ["10690002"],
-                   "max_parts": 10, "price": 5}])
+                   "max_parts": 10, "price": 5},
+                  {"system_id": "tight", "password": "pw3", "service_codes": ["10690003"],
+                   "tps": 1, "burst": 2}])
 
 BANNED_1, BANNED_2 = "网上赌", "博平台"      # "网上赌博" is on the shipped lists
 
@@ -48,6 +50,7 @@ def stack(tmp_path_factory):
         wait_until(lambda: "upstream sim bound" in proxyd.text(), "upstream bind", 20)
         admin(tmp, cfg, "topup", "acme", "100000")
         admin(tmp, cfg, "topup", "small", "100000")
+        admin(tmp, cfg, "topup", "tight", "100000")
         yield {"port": port, "record": record, "proxyd": proxyd, "tmp": tmp, "cfg": cfg}
     finally:
         proxyd.stop()
@@ -252,3 +255,40 @@ def test_receiver_bind_may_not_cancel_or_replace(stack):
         assert r.status == S["ESME_RINVBNDSTS"], pdu.command_name
     raw.close()
     assert not any(b"receiver submit" in t for t in recorded(stack))
+
+
+def test_framing_error_the_good_pdus_before_it_are_answered_then_closed(stack):
+    """A submit_sm and a broken header in one write: the submit is relayed AND answered
+    (its submit_sm_resp comes after the generic_nack), then the connection closes."""
+    import struct
+
+    c = Raw(stack["port"], C.BIND_TRANSMITTER, b"acme", b"pw1")
+    seq = c._next()
+    c.s.sendall(P.encode(P.SubmitSm(seq=seq, source_addr_ton=1, source_addr_npi=1,
+                                    source_addr=SRC, dest_addr_ton=1, dest_addr_npi=1,
+                                    destination_addr=b"13800138000",
+                                    short_message=b"before the framing error"))
+                + struct.pack(">IIII", 5, C.SUBMIT_SM, 0, 999))
+    got = []
+    while True:
+        r = c.read()
+        if r is None:
+            break
+        got.append((r.command_id, r.seq, r.status))
+    c.s.close()
+    assert (C.GENERIC_NACK, 999, S["ESME_RINVCMDLEN"]) in got
+    assert (C.SUBMIT_SM_RESP, seq, 0) in got
+    assert b"before the framing error" in recorded(stack)
+
+
+def test_submit_multi_each_destination_takes_a_token(stack):
+    """The bucket (burst 2) is taken per destination: past it, ESME_RTHROTTLED each."""
+    c = Raw(stack["port"], C.BIND_TRANSMITTER, b"tight", b"pw3")
+    dests = tuple((1, 1, 1, b"1380013810%d" % i) for i in range(4))
+    r = request(c, P.SubmitMulti(source_addr_ton=1, source_addr_npi=1,
+                                 source_addr=b"10690003", dest_addresses=dests,
+                                 short_message=b"multi tokens"))
+    c.s.close()
+    assert r.status == 0
+    throttled = [u for u in r.unsuccess_smes if u[3] == S["ESME_RTHROTTLED"]]
+    assert throttled and len(r.unsuccess_smes) == len(throttled) <= 2

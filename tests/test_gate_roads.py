@@ -205,3 +205,76 @@ def test_a_payload_over_max_parts_is_refused_without_charge():
     s.dataReceived(P.encode(pdu))
     [answer] = P.Decoder().feed(t.value())
     assert answer.status == S["ESME_RINVMSGLEN"] and not link.sent
+
+
+def test_the_rate_is_taken_first_and_a_throttled_flood_is_logged_once_a_second():
+    """The bucket comes before every other check (a refused sender costs a token), and the
+    refusals over the rate are logged at most once a second per account, with a count."""
+    import dataclasses
+
+    from twisted.logger import globalLogPublisher
+
+    from proxyd.message import Message
+
+    clock = Clock()
+    acct = dataclasses.replace(ACCOUNT, tps=1, burst=2)
+    cfg = Config(accounts=(acct,), policy=PolicyConfig(filters_dir=str(FILTERS)))
+    gate = Gate(cfg, Policy(cfg, clock=clock.seconds), FreeLedger(), Router(Link()),
+                MemoryReceipts(lambda: cfg, Registry(), clock), Metrics(), clock,
+                MessageIds("t"))
+    lines: list = []
+
+    def observer(event):
+        if event.get("log_namespace") == "proxyd.gate":
+            lines.append(event)
+    globalLogPublisher.addObserver(observer)
+    try:
+        statuses = []
+        for i in range(10):
+            gate.send(acct, Message("acme", "999", "13800138000", text="x"),
+                      lambda status, ids, refusal, ok: statuses.append(status))
+        clock.advance(1.0)
+        for i in range(2):
+            gate.send(acct, Message("acme", "999", "13800138000", text="x"),
+                      lambda status, ids, refusal, ok: statuses.append(status))
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert statuses[:2] == [S["ESME_RINVSRCADR"]] * 2
+    assert statuses[2:10] == [S["ESME_RTHROTTLED"]] * 8
+    assert statuses[10:] == [S["ESME_RINVSRCADR"], S["ESME_RTHROTTLED"]]   # one token back
+    rate_lines = [e for e in lines if e.get("reason") == "rate"]
+    assert len(rate_lines) == 2                            # not nine
+    assert [e["n"] for e in lines if "n" in e] == [7]      # the seven not logged, told
+
+
+def test_throttled_refusals_are_journaled_once_a_second_per_account():
+    """Eight refusals over the rate: one "rejected rate" record of eight parts, written a
+    second later (the counters add up the same), not eight records."""
+    import dataclasses
+
+    from proxyd.message import Message
+
+    counted: list = []
+
+    class Ledger(FreeLedger):
+        def count_rejected(self, account, reason, msg_id="", parts=1):
+            counted.append((account, reason, parts))
+            return defer.succeed(0)
+
+    clock = Clock()
+    acct = dataclasses.replace(ACCOUNT, tps=1, burst=2)
+    cfg = Config(accounts=(acct,), policy=PolicyConfig(filters_dir=str(FILTERS)))
+    gate = Gate(cfg, Policy(cfg, clock=clock.seconds), Ledger(), Router(Link()),
+                MemoryReceipts(lambda: cfg, Registry(), clock), Metrics(), clock,
+                MessageIds("t"))
+    for i in range(10):
+        gate.send(acct, Message("acme", "999", "13800138000", text="x"),
+                  lambda *a: None)
+    assert counted == [("acme", "sender", 1)] * 2
+    clock.advance(1.0)
+    assert counted[2:] == [("acme", "rate", 8)]
+    gate.send(acct, Message("acme", "999", "13800138000", text="x", parts=1),
+              lambda *a: None)                       # a token back: refused by the sender
+    gate.send(acct, Message("acme", "999", "13800138000", text="x"), lambda *a: None)
+    gate.flush_throttled()                           # (at shutdown) written at once
+    assert counted[3:] == [("acme", "sender", 1), ("acme", "rate", 1)]

@@ -57,6 +57,9 @@ def test_kannel_recipients_split_on_spaces():
     ({"udh": b"\x05\x00\x03"}, PR.K_UDH),
     ({"charset": "bogus"}, PR.K_CHARSET),
     ({"text": b"\xff\xfe", "charset": "utf-8"}, PR.K_CHARSET),
+    ({"text": b"+2D0AQQ-", "charset": "utf-7"}, PR.K_CHARSET),       # a lone surrogate
+    ({"text": b"\\ud800", "charset": "unicode_escape"}, PR.K_CHARSET),
+    ({"text": b"aGk=", "charset": "base64"}, PR.K_CHARSET),         # not a text encoding
     ({"text": "你好", "coding": "0"}, PR.K_CHARSET),
     ({"text": None}, PR.K_NO_TEXT),
 ])
@@ -245,6 +248,67 @@ def test_every_policy_reason_has_a_kannel_reply():
     for reason in ("caller", "sender", "destination", "binary", "rate", "signature",
                    "unsubscribe", "balance", "store", "route", "capacity", "optout"):
         assert reason in R.KANNEL_REFUSALS and reason in R.JASMIN_REFUSALS
+
+
+def test_kannel_receivers_capped():
+    PR.check_receivers(args(**{**BASE, "to": " ".join(["13800138000"] * 100)}), 100)
+    PR.check_receivers(args(username="x"), 100)                     # no `to`: parse says
+    with pytest.raises(PR.Invalid) as e:
+        PR.check_receivers(args(**{**BASE, "to": " ".join(["13800138000"] * 101)}), 100)
+    assert (e.value.status, e.value.text) == (
+        400, "Too many receivers: 101, at most 100 allowed, rejected")
+
+
+def test_kannel_receivers_capped_before_authentication():
+    """Over max_receivers the request is refused before the registry is asked at all."""
+    from twisted.web import resource
+
+    from proxyd.http.api import Api
+
+    class Registry:
+        def authenticate(self, user, password):
+            raise AssertionError("authenticated a request with too many receivers")
+
+    api = Api(Registry(), None, None, None, None, _Router(), resource.Resource(),
+              max_receivers=3)
+    code, body = _get(api, b"/cgi-bin/sendsms", username="acme", password="pw", text="x",
+                      to="13800138001 13800138002 13800138003 13800138004")
+    assert (code, body) == (400, b"Too many receivers: 4, at most 3 allowed, rejected")
+
+
+def test_kannel_prefix_mode_without_from_sends_the_code_once():
+    from twisted.web import resource
+
+    from proxyd.config import AccountConfig
+    from proxyd.http.api import Api
+    from proxyd.policy.sender import effective_source
+
+    account = AccountConfig(system_id="acme", password="pw", service_codes=("1069000",),
+                            sender_mode="prefix")
+    sent = []
+
+    class Gate:
+        def send(self, acct, msg, done):
+            sent.append(msg)
+            done(0, [b"id1"], None, 1)
+
+    class Receipts:
+        def expect_http_dlr(self, *a, **kw):
+            pass
+
+    api = Api(_Registry(account), None, Gate(), Receipts(), None, _Router(),
+              resource.Resource())
+    code, _ = _get(api, b"/cgi-bin/sendsms", username="acme", password="pw", text="x",
+                   to="13800138001")
+    assert code == 202
+    assert effective_source(sent[0].source_addr, account) == "1069000"
+
+
+def test_kannel_multi_escapes_numbers():
+    ok = R.Accepted((b"id",))
+    status, body = R.kannel_multi(("13800138000", "<b>1</b>"),
+                                  [ok, R.Refused(OPTED_OUT)])
+    assert "<b>" not in body and "&lt;b&gt;1&lt;/b&gt;" in body
 
 
 def test_kannel_multi():

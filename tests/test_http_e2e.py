@@ -22,14 +22,16 @@ from .conftemplate import config_text, listen
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .valkey_fixture import ValkeyProcess
 
-HTTP = {"max_request_bytes": 4096}      # and a listener
+HTTP = {"max_request_bytes": 4096, "max_receivers": 5}      # and a listener
 CONFIG = dict(relay={"queue_wait_s": 0.5},
               upstream={"binds": 2, "window": 100, "response_timeout_s": 5, "reconnect_max_s": 1,
                         "prefixes": ["13", "15", "+86"]},
               account={"max_parts": 6},
               accounts=[{"system_id": "poor", "password": "poor1", "service_codes": ["10690002"]},
                         {"system_id": "bulk", "password": "bulk1", "service_codes": ["10690003"],
-                         "price": 3}])
+                         "price": 3},
+                        {"system_id": "pfx", "password": "pfx1", "service_codes": ["10690004"],
+                         "sender_mode": "prefix"}])
 
 ACCEPTED = "0: Accepted for delivery"
 
@@ -46,6 +48,7 @@ def stack(tmp_path_factory):
         wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
         admin(tmp, cfg, "topup", "acme", "1000000")
         admin(tmp, cfg, "topup", "bulk", "100000")
+        admin(tmp, cfg, "topup", "pfx", "100000")
         yield {"http": hport, "record": record, "proxyd": proxyd, "tmp": tmp, "cfg": cfg}
     finally:
         proxyd.stop()
@@ -222,6 +225,38 @@ def test_kannel_several_recipients_all_refused(stack):
     assert body == ("Sending failed. Failed receivers are: 13800000017 13800000018\n"
                     "13800000017: 402 Insufficient balance, rejected\n"
                     "13800000018: 402 Insufficient balance, rejected")
+
+
+def test_kannel_too_many_receivers_refused_first(stack):
+    """Over [http] max_receivers (5 here): 400 before authentication, nothing relayed."""
+    many = " ".join("138000000%d" % i for i in range(40, 46))
+    want = (400, "Too many receivers: 6, at most 5 allowed, rejected")
+    assert kannel(stack, to=many, text="x") == want
+    assert kannel(stack, to=many, text="x", password="wrong") == want
+    assert kannel(stack, to=" ".join(many.split()[:5]), text="five") == (202, ACCEPTED)
+    wait_until(lambda: submits_to(stack, "13800000044"), "submit", 10)
+    assert submits_to(stack, "13800000045") == []
+
+
+def test_kannel_utf7_lone_surrogate_refused_not_hung(stack):
+    status, body, _ = call(stack["http"], "/cgi-bin/sendsms", username="acme",
+                           password="s3cret", to="13800000046", charset="utf-7",
+                           text="+2D0AQQ-")
+    assert (status, body) == (400, "Charset or body misformed, rejected")
+    assert submits_to(stack, "13800000046") == []
+
+
+def test_kannel_refused_numbers_escaped(stack):
+    status, body = kannel(stack, to="13800000047 <script>x</script>", text="esc")
+    assert status == 202
+    assert "<script>" not in body and "&lt;script&gt;x&lt;/script&gt;" in body
+
+
+def test_kannel_prefix_mode_without_from_sends_the_code_once(stack):
+    assert kannel(stack, username="pfx", password="pfx1", to="13800000048",
+                  text="pfx") == (202, ACCEPTED)
+    wait_until(lambda: submits_to(stack, "13800000048"), "submit", 10)
+    assert submits_to(stack, "13800000048")[0].source_addr == b"10690004"
 
 
 def test_kannel_coding_udh_and_mclass(stack):

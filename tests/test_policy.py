@@ -470,26 +470,36 @@ def test_policy_order(tmp_path):
     bad["destination_addr"] = "13800138000"
     assert p.check(msg(**bad), a).reason == "binary"
     bad.update(data_coding=8, text="赌博")
-    assert p.check(msg(**bad), a).reason == "signature"            # uses the only token
-    assert p.check(msg(**bad), a).reason == "rate"
-    p.clock.t += 1
+    assert p.check(msg(**bad), a).reason == "signature"
     bad["text"] = "【店】赌博"
     assert p.check(msg(**bad), a).reason == "unsubscribe"
-    p.clock.t += 1
     bad["text"] = "【店】赌博 回T退订"
     r = p.check(msg(**bad), a)
     assert r.reason == "content" and r.category == "obscenity_gambling_violence_terror"
-    p.clock.t += 1
     bad["text"] = "【店】新品 回T退订"
     assert p.check(msg(**bad), a) is None
+
+
+def test_policy_check_is_pure_the_rate_is_throttle(tmp_path):
+    """check spends no token (a refused or passed message alike); throttle takes them."""
+    a = acct(tps=1, burst=1)
+    p = make_policy(tmp_path, [a])
+    for _ in range(5):
+        assert p.check(msg(), a) is None
+        assert p.check(msg(source_addr="999"), a).reason == "sender"
+    assert p.throttle(a, 1) is None                                 # the only token
+    r = p.throttle(a, 1)
+    assert r.reason == "rate" and r.status == RTHROTTLED
+    p.clock.t += 1
+    assert p.throttle(a, 1) is None
 
 
 def test_policy_rate_counts_parts(tmp_path):
     a = acct(tps=2, burst=4)
     p = make_policy(tmp_path, [a])
-    assert p.check(msg(parts=3), a) is None
-    assert p.check(msg(parts=2), a).reason == "rate"
-    assert p.check(msg(parts=1), a) is None
+    assert p.throttle(a, 3) is None
+    assert p.throttle(a, 2).reason == "rate"
+    assert p.throttle(a, 1) is None
 
 
 def test_policy_binary_allowed_skips_text_checks(tmp_path):
@@ -501,8 +511,8 @@ def test_policy_binary_allowed_skips_text_checks(tmp_path):
 def test_policy_account_unknown_to_config_gets_a_bucket(tmp_path):
     p = make_policy(tmp_path, [])
     a = acct(tps=1)
-    assert p.check(msg(), a) is None
-    assert p.check(msg(), a).reason == "rate"
+    assert p.throttle(a, 1) is None
+    assert p.throttle(a, 1).reason == "rate"
 
 
 def test_policy_uses_account_filters(tmp_path):
@@ -531,12 +541,12 @@ def test_policy_rewrite_source(tmp_path):
 def test_policy_reconfigured_keeps_unchanged_buckets(tmp_path):
     a = acct(tps=1)
     p = make_policy(tmp_path, [a])
-    assert p.check(msg(), a) is None
+    assert p.throttle(a, 1) is None
     p2 = p.reconfigured(p.config, content=p.content)
-    assert p2.check(msg(), a).reason == "rate"               # same bucket, still empty
+    assert p2.throttle(a, 1).reason == "rate"                # same bucket, still empty
     a2 = dataclasses.replace(a, tps=5)
     p3 = p.reconfigured(dataclasses.replace(p.config, accounts=(a2,)), content=p.content)
-    assert p3.check(msg(), a2) is None                       # new rate, new bucket
+    assert p3.throttle(a2, 1) is None                       # new rate, new bucket
 
 
 def test_refusals_never_carry_message_text_or_numbers(tmp_path):

@@ -25,7 +25,9 @@ CONFIG = dict(upstream={"password": "pw"},
                         {"system_id": "poor", "password": "pw4", "service_codes": ["10690004"],
                          "price": 5},
                         {"system_id": "mkt", "password": "pw5", "service_codes": ["10690005"],
-                         "signature": "start", "marketing": True}])
+                         "signature": "start", "marketing": True},
+                        {"system_id": "flood", "password": "pw6", "service_codes": ["10690006"],
+                         "tps": 1, "burst": 2}])
 
 S = C.STATUS
 
@@ -129,6 +131,33 @@ def test_rate_limit_passes_a_burst_then_throttles(stack):
     c.disconnect()
     assert statuses[:3] == [0, 0, 0]                  # the burst passes whole
     assert S["ESME_RTHROTTLED"] in statuses[3:]
+
+
+def test_refusals_take_the_rate_bucket_first(stack):
+    """A flood of refused messages is throttled like anything else: the bucket is taken
+    before the other checks, so past the burst they get ESME_RTHROTTLED."""
+    c = bound(stack["port"], "flood", "pw6")
+    statuses = [submit(c, source_addr="999", short_message=b"f%d" % i) for i in range(8)]
+    c.disconnect()
+    assert statuses[:2] == [S["ESME_RINVSRCADR"]] * 2     # the burst: judged, refused
+    assert S["ESME_RTHROTTLED"] in statuses[2:]           # then throttled, not judged
+
+
+def test_malformed_times_refused_at_once(stack):
+    """SMPP 3.4 7.1: a malformed schedule_delivery_time / validity_period is refused with
+    ESME_RINVSCHED / ESME_RINVEXPIRY, never relayed."""
+    c = bound(stack["port"], "acme", "pw1")
+    assert submit(c, source_addr="10690001", short_message=b"bad sched",
+                  schedule_delivery_time="2612011230") == S["ESME_RINVSCHED"]
+    assert submit(c, source_addr="10690001", short_message=b"bad expiry",
+                  validity_period="261201123000032Z") == S["ESME_RINVEXPIRY"]
+    assert submit(c, source_addr="10690001", short_message=b"good times",
+                  schedule_delivery_time="000000010000000R",
+                  validity_period="000001000000000R") == 0
+    c.disconnect()
+    wait_until(lambda: b"good times" in recorded_texts(stack), "good times relayed", 10)
+    texts = recorded_texts(stack)
+    assert b"bad sched" not in texts and b"bad expiry" not in texts
 
 
 def test_signature_and_unsubscribe_rules(stack):

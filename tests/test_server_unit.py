@@ -194,13 +194,18 @@ def test_clean_unbind_frees_the_registry():
     assert reg.bound_sessions == []
 
 
-def test_good_pdus_before_a_broken_header_are_handled():
+def test_good_pdus_before_a_broken_header_are_handled_and_answered_before_the_close():
     clock, relay, reg, f, s, t = make()
     bind(s, t)
     s.dataReceived(submit(20) + b"\x00\x00\x00\x05" + b"\x00" * 12)
     assert len(relay.replies) == 1                 # the submit before the bad header
     out = pdus(t)
     assert (out[-1].command_id, out[-1].status) == (C.GENERIC_NACK, C.STATUS["ESME_RINVCMDLEN"])
+    assert not t.disconnecting                     # its answer is still due
+    relay.replies[0](0, b"m20")
+    out = pdus(t)
+    assert [(p.command_id, p.seq, p.status, p.message_id) for p in out] == [
+        (C.SUBMIT_SM_RESP, 20, 0, b"m20")]
     assert t.disconnecting
 
 
@@ -251,3 +256,43 @@ def test_deliver_answered_and_lost_connection_fails_the_rest():
     s.connectionLost(None)
     assert got == [("b", 0), ("a", C.STATUS["ESME_RSYSERR"])]
     assert reg.bound_sessions == []
+
+
+class MultiRelay(HeldRelay):
+    def __init__(self) -> None:
+        super().__init__()
+        self.other: list = []
+
+    def other_request(self, session, pdu, reply) -> None:
+        self.other.append((pdu, reply))
+
+
+def multi(seq: int, n: int) -> bytes:
+    return P.encode(P.SubmitMulti(seq=seq, source_addr=b"1069", dest_addresses=tuple(
+        (1, 1, 1, b"1380013800%d" % i) for i in range(n)), short_message=b"x"))
+
+
+def test_submit_multi_takes_one_window_slot_per_destination():
+    clock, relay, reg, f, s, t = make(window=3)
+    f.relay = relay = MultiRelay()
+    bind(s, t)
+    s.dataReceived(submit(2))                       # one slot held
+    s.dataReceived(multi(3, 3))                     # 1 + 3 > 3: refused, not relayed
+    assert [(p.command_id, p.seq, p.status) for p in pdus(t)] == [
+        (C.SUBMIT_MULTI_RESP, 3, C.STATUS["ESME_RTHROTTLED"])]
+    assert relay.other == [] and s.outstanding == 1
+    s.dataReceived(multi(4, 2))                     # 1 + 2 fits
+    assert len(relay.other) == 1 and s.outstanding == 3
+    s.dataReceived(submit(5))                       # the window is full: waits
+    assert len(relay.replies) == 1
+    relay.other[0][1](P.SubmitMultiResp(0, 0, b"m4"))   # frees both slots of the multi
+    assert s.outstanding == 2 and len(relay.replies) == 2
+    relay.replies[0](0, b"m2")
+    relay.replies[1](0, b"m5")
+    assert s.outstanding == 0
+    s.dataReceived(multi(6, 5))                     # more than the window, but alone: fits
+    assert len(relay.other) == 2 and s.outstanding == 5
+    s.dataReceived(submit(7))
+    assert len(relay.replies) == 2                  # waits until the multi is answered
+    relay.other[1][1](P.SubmitMultiResp(0, 0, b"m6"))
+    assert len(relay.replies) == 3 and s.outstanding == 1

@@ -299,15 +299,38 @@ def test_bound_session_has_no_bind_timeout():
 
 # --- framing and unknown commands ----------------------------------------------------------
 
-def test_framing_error_nacks_and_closes_after_the_good_frames():
+def test_framing_error_nacks_answers_the_good_frames_then_closes():
+    """The good requests read before a framing error are answered before the close."""
     s, h = bound()
     s.receive_data(submit(20) + struct.pack(">IIII", 5, C.SUBMIT_SM, 0, 21), 101.0)
-    assert [e[:3] for e in h.take()] == [("request", C.SUBMIT_SM, 20),
-                                         ("close", S.FRAMING)]
+    assert [e[:3] for e in h.take()] == [("request", C.SUBMIT_SM, 20), ("pause",)]
     assert h.out() == hdr(C.GENERIC_NACK, ST["ESME_RINVCMDLEN"], 21)
-    assert s.state == S.CLOSING
-    s.receive_data(hdr(C.ENQUIRE_LINK, 0, 22), 102.0)     # nothing after the close
+    assert s.state == S.CLOSING and not s.can_submit
+    s.receive_data(hdr(C.ENQUIRE_LINK, 0, 22), 102.0)     # nothing read after the error
     assert h.out() == b"" and h.take() == []
+    resp = P.message_id_resp(C.SUBMIT_SM_RESP, 20, 0, b"m20")
+    s.reply(resp)                                         # its answer still goes out
+    assert h.out() == resp
+    assert h.take() == [("close", S.FRAMING)]             # then the connection closes
+
+
+def test_framing_error_without_requests_in_hand_closes_at_once():
+    s, h = bound()
+    s.receive_data(struct.pack(">IIII", 5, C.SUBMIT_SM, 0, 21), 101.0)
+    assert h.take() == [("close", S.FRAMING)]
+
+
+def test_framing_error_refuses_what_waits_in_the_backlog():
+    """Past the window, frames read before the framing error were never handed over:
+    refused (ESME_RSYSERR) at once, never relayed; the handed one is answered, then close."""
+    s, h = bound(inbound_window=1)
+    s.receive_data(submit(20) + submit(21) + struct.pack(">IIII", 5, C.SUBMIT_SM, 0, 22),
+                   101.0)
+    assert [e[:3] for e in h.take()] == [("request", C.SUBMIT_SM, 20), ("pause",)]
+    assert h.out() == (hdr(C.GENERIC_NACK, ST["ESME_RINVCMDLEN"], 22)
+                       + hdr(C.SUBMIT_SM_RESP, ST["ESME_RSYSERR"], 21))
+    s.reply(P.message_id_resp(C.SUBMIT_SM_RESP, 20, 0, b"m20"))
+    assert h.take() == [("close", S.FRAMING)]
 
 
 def test_oversized_command_length_is_a_framing_error():

@@ -1,6 +1,8 @@
 """The one function every message passes: checks -> charge -> route -> relay -> outcome.
 
     Message (parts as sent, whole text, billable parts)
+      -> policy.throttle                    (the account's bucket, one token per part: first,
+                                             so refusals are throttled like anything else)
       -> policy.check                       (pure, in-process)
       -> ledger: opt-out + one reservation per billable part   (lease, or one batched call)
       -> router.routable / router.pick       (failover between links)
@@ -89,21 +91,32 @@ class Gate:
         self.clock = clock
         self.ids = ids
         # the per-message calls, looked up once
+        self._throttle = policy.throttle
         self._admit_leased = ledger.admit_leased
         self._settle_leased = ledger.settle_leased
         self._records = ledger.keeps_records    # False for the free ledger: no notes made
         self.counters: dict[str, int] = {"submitted": 0, "ok": 0, "refused": 0,
                                          "upstream_error": 0}
+        self._throttle_log: dict[str, list] = {}    # account -> [last logged, not logged]
+        self._throttled: dict[str, int] = {}        # account -> throttled parts to journal
 
     def set_config(self, config: Any, policy: Any) -> None:
         """A reload: the new config and the policy built from it."""
         self.config = config
         self.policy = policy
+        self._throttle = policy.throttle
 
     # --- judge ------------------------------------------------------------------------------
     def judge(self, msg: Message, account: Any) -> Refusal | None:
-        """The inline checks of one message (sender, caller, destination, rate, content on
-        the whole text) and its size: None when it may be charged and relayed."""
+        """The inline checks of one message (rate first, then its size, sender, caller,
+        destination, content on the whole text): None when it may be charged and relayed."""
+        r = self._throttle(account, msg.parts)
+        if r is not None:
+            return r
+        return self.check(msg, account)
+
+    def check(self, msg: Message, account: Any) -> Refusal | None:
+        """`judge` without the rate: size and the policy's pure checks."""
         if msg.parts > account.max_parts:
             return Refusal(_S["ESME_RINVMSGLEN"], "length",
                            "message bills %d parts, over max_parts %d"
@@ -116,8 +129,12 @@ class Gate:
         already have (a long message acknowledged part by part), else new ones."""
         self.counters["submitted"] += 1
         n = msg.parts
+        refusal = self._throttle(account, n)    # first: refusals cost tokens too
+        if refusal is not None:
+            self._refuse(account, msg, refusal, done, ids=ids)
+            return
         if n > account.max_parts:
-            self._refuse(account, msg, self.judge(msg, account), done, ids=ids)
+            self._refuse(account, msg, self.check(msg, account), done, ids=ids)
             return
         refusal = self.policy.check(msg, account)
         if refusal is not None:
@@ -171,7 +188,9 @@ class Gate:
         if not counted and refusal is not STORE_DOWN:
             reason = refusal.category or refusal.reason
             ledger = self.ledger
-            if ids:     # parts that already have ids (a long message): a record each
+            if refusal.reason == "rate" and not ids:
+                self._count_throttled(account.system_id, max(1, msg.parts))
+            elif ids:   # parts that already have ids (a long message): a record each
                 for mid in ids:
                     ledger.count_rejected(account.system_id, reason, mid.decode(),
                                           parts=1).addErrback(lambda f: None)
@@ -179,6 +198,8 @@ class Gate:
                 ledger.count_rejected(account.system_id, reason, "",
                                       parts=max(1, msg.parts)).addErrback(lambda f: None)
         self.metrics.refused(account.system_id, refusal.reason)
+        if refusal.reason == "rate" and self._quiet(account.system_id):
+            return
         if self.config.log.log_content and msg.text is not None:
             log.info("refused {acct} -> {dest}: {reason}: {text}; content: {content!r}",
                      acct=account.system_id, dest=mask(msg.destination_addr),
@@ -186,6 +207,42 @@ class Gate:
         else:
             log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
                      dest=mask(msg.destination_addr), reason=refusal.reason, text=refusal.text)
+
+    def _count_throttled(self, acct: str, parts: int) -> None:
+        """Refusals over the rate are journaled as one "rejected rate" record per account
+        and second carrying all their parts (the counters add up the same): a flood over
+        the rate costs the store one record a second, not one per message."""
+        pending = self._throttled
+        if acct in pending:
+            pending[acct] += parts
+            return
+        pending[acct] = parts
+        self.clock.callLater(1.0, self._flush_throttled, acct)
+
+    def _flush_throttled(self, acct: str) -> None:
+        parts = self._throttled.pop(acct, 0)
+        if parts:
+            self.ledger.count_rejected(acct, "rate", "", parts=parts).addErrback(
+                lambda f: None)
+
+    def flush_throttled(self) -> None:
+        """Journal the throttled refusals not yet written (at shutdown)."""
+        for acct in list(self._throttled):
+            self._flush_throttled(acct)
+
+    def _quiet(self, acct: str) -> bool:
+        """Throttled refusals are logged at most once a second per account (the next line
+        tells how many were not): a flood over the rate does not flood the log."""
+        now = self.clock.seconds()
+        last = self._throttle_log.get(acct)
+        if last is not None and now - last[0] < 1.0:
+            last[1] += 1
+            return True
+        if last is not None and last[1]:
+            log.info("refused {acct}: {n} more over the account's rate (not logged one by one)",
+                     acct=acct, n=last[1])
+        self._throttle_log[acct] = [now, 0]
+        return False
 
     # --- route and relay --------------------------------------------------------------------
     def _forward(self, job: _Job) -> None:

@@ -1,6 +1,8 @@
 """SMPP requests -> the gate. Every command a bound client may send ends here, in one of:
 
     submit_sm, data_sm            one Message (or one part of a long one: reassembly)
+                                  (a malformed schedule_delivery_time / validity_period:
+                                  ESME_RINVSCHED / ESME_RINVEXPIRY at once, nothing charged)
     submit_multi                  one Message per SME destination (each may be a part)
     replace_sm                    its new text judged by the gate as a new message, then
                                   relayed to the link holding the original
@@ -25,6 +27,7 @@ from twisted.logger import Logger
 from proxyd.message import Message, Refusal
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
+from proxyd.smpp.times import valid_time
 from proxyd.text.codec import decode_text
 from proxyd.text.reassembly import concat_ident, message_text
 
@@ -63,6 +66,11 @@ class SmppIntake:
         if not session.can_submit:
             reply(_S["ESME_RINVBNDSTS"], b"")
             return
+        if pdu.schedule_delivery_time or pdu.validity_period:
+            bad = _bad_times(session.account, pdu)
+            if bad:
+                reply(bad, b"")
+                return
         self.message(session.account, pdu, body, reply)
 
     def message(self, account: Any, pdu: Any, body: bytes, reply: Reply) -> None:
@@ -125,6 +133,10 @@ class SmppIntake:
         dests = pdu.dest_addresses
         if not dests:
             reply(P.SubmitMultiResp(0, _S["ESME_RINVNUMDESTS"]))
+            return
+        bad = _bad_times(account, pdu)
+        if bad:
+            reply(P.SubmitMultiResp(0, bad))
             return
         unsuccess: list = []
         first_id: list = []
@@ -228,12 +240,14 @@ class SmppIntake:
             log.info("{acct}: replace_sm refused: the original's destination is not kept",
                      acct=account.system_id)
             return Refusal(_S["ESME_RREPLACEFAIL"], "replace", "original not judgeable")
+        judge = gate.judge      # rate and checks; then the checks alone: one token in all
         for dc in _REPLACE_CODINGS if gate.policy.needs_text else (0,):
             text = decode_text(data, dc) if gate.policy.needs_text else None
             msg = Message(account.system_id, pdu.source_addr.decode("latin-1"), dest,
                           pdu.source_addr_ton, pdu.source_addr_npi, 0, 0, 0, dc,
                           pdu.registered_delivery, text, 1, "smpp", ((pdu, b""),))
-            refusal = gate.judge(msg, account)
+            refusal = judge(msg, account)
+            judge = gate.check
             if refusal is not None:
                 gate.refused(account, msg, refusal)
                 return refusal
@@ -272,6 +286,16 @@ class SmppIntake:
             reply(resp(0, status))
 
         link.submit(pdu.command_id, body, on_resp)
+
+
+def _bad_times(account: Any, pdu: Any) -> int:
+    """ESME_RINVSCHED / ESME_RINVEXPIRY for a malformed schedule_delivery_time /
+    validity_period (SMPP 3.4 section 7.1), else 0: refused before anything is charged."""
+    if not valid_time(pdu.schedule_delivery_time):      # (no log line: the status says it)
+        return _S["ESME_RINVSCHED"]
+    if not valid_time(pdu.validity_period):
+        return _S["ESME_RINVEXPIRY"]
+    return 0
 
 
 def _smpp_time(ms: int) -> bytes:

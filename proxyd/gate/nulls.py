@@ -22,6 +22,9 @@ class NoChecks:
 
     needs_text = False
 
+    def throttle(self, account: Any, parts: int) -> None:
+        return None
+
     def check(self, msg: Message, account: Any) -> None:
         return None
 

@@ -128,6 +128,16 @@ def _write(request: Any, status: int, body: str | bytes, ctype: bytes = _TEXT,
     request.finish()
 
 
+def _never_hang(request: Any, f: Any, *args: Any) -> None:
+    """Run a handler called back after authentication: an unexpected error answers 500
+    (it would otherwise end in the Deferred and leave the request unanswered)."""
+    try:
+        f(*args)
+    except Exception:
+        log.failure("HTTP request failed")
+        _write(request, 500, "Internal error")
+
+
 class _Fanout:
     """One request's messages in flight (one per recipient) and their outcomes."""
     __slots__ = ("api", "request", "account", "sub", "recipients", "outcomes", "left",
@@ -162,8 +172,9 @@ class Api(resource.Resource):
     isLeaf = True
 
     def __init__(self, registry: Any, intake: Any, gate: Any, receipts: Any, ledger: Any,
-                 router: Any, report: resource.Resource) -> None:
+                 router: Any, report: resource.Resource, max_receivers: int = 100) -> None:
         super().__init__()
+        self.max_receivers = max_receivers      # Kannel `to`: receivers per request
         self.registry = registry
         self.intake = intake
         self.gate = gate
@@ -229,6 +240,12 @@ class Api(resource.Resource):
 
     # --- Kannel ------------------------------------------------------------------------------
     def _kannel(self, request: Any) -> None:
+        try:        # first of all: no authentication or per-receiver work for a huge `to`
+            PR.check_receivers(request.args, self.max_receivers)
+        except PR.Invalid as e:
+            self._refused("kannel", "-", "", e.status, e.text)
+            _write(request, e.status, e.text, _TEXT)
+            return
         creds = PR.kannel_credentials(request.args)
 
         def fail(status: int) -> None:
@@ -246,6 +263,9 @@ class Api(resource.Resource):
                            fail)
 
     def _kannel_send(self, request: Any, account: Any) -> None:
+        _never_hang(request, self._kannel_send_, request, account)
+
+    def _kannel_send_(self, request: Any, account: Any) -> None:
         try:
             sub = PR.parse_kannel(request.args)
             if not sub.source and not account.service_codes:
@@ -285,6 +305,9 @@ class Api(resource.Resource):
                            lambda acct: self._jasmin_send(request, acct, sub), fail)
 
     def _jasmin_send(self, request: Any, account: Any, sub: PR.Submission) -> None:
+        _never_hang(request, self._jasmin_send_, request, account, sub)
+
+    def _jasmin_send_(self, request: Any, account: Any, sub: PR.Submission) -> None:
         try:
             enc = PR.build_payloads(sub, account.max_parts, self._next_ref())
         except PR.Invalid as e:
@@ -301,7 +324,9 @@ class Api(resource.Resource):
 
     # --- through the gate --------------------------------------------------------------------
     def _send(self, request: Any, account: Any, sub: PR.Submission, enc: PR.Encoded) -> None:
-        source = sub.source or (account.service_codes[0] if account.service_codes else "")
+        source = sub.source
+        if not source and account.sender_mode != "prefix" and account.service_codes:
+            source = account.service_codes[0]   # (prefix mode: "" is the code itself)
         fan = _Fanout(self, request, account, sub, len(enc.payloads))
         concat = False
         if sub.udh:

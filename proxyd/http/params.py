@@ -169,6 +169,21 @@ K_NO_TEXT = "Missing text, rejected"
 K_NO_SENDER = "Sender missing and no global set, rejected"
 
 
+def k_too_many_receivers(count: int, limit: int) -> str:
+    return "Too many receivers: %d, at most %d allowed, rejected" % (count, limit)
+
+
+def check_receivers(args: Args, limit: int) -> None:
+    """Kannel `to`: at most `limit` receivers ([http] max_receivers). Checked first, before
+    authentication and any per-receiver work; raises Invalid(400)."""
+    to = first(args, b"to")
+    if to is None:
+        return
+    n = len(to.split())
+    if n > limit:
+        raise Invalid(400, k_too_many_receivers(n, limit), "receivers")
+
+
 def kannel_credentials(args: Args) -> tuple[str, str] | None:
     user = first(args, b"username", b"user")
     pw = first(args, b"password", b"pass")
@@ -220,7 +235,10 @@ def parse_kannel(args: Args) -> Submission:
         try:
             codecs.lookup(charset)
             text = raw.decode(charset)
-        except (LookupError, UnicodeDecodeError, ValueError):
+            # some codecs (utf-7, unicode_escape, ...) decode to lone surrogates, which no
+            # alphabet can carry: refused here, never met later by the encoder
+            text.encode("utf-8")
+        except (LookupError, UnicodeError, ValueError, TypeError):
             raise Invalid(400, K_CHARSET)
         if coding == 0:
             if not is_gsm(text):
@@ -405,5 +423,5 @@ def encode(text: str | None, data: bytes | None, dc: int | None, udh: bytes,
 
 
 __all__ = ["Invalid", "DlrSettings", "Submission", "Encoded", "parse_kannel", "parse_jasmin",
-           "kannel_credentials", "build_payloads", "encode", "relative_time", "first",
-           "kannel_registered_delivery", "TooManyParts", "KANNEL", "JASMIN"]
+           "kannel_credentials", "check_receivers", "build_payloads", "encode",
+           "relative_time", "first", "kannel_registered_delivery", "TooManyParts", "KANNEL", "JASMIN"]

@@ -11,6 +11,7 @@ README.md ("HTTP API") lists every line of these tables.
 """
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from proxyd.message import Refusal
@@ -89,8 +90,11 @@ def kannel_reply(outcome: Outcome) -> tuple[int, str]:
 def kannel_multi(recipients: tuple[str, ...], outcomes: list[Outcome]) -> tuple[int, str]:
     """Several receivers: all accepted is Kannel's single reply; otherwise the first line
     says which were refused (Kannel's "Denied receivers are:" / "Failed receivers are:")
-    and one line per receiver follows: ``<number>: <status> <reply text>``."""
+    and one line per receiver follows: ``<number>: <status> <reply text>``. The numbers
+    are HTML-escaped (the reply is text/html, a receiver is whatever the client wrote)."""
     replies = [kannel_reply(o) for o in outcomes]
+    # the reply is text/html and a receiver is whatever the client wrote: escaped
+    recipients = tuple(html.escape(r) for r in recipients)
     refused = [r for r, o in zip(recipients, outcomes) if type(o) is not Accepted]
     if not refused:
         return 202, K_ACCEPTED

@@ -1,20 +1,22 @@
 """The inline checks, one small pure module each; `Policy` runs them in order.
 
-Order of `Policy.check` (first refusal wins):
+The account's rate bucket comes first of all, taken by the gate before any other work on a
+message (`Policy.throttle`, one token per billable part): refusals cost tokens too, so a client
+hammering refused messages is throttled (0x58 "rate") like any other, and its refusals stop
+costing journal records and log lines at the account's rate.
+
+Order of `Policy.check` (first refusal wins; pure, spends nothing):
 
 1. caller       -- numeric, displayable sender (no empty, TON 5 or non-digit)   0x0A "caller"
 2. sender       -- one of the account's service codes or an extension of one     0x0A "sender"
 3. destination  -- 5 to 20 digits, optional '+'                                  0x0B "destination"
 4. binary       -- 8-bit data only for accounts with allow_binary                0x400 "binary"
-5. rate         -- the account's token bucket, one token per part                0x58 "rate"
-6. signature    -- 【...】 where the account requires it                           0x400 "signature"
+5. signature    -- 【...】 where the account requires it                           0x400 "signature"
    unsubscribe  -- marketing accounts must tell how to unsubscribe               0x400 "unsubscribe"
-7. content      -- the nine categories (+ the account's own lists), whole text   0x400 "content"
+6. content      -- the nine categories (+ the account's own lists), whole text   0x400 "content"
 
-Cheap syntactic checks come first, so malformed messages cost nothing and never spend
-tokens; rate comes before the content checks, so a client hammering refused content is
-throttled like any other. The opt-out lookup is asynchronous (store) and done by the gate
-after these, with `optout.check_optout`.
+Cheap syntactic checks come first, so malformed messages cost nothing more. The opt-out
+lookup is asynchronous (store) and done by the gate after these, with `optout.check_optout`.
 
 Everything is pure and precomputed at construction: no I/O at check time, no Twisted.
 """
@@ -72,7 +74,19 @@ class Policy:
                                                                self.clock)
             return b
 
+    def throttle(self, account: AccountConfig, parts: int) -> Verdict:
+        """Take `parts` tokens from the account's bucket: None, or THROTTLED. The gate calls
+        this first, before any other work on a message (refusals included)."""
+        try:
+            bucket = self._buckets[account.system_id]
+        except KeyError:
+            bucket = self.bucket(account)
+        if bucket is None or bucket.take(parts):
+            return None
+        return THROTTLED
+
     def check(self, msg: Message, account: AccountConfig) -> Verdict:
+        """The checks above, in order; pure (the rate is `throttle`, taken before)."""
         r = check_caller(msg, account)
         if r is not None:
             return r
@@ -85,12 +99,6 @@ class Policy:
         r = check_binary(msg, account)
         if r is not None:
             return r
-        try:
-            bucket = self._buckets[account.system_id]
-        except KeyError:
-            bucket = self.bucket(account)
-        if bucket is not None and not bucket.take(msg.parts):
-            return THROTTLED
         text = msg.text
         if text is None:
             return None

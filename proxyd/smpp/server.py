@@ -5,7 +5,9 @@ keepalive and the timers live in `smpp/session.py` (role SMSC); this adapter own
 transport, pause/resume of reading, and the calls into the registry (binds) and the gate
 (submit_sm with its original body bytes, every other request the bind allows).
 Back-pressure: a session with `window` requests awaiting the gate's answer stops reading
-from its socket; frames already read wait in the session's backlog.
+from its socket; frames already read wait in the session's backlog. A submit_multi holds one
+slot per destination (it carries that many messages); when they do not fit in the free
+window it is refused ESME_RTHROTTLED (a submit_multi alone in the window always fits).
 
 Timers: the factory runs ONE LoopingCall (1 s) over all sessions for inactivity, bind timeout
 and keepalive; no callLater per request.
@@ -29,6 +31,7 @@ _S = C.STATUS
 BIND_MODE = S.BIND_MODE
 _SUBMIT_SM = C.SUBMIT_SM
 _SUBMIT_SM_RESP = C.SUBMIT_SM_RESP
+_SUBMIT_MULTI = C.SUBMIT_MULTI
 
 
 def session_config(smpp: Any) -> S.SessionConfig:
@@ -137,6 +140,13 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
             return
         if command_id == _SUBMIT_SM:
             self.factory.relay.submit(self, pdu, body, self._replier(seq))
+        elif command_id == _SUBMIT_MULTI and len(pdu.dest_addresses) > 1:
+            # one window slot per destination: refused ESME_RTHROTTLED when they do not fit
+            extra = len(pdu.dest_addresses) - 1
+            if not self.session.take_slots(extra):
+                self.session.reply(P.encode(P.SubmitMultiResp(seq, _S["ESME_RTHROTTLED"])))
+                return
+            self.factory.relay.other_request(self, pdu, self._pdu_replier(seq, 1 + extra))
         else:
             self.factory.relay.other_request(self, pdu, self._pdu_replier(seq))
 
@@ -147,11 +157,11 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
             session.reply(P.message_id_resp(_SUBMIT_SM_RESP, seq, status, message_id))
         return reply
 
-    def _pdu_replier(self, seq: int) -> Callable[[Any], None]:
+    def _pdu_replier(self, seq: int, slots: int = 1) -> Callable[[Any], None]:
         session = self.session
 
         def reply(resp: Any) -> None:
-            session.reply(P.encode(resp._replace(seq=seq)))
+            session.reply(P.encode(resp._replace(seq=seq)), slots)
         return reply
 
     def on_response(self, callback: Any, status: int, body: bytes | None) -> None:

@@ -24,7 +24,12 @@ What the session owns:
 * enquire_link (answered; sent when the peer is idle; an unanswered one closes), the
   inactivity and bind timeouts;
 * framing errors (generic_nack ESME_RINVCMDLEN, then close) and unknown command ids
-  (generic_nack ESME_RINVCMDID; the session stays up).
+  (generic_nack ESME_RINVCMDID; the session stays up). The good requests read before a
+  framing error are answered before the connection closes: those already handed to the
+  handler (and those of the same read, within the window) get their real answers -- the
+  session stops reading and lingers until the last one is answered; those still waiting in
+  the backlog were never handed over and are refused at once (ESME_RSYSERR). Nothing the
+  handler took is left unanswered.
 
 Output written while `receive_data` runs is gathered and handed to `handler.write` once at
 the end of the call (one transport write per read); output at other times is written at once.
@@ -169,6 +174,7 @@ class Session:
         self._handle = self._handle_smsc if role == SMSC else self._handle_esme
         self._out: list | None = None           # output gathered during receive_data
         self._close_reason: str | None = None
+        self._linger: str | None = None         # closing once the handled requests are answered
         self._draining = False
 
     # --- output -----------------------------------------------------------------------------
@@ -195,10 +201,29 @@ class Session:
             return
         self.state = CLOSING
         self.can_submit = self.can_receive = False
+        if reason == FRAMING:
+            self._refuse_backlog()
+            if self.inbound > 0:        # answer what the handler took, then close
+                self._linger = reason
+                if not self.paused:
+                    self.paused = True
+                    self.handler.pause_reading()
+                return
+        self._end(reason)
+
+    def _end(self, reason: str) -> None:
         if self._out is not None:
             self._close_reason = reason
         else:
             self.handler.close_connection(reason)
+
+    def _refuse_backlog(self) -> None:
+        """The requests still waiting in the backlog, never handed over: ESME_RSYSERR."""
+        backlog = self.backlog
+        while backlog:
+            cid, _status, seq, _body = backlog.popleft()
+            if not cid & _RESP_BIT:
+                self.send(error_resp(cid, seq, _RSYSERR))
 
     # --- input ------------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
@@ -210,10 +235,16 @@ class Session:
             try:
                 frames = self.framer.feed(data)
             except P.FramingError as e:
-                for f in e.frames:           # the good PDUs before the bad header still count
+                # the good PDUs before the bad header still count: handled (and answered
+                # before the close, see `close`) within the window, else refused
+                window = self.cfg.inbound_window
+                for f in e.frames:
                     if self.state == CLOSING:
                         break
-                    self._handle(*f)
+                    if self.backlog or self.inbound >= window or self.state == self._hold:
+                        self.backlog.append(f)
+                    else:
+                        self._handle(*f)
                 self.error = str(e)
                 self.send(P.generic_nack(e.seq, _S["ESME_RINVCMDLEN"]))
                 self.close(FRAMING)
@@ -275,19 +306,38 @@ class Session:
             self.handler.resume_reading()
 
     # --- answers to the peer's requests -------------------------------------------------------
-    def reply(self, data: bytes) -> None:
-        """Answer one request passed to on_request (dropped if the session closed)."""
-        self.inbound -= 1
+    def take_slots(self, extra: int) -> bool:
+        """A request worth more than one slot of the inbound window (a submit_multi takes
+        one per destination): take `extra` more slots for the request being handled, or
+        False when they do not fit. A request alone in the window always fits (it may
+        overfill it: reading stops until it is answered), so none waits for ever."""
+        if self.inbound > 1 and self.inbound + extra > self.cfg.inbound_window:
+            return False
+        self.inbound += extra
+        return True
+
+    def reply(self, data: bytes, slots: int = 1) -> None:
+        """Answer one request passed to on_request (dropped if the session closed); `slots`
+        is what it held of the window (1, or more after `take_slots`)."""
+        self.inbound -= slots
         if self.state != CLOSING:
             self.send(data)
             if self.backlog:
                 self._drain()
+        elif self._linger is not None:  # closing after a framing error: answered first
+            self.send(data)
+            if self.inbound <= 0:
+                reason, self._linger = self._linger, None
+                self._end(reason)
 
     def answered(self) -> None:
         """A request passed to on_request was answered by the handler itself."""
         self.inbound -= 1
         if self.backlog and self.state != CLOSING:
             self._drain()
+        elif self._linger is not None and self.inbound <= 0:
+            reason, self._linger = self._linger, None
+            self._end(reason)
 
     # --- SMSC role ------------------------------------------------------------------------------
     def _handle_smsc(self, cid: int, status: int, seq: int, body: bytes) -> None:
@@ -444,6 +494,7 @@ class Session:
         self.state = CLOSING
         self.can_submit = self.can_receive = False
         self.backlog.clear()
+        self._linger = None
         pending, self.pending = self.pending, {}
         return pending
 
