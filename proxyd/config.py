@@ -25,6 +25,10 @@ class SmppConfig:
     inactivity_s: float = 300.0
     max_pdu_bytes: int = 65536
     bind_timeout_s: float = 30.0
+    max_connections: int = 1000            # client connections of this node, all listeners
+    max_connections_per_address: int = 100  # from one source address
+    max_unbound: int = 100                 # connected but not bound (yet)
+    max_unbound_pdu_bytes: int = 512      # the largest PDU before the bind is accepted
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ class PolicyConfig:
 class HttpConfig:
     listen: tuple[str, ...] = ()
     max_request_bytes: int = 16384
+    header_timeout_s: float = 10.0         # a request (line, headers, body) arrives whole within
+    max_connections: int = 1000
+    max_connections_per_address: int = 100
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,7 @@ class AdminConfig:
 class LogConfig:
     log_content: bool = False
     mask_numbers: bool = True
+    refusal_interval_s: float = 60.0       # lines about unauthenticated peers: 1 per address
 
 
 @dataclass(frozen=True)
@@ -213,12 +221,33 @@ def _positive(where: str, value: float, minimum: float = 1) -> None:
         raise ConfigError("%s: must be >= %s, got %r" % (where, minimum, value))
 
 
+def _check_caps(section: str, total: int, per_address: int) -> None:
+    _positive(section + ".max_connections", total)
+    _positive(section + ".max_connections_per_address", per_address)
+    if per_address > total:
+        raise ConfigError("%s.max_connections_per_address: must be <= %s.max_connections "
+                          "(%d), got %d" % (section, section, total, per_address))
+
+
 def _check(cfg: Config) -> None:
     s = cfg.smpp
     _positive("smpp.window", s.window)
     _positive("smpp.max_pdu_bytes", s.max_pdu_bytes, 64)
     _positive("smpp.enquire_link_s", s.enquire_link_s, 0.01)
     _positive("smpp.inactivity_s", s.inactivity_s, 0.01)
+    _check_caps("smpp", s.max_connections, s.max_connections_per_address)
+    _positive("smpp.max_unbound", s.max_unbound)
+    if s.max_unbound > s.max_connections:
+        raise ConfigError("smpp.max_unbound: must be <= smpp.max_connections (%d), got %d"
+                          % (s.max_connections, s.max_unbound))
+    _positive("smpp.max_unbound_pdu_bytes", s.max_unbound_pdu_bytes, 64)
+    if s.max_unbound_pdu_bytes > s.max_pdu_bytes:
+        raise ConfigError("smpp.max_unbound_pdu_bytes: must be <= smpp.max_pdu_bytes (%d), "
+                          "got %d" % (s.max_pdu_bytes, s.max_unbound_pdu_bytes))
+    h = cfg.http
+    _positive("http.header_timeout_s", h.header_timeout_s, 0.01)
+    _check_caps("http", h.max_connections, h.max_connections_per_address)
+    _positive("log.refusal_interval_s", cfg.log.refusal_interval_s, 0.01)
     names = set()
     for i, u in enumerate(cfg.upstreams):
         w = "upstream[%d]" % i
