@@ -26,8 +26,8 @@ class SmppConfig:
     max_pdu_bytes: int = 65536
     bind_timeout_s: float = 30.0
     max_connections: int = 1000            # client connections of this node, all listeners
-    max_connections_per_address: int = 100  # from one source address
-    max_unbound: int = 100                 # connected but not bound (yet)
+    max_connections_per_address: int = 50  # from one source address
+    max_unbound: int = 200                 # connected but not bound (yet)
     max_unbound_pdu_bytes: int = 512      # the largest PDU before the bind is accepted
 
 
@@ -134,7 +134,7 @@ class HttpConfig:
     max_request_bytes: int = 16384
     header_timeout_s: float = 10.0         # a request (line, headers, body) arrives whole within
     max_connections: int = 1000
-    max_connections_per_address: int = 100
+    max_connections_per_address: int = 50
 
 
 @dataclass(frozen=True)
