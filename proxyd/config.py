@@ -134,7 +134,7 @@ class HttpConfig:
     max_request_bytes: int = 16384
     header_timeout_s: float = 10.0         # a request (line, headers, body) arrives whole within
     max_connections: int = 1000
-    max_connections_per_address: int = 50
+    max_connections_per_address: int = 100  # HTTP clients open more, shorter connections
 
 
 @dataclass(frozen=True)

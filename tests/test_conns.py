@@ -113,7 +113,7 @@ def test_config_defaults():
     assert (s.max_connections, s.max_connections_per_address, s.max_unbound,
             s.max_unbound_pdu_bytes) == (1000, 50, 200, 512)
     assert (c.http.header_timeout_s, c.http.max_connections,
-            c.http.max_connections_per_address) == (10.0, 1000, 50)
+            c.http.max_connections_per_address) == (10.0, 1000, 100)
 
 
 # --- SMPP adapter ----------------------------------------------------------------------------
