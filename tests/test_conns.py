@@ -219,3 +219,19 @@ def test_http_per_address_cap():
     assert not http_conn(s, "10.0.0.2")[1].disconnected
     kept[0][0].connectionLost(None)
     assert not http_conn(s, "10.0.0.1")[1].disconnected
+
+
+def test_http_idle_close_writes_no_info_line():
+    from twisted.logger import globalLogPublisher
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        clock = Clock()
+        ch, t = http_conn(site(clock))
+        ch.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(121)                       # Twisted's idle timer (120 s)
+        assert t.disconnecting
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert not [e for e in seen if e.get("log_level") is not None
+                and e["log_level"].name != "debug"], seen

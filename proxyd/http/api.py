@@ -105,6 +105,14 @@ class _Channel(http.HTTPChannel):
                         host=self._host, s=self.site.cfg.header_timeout_s)
         self.transport.abortConnection()
 
+    def timeoutConnection(self) -> None:
+        # Twisted's idle timer between requests; its own INFO line per connection is left
+        # out (a peer could open many), the close is normal for keep-alive
+        log.debug("HTTP connection from {host} idle; closing", host=self._host)
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
     def allContentReceived(self) -> None:
         self._stop_header_timer()
         super().allContentReceived()
