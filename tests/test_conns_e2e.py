@@ -132,13 +132,22 @@ def refusals(stack, host: str) -> int:
     return stack["proxyd"].text().count("connection from %s:" % host)
 
 
-def reconnects(port: int, source: str) -> bool:
-    """A fresh connection from `source` is served (the node counted the old ones gone)."""
-    s = connect(port, source)
+def reconnects(port: int, source: str, n: int = 1) -> bool:
+    """`n` fresh connections from `source` are served and bind (so the node counted the old
+    ones gone); bound, they hold no unbound place when the next test starts."""
+    socks = [connect(port, source) for _ in range(n)]
     try:
-        return served(s)
+        if not all(served(s) for s in socks):
+            return False
+        for s in socks:
+            s.sendall(P.encode(P.BindTransmitter(1, 0, b"acme", b"s3cret", b"", 0x34, 0, 0,
+                                                 b"")))
+            r = read_pdu(s)
+            if r is None or r.status != 0:
+                return False
+        return True
     finally:
-        s.close()
+        close_all(socks)
 
 
 # --- SMPP ----------------------------------------------------------------------------------
@@ -157,7 +166,7 @@ def test_per_address_cap_refuses_the_next_while_another_address_is_served(stack)
     wait_until(lambda: refusals(stack, "127.0.0.2") >= 1, "a refusal line")
     assert refusals(stack, "127.0.0.2") == 1
     close_all(extra + mine + [legit])
-    wait_until(lambda: reconnects(port, "127.0.0.2"), "127.0.0.2 served again")
+    wait_until(lambda: reconnects(port, "127.0.0.2", PER_ADDRESS), "127.0.0.2 served again")
 
 
 def test_unbound_connections_are_capped_and_a_client_still_binds_and_submits(stack):
