@@ -324,6 +324,7 @@ def test_unbound_peer_may_send_only_a_bind_sized_pdu():
     assert h.out() == hdr(C.GENERIC_NACK, ST["ESME_RINVCMDLEN"], 4)
     assert h.take() == [("close", S.FRAMING)]
     assert s.state == S.CLOSING and s.framer.buffered == 0
+    assert s.error == "command_length 600 is over max_unbound_pdu_bytes (512)"
 
 
 def test_unbound_limit_applies_while_binding_and_after_a_refused_bind():

@@ -155,8 +155,10 @@ class Session:
         self.role = role
         self.handler = handler
         self.cfg = cfg
-        self.framer = P.Framer(cfg.max_unbound_pdu_bytes or cfg.max_pdu_bytes
-                               if role == SMSC else cfg.max_pdu_bytes)
+        if role == SMSC and cfg.max_unbound_pdu_bytes:
+            self.framer = P.Framer(cfg.max_unbound_pdu_bytes, "max_unbound_pdu_bytes")
+        else:
+            self.framer = P.Framer(cfg.max_pdu_bytes)
         self.seq = P.Sequence(seq_start)
         self.state = OPEN
         self.mode = ""                          # transmitter / receiver / transceiver
@@ -337,7 +339,9 @@ class Session:
         if self.state != BINDING:
             return
         self.state = BOUND
-        self.framer.max_pdu_bytes = self.cfg.max_pdu_bytes
+        framer = self.framer
+        framer.max_pdu_bytes = self.cfg.max_pdu_bytes
+        framer.limit_name = "max_pdu_bytes"
         self.mode = BIND_MODE[command_id]
         self.can_submit = command_id != C.BIND_RECEIVER
         self.can_receive = command_id != C.BIND_TRANSMITTER
