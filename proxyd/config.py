@@ -32,6 +32,10 @@ class SmppConfig:
     inactivity_s: float = 300.0
     max_pdu_bytes: int = 65536
     bind_timeout_s: float = 30.0
+    max_connections: int = 1000            # client connections of this node, all listeners
+    max_connections_per_address: int = 50  # from one source address
+    max_unbound: int = 200                 # connected but not bound (yet)
+    max_unbound_pdu_bytes: int = 512      # the largest PDU before the bind is accepted
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,9 @@ class HttpConfig:
     callback_per_account: int = 5  # callbacks of one account in flight (of dlr_concurrency)
     callback_max_body: int = 65536  # octets of an answer read; more: the call failed
     max_receivers: int = 100       # Kannel `to`: receivers per request, beyond: 400
+    header_timeout_s: float = 10.0         # a request (line, headers, body) arrives whole within
+    max_connections: int = 1000
+    max_connections_per_address: int = 100  # HTTP clients open more, shorter connections
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,7 @@ class AdminConfig:
 class LogConfig:
     log_content: bool = False
     mask_numbers: bool = True
+    refusal_interval_s: float = 60.0       # lines about unauthenticated peers: 1 per address
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,14 @@ def _positive(where: str, value: float, minimum: float = 1) -> None:
         raise ConfigError("%s: must be >= %s, got %r" % (where, minimum, value))
 
 
+def _check_caps(section: str, total: int, per_address: int) -> None:
+    _positive(section + ".max_connections", total)
+    _positive(section + ".max_connections_per_address", per_address)
+    if per_address > total:
+        raise ConfigError("%s.max_connections_per_address: must be <= %s.max_connections "
+                          "(%d), got %d" % (section, section, total, per_address))
+
+
 def _check(cfg: Config) -> None:
     s = cfg.smpp
     _positive("smpp.window", s.window)
@@ -241,6 +257,19 @@ def _check(cfg: Config) -> None:
         raise ConfigError("http.max_request_bytes: must be <= %d (1 MiB), got %r"
                           % (MAX_REQUEST_BYTES, cfg.http.max_request_bytes))
     _positive("http.max_receivers", cfg.http.max_receivers)
+    _check_caps("smpp", s.max_connections, s.max_connections_per_address)
+    _positive("smpp.max_unbound", s.max_unbound)
+    if s.max_unbound > s.max_connections:
+        raise ConfigError("smpp.max_unbound: must be <= smpp.max_connections (%d), got %d"
+                          % (s.max_connections, s.max_unbound))
+    _positive("smpp.max_unbound_pdu_bytes", s.max_unbound_pdu_bytes, 64)
+    if s.max_unbound_pdu_bytes > s.max_pdu_bytes:
+        raise ConfigError("smpp.max_unbound_pdu_bytes: must be <= smpp.max_pdu_bytes (%d), "
+                          "got %d" % (s.max_pdu_bytes, s.max_unbound_pdu_bytes))
+    h = cfg.http
+    _positive("http.header_timeout_s", h.header_timeout_s, 0.01)
+    _check_caps("http", h.max_connections, h.max_connections_per_address)
+    _positive("log.refusal_interval_s", cfg.log.refusal_interval_s, 0.01)
     names = set()
     for i, u in enumerate(cfg.upstreams):
         w = "upstream[%d]" % i

@@ -200,13 +200,15 @@ class ProxydService(service.MultiService):
         for u in cfg.upstreams:
             self._add_upstream(u, cfg)
         self.client_factory = ClientFactory(cfg.smpp, self.registry, self.intake, reactor,
+                                            refusal_interval_s=cfg.log.refusal_interval_s,
                                             sessions=self.sessions)
         self._listen("smpp", cfg.smpp.listen, self.client_factory)
         if cfg.http.listen:
             report = ReportResource(self.registry, report_ledger, reactor, self.config)
             api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
                       self.router, report, max_receivers=cfg.http.max_receivers)
-            self._listen("http", cfg.http.listen, make_site(api, cfg.http.max_request_bytes))
+            self._listen("http", cfg.http.listen, make_site(api, cfg.http, reactor,
+                                                         cfg.log.refusal_interval_s))
         if cfg.admin.listen:
             self._listen("admin", cfg.admin.listen,
                          make_admin_site(self.config, self.metrics, self.upstreams, store,

@@ -22,7 +22,8 @@ from .conftemplate import config_text, listen
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 from .valkey_fixture import ValkeyProcess
 
-HTTP = {"max_request_bytes": 4096, "max_receivers": 5}      # and a listener
+HTTP = {"max_request_bytes": 4096, "max_receivers": 5,     # and a listener
+        "max_connections_per_address": 300}    # 200 concurrent requests from one address
 CONFIG = dict(relay={"queue_wait_s": 0.5},
               upstream={"binds": 2, "window": 100, "response_timeout_s": 5, "reconnect_max_s": 1,
                         "prefixes": ["13", "15", "+86"]},

@@ -340,6 +340,43 @@ def test_oversized_command_length_is_a_framing_error():
     assert h.take() == [("close", S.FRAMING)]
 
 
+def test_unbound_peer_may_send_only_a_bind_sized_pdu():
+    s, h = smsc(max_pdu_bytes=65536, max_unbound_pdu_bytes=512)
+    # the header alone is enough: the body is never waited for nor buffered
+    s.receive_data(struct.pack(">IIII", 600, C.SUBMIT_SM, 0, 4), 101.0)
+    assert h.out() == hdr(C.GENERIC_NACK, ST["ESME_RINVCMDLEN"], 4)
+    assert h.take() == [("close", S.FRAMING)]
+    assert s.state == S.CLOSING and s.framer.buffered == 0
+    assert s.error == "command_length 600 is over max_unbound_pdu_bytes (512)"
+
+
+def test_unbound_limit_applies_while_binding_and_after_a_refused_bind():
+    s, h = smsc(max_unbound_pdu_bytes=512)
+    s.receive_data(bind_pdu(), 100.0)                  # BINDING: the answer is pending
+    assert h.take() == [("bind", C.BIND_TRANSMITTER, 1)]
+    s.refuse_bind(C.BIND_TRANSMITTER, 1, ST["ESME_RINVPASWD"])
+    h.out()
+    s.receive_data(struct.pack(">IIII", 513, C.BIND_TRANSMITTER, 0, 2), 101.0)
+    assert h.out() == hdr(C.GENERIC_NACK, ST["ESME_RINVCMDLEN"], 2)
+    assert h.take() == [("close", S.FRAMING)]
+
+
+def test_a_bound_peer_may_send_up_to_max_pdu_bytes():
+    s, h = bound(max_pdu_bytes=4096, max_unbound_pdu_bytes=512)
+    big = P.encode(P.SubmitSm(seq=5, source_addr=b"1069", destination_addr=b"13800138000",
+                              tlvs=((C.TAG_MESSAGE_PAYLOAD, b"x" * 1000),)))
+    assert len(big) > 512
+    s.receive_data(big, 101.0)
+    assert [e[:3] for e in h.take()] == [("request", C.SUBMIT_SM, 5)]
+    assert s.state == S.BOUND
+
+
+def test_the_unbound_limit_is_for_the_smsc_role_only():
+    h = Recorder()
+    s = S.Session(S.ESME, h, S.SessionConfig(max_unbound_pdu_bytes=64), now=100.0)
+    assert s.framer.max_pdu_bytes == 65536
+
+
 def test_unknown_command_is_nacked_and_the_session_stays_usable():
     s, h = bound()
     s.receive_data(hdr(0x00000077, 0, 42, b"junk"), 101.0)

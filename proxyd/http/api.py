@@ -13,6 +13,13 @@ message is at the operator. A request whose client went away is simply not answe
 Request size: the request line (GET parameters) and the body (POST form) are each limited to
 `[http] max_request_bytes`; beyond, 413 and the connection is closed. No access log (URLs
 carry passwords and text); one log line per refused request, numbers masked.
+
+Hostile peers: connections are capped (`[http] max_connections`, `max_connections_per_address`;
+past a cap the connection is closed before anything is read), and each request must arrive
+whole (request line, headers and body) within `[http] header_timeout_s` of its first byte,
+however slowly the bytes trickle in (slowloris); else the connection is dropped. The idle
+timer between requests stays Twisted's. Lines about these peers are rate-limited per address
+(`QuietLog`).
 """
 from __future__ import annotations
 
@@ -21,9 +28,11 @@ import random
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
+from proxyd.conns import Caps, QuietLog
 from proxyd.gate import build_message
 from proxyd.logs import mask
 from proxyd.smpp import pdu as P
@@ -46,12 +55,67 @@ class _Channel(http.HTTPChannel):
     """HTTPChannel answering 413 (and closing) when the request line or body is too big."""
 
     _refused = False
+    _admitted = False
+    _host = ""
+    _header_call: Any = None                         # the running request's deadline
 
     def connectionMade(self) -> None:
-        limit = self.site.max_request_bytes
+        site = self.site
+        peer = self.transport.getPeer()
+        host = self._host = str(getattr(peer, "host", "?"))
+        cfg = site.cfg
+        refused = site.caps.admit(host, cfg.max_connections, cfg.max_connections_per_address)
+        if refused:
+            self._refused = True
+            site.quiet(host, "HTTP connection from {host} refused: {cap} reached", host=host,
+                       cap=refused)
+            self.transport.abortConnection()
+            return
+        self._admitted = True
+        limit = cfg.max_request_bytes
         self.MAX_LENGTH = limit + 64                 # request line: method, target, version
         self.totalHeadersSize = limit + 16384
         super().connectionMade()
+        self._start_header_timer()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._stop_header_timer()
+        if self._admitted:
+            self._admitted = False
+            self.site.caps.release(self._host)
+            super().connectionLost(reason)
+
+    # a request (line, headers, body) must arrive whole within header_timeout_s of its start
+    def _start_header_timer(self) -> None:
+        self._header_call = self.callLater(self.site.cfg.header_timeout_s, self._header_timeout)
+
+    def _stop_header_timer(self) -> None:
+        call = self._header_call
+        if call is not None:
+            self._header_call = None
+            if call.active():
+                call.cancel()
+
+    def _header_timeout(self) -> None:
+        self._header_call = None
+        if self._refused or self.transport is None:
+            return
+        self._refused = True
+        self.site.quiet(self._host, "HTTP request from {host} not whole within {s}s; closing",
+                        host=self._host, s=self.site.cfg.header_timeout_s)
+        self.transport.abortConnection()
+
+    def timeoutConnection(self) -> None:
+        # Twisted's idle timer between requests; its own INFO line per connection is left
+        # out (a peer could open many), the close is normal for keep-alive
+        log.debug("HTTP connection from {host} idle; closing", host=self._host)
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+    def allContentReceived(self) -> None:
+        self._stop_header_timer()
+        super().allContentReceived()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._too_large()
@@ -63,6 +127,8 @@ class _Channel(http.HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
+            if self._header_call is None and data and not self._handlingRequest:
+                self._start_header_timer()         # the first byte of the next request
             super().dataReceived(data)
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -98,17 +164,34 @@ class _Site(server.Site):
     protocol = _Channel
     requestFactory = _Request
 
-    def __init__(self, root: resource.Resource, max_request_bytes: int) -> None:
-        super().__init__(root, timeout=120)
-        self.max_request_bytes = max_request_bytes
+    def __init__(self, root: resource.Resource, cfg: Any, clock: Any,
+                 refusal_interval_s: float = 60.0) -> None:
+        super().__init__(root, timeout=120, reactor=clock)
+        self.cfg = cfg
+        self.max_request_bytes = cfg.max_request_bytes
+        self.caps = Caps()
+        self.quiet = QuietLog(log, clock, refusal_interval_s,
+                              what="lines about HTTP peers refused or too slow")
+        self._flusher = LoopingCall(self.quiet.flush)
+        self._flusher.clock = clock
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        if not self._flusher.running:
+            self._flusher.start(self.quiet.interval_s, now=False)
+
+    def stopFactory(self) -> None:
+        if self._flusher.running:
+            self._flusher.stop()
+        super().stopFactory()
 
     def log(self, request: Any) -> None:     # no access log: URLs hold passwords and text
         pass
 
 
-def make_site(api: "Api", max_request_bytes: int) -> server.Site:
-    """The site for `[http] listen` endpoints, serving `api`."""
-    return _Site(api, max_request_bytes)
+def make_site(api: "Api", cfg: Any, clock: Any, refusal_interval_s: float = 60.0) -> server.Site:
+    """The site for `[http] listen` endpoints (`cfg`: the `[http]` section), serving `api`."""
+    return _Site(api, cfg, clock, refusal_interval_s)
 
 
 # --- replies --------------------------------------------------------------------------------

@@ -437,11 +437,12 @@ def decode(data: bytes) -> Any:
 class Framer:
     """Splits a byte stream into frames; one per connection, fed arbitrary chunks."""
 
-    __slots__ = ("_buf", "max_pdu_bytes")
+    __slots__ = ("_buf", "max_pdu_bytes", "limit_name")
 
-    def __init__(self, max_pdu_bytes: int = 65536) -> None:
+    def __init__(self, max_pdu_bytes: int = 65536, limit_name: str = "max_pdu_bytes") -> None:
         self._buf = b""
         self.max_pdu_bytes = max_pdu_bytes
+        self.limit_name = limit_name        # named in the error: the config key of the limit
 
     def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
         """Frames ``(command_id, status, seq, body)`` completed by this chunk."""
@@ -457,7 +458,7 @@ class Framer:
                 self._buf = b""
                 raise FramingError("command_length %d is %s" % (
                     length, "smaller than the 16-octet header" if length < HEADER_LEN
-                    else "over max_pdu_bytes (%d)" % maxlen), seq, out)
+                    else "over %s (%d)" % (self.limit_name, maxlen)), seq, out)
             if n - p < length:
                 break
             out.append((command_id, status, seq, buf[p + HEADER_LEN:p + length]))

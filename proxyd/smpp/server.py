@@ -11,6 +11,13 @@ window it is refused ESME_RTHROTTLED (a submit_multi alone in the window always 
 
 Timers: the factory runs ONE LoopingCall (1 s) over all sessions for inactivity, bind timeout
 and keepalive; no callLater per request.
+
+Hostile peers: the factory caps connections (`[smpp] max_connections`, per source address
+`max_connections_per_address`, not yet bound `max_unbound`); a connection past a cap is
+closed in `connectionMade`, before anything is read. Until its bind is accepted a session
+takes PDUs of at most `max_unbound_pdu_bytes` (the rule lives in the sans-IO session).
+Every line about a peer that has not bound goes through the factory's `QuietLog` (at most
+one per address per `[log] refusal_interval_s`, the rest counted).
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ from typing import Any, Callable
 from twisted.internet import protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from proxyd.conns import Caps, QuietLog
 
 from . import constants as C
 from . import pdu as P
@@ -40,7 +49,8 @@ def session_config(smpp: Any) -> S.SessionConfig:
                            bind_timeout_s=smpp.bind_timeout_s, inactivity_s=smpp.inactivity_s,
                            enquire_link_s=smpp.enquire_link_s,
                            enquire_timeout_s=smpp.enquire_link_s,
-                           max_pdu_bytes=smpp.max_pdu_bytes)
+                           max_pdu_bytes=smpp.max_pdu_bytes,
+                           max_unbound_pdu_bytes=smpp.max_unbound_pdu_bytes)
 
 
 class ClientSession(protocol.Protocol, S.SessionHandler):
@@ -51,6 +61,9 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
         self.session = S.Session(S.SMSC, self, factory.session_cfg, factory.clock.seconds())
         self.account: Any = None
         self.peer = ""
+        self.host = ""
+        self.admitted = False       # counted in the factory's caps (released on close)
+        self.unbound = True         # counted as not bound yet
 
     # what the gate, the registry and the delivery feed read
     @property
@@ -83,12 +96,28 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
             except Exception:  # pragma: no cover - not a TCP socket
                 pass
         peer = t.getPeer()
-        self.peer = "%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?"))
+        host = self.host = str(getattr(peer, "host", "?"))
+        self.peer = "%s:%s" % (host, getattr(peer, "port", "?"))
+        factory = self.factory
+        smpp = factory.smpp
+        refused = factory.caps.admit(host, smpp.max_connections,
+                                     smpp.max_connections_per_address, smpp.max_unbound)
+        if refused:
+            self.session.state = CLOSING
+            factory.quiet(host, "connection from {peer} refused: {cap} reached",
+                          peer=self.peer, cap=refused)
+            t.abortConnection()
+            return
+        self.admitted = True
         s = self.session
         s.last_rx = s.connected_at = self.factory.clock.seconds()
         self.factory.sessions.add(self)
 
     def connectionLost(self, reason: Any = None) -> None:
+        if not self.admitted:
+            return
+        self.admitted = False
+        self.factory.caps.release(self.host, self.unbound)
         self.factory.sessions.discard(self)
         if self.account is not None:    # bound; also after a clean unbind (state CLOSING)
             self.factory.registry.unbound(self)
@@ -109,13 +138,24 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
         if t is not None:
             t.write(data)
 
+    def _quiet(self, fmt: str, **kw: Any) -> None:
+        """A line about this peer, rate-limited while it has not bound."""
+        if self.unbound:
+            self.factory.quiet(self.host, fmt, peer=self.peer, **kw)
+        else:
+            log.info(fmt, peer=self.peer, **kw)
+
     def close_connection(self, reason: str) -> None:
         if reason == S.FRAMING:
-            log.warn("framing error from {peer}: {err}; closing", peer=self.peer,
-                     err=self.session.error)
+            if self.unbound:
+                self.factory.quiet(self.host, "framing error from {peer} before bind: {err}; "
+                                   "closing", peer=self.peer, err=self.session.error)
+            else:
+                log.warn("framing error from {peer}: {err}; closing", peer=self.peer,
+                         err=self.session.error)
         elif reason == S.BIND_TIMEOUT:
-            log.info("no bind from {peer} within {s}s; closing", peer=self.peer,
-                     s=self.session.cfg.bind_timeout_s)
+            self.factory.quiet(self.host, "no bind from {peer} within {s}s; closing",
+                               peer=self.peer, s=self.session.cfg.bind_timeout_s)
         elif reason == S.INACTIVITY:
             log.info("inactivity timeout for {peer}; unbinding", peer=self.peer)
         elif reason == S.ENQUIRE_TIMEOUT:
@@ -168,20 +208,19 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
         callback(status)
 
     def on_generic_nack(self, status: int, seq: int) -> None:
-        log.info("generic_nack {status} from {peer} seq {seq}",
-                 status=C.status_name(status), peer=self.peer, seq=seq)
+        self._quiet("generic_nack {status} from {peer} seq {seq}",
+                    status=C.status_name(status), seq=seq)
 
     def on_unknown(self, command_id: int, seq: int) -> None:
-        log.info("unknown or unexpected command 0x{cid:08X} from {peer}",
-                 cid=command_id, peer=self.peer)
+        self._quiet("unknown or unexpected command 0x{cid:08X} from {peer}", cid=command_id)
 
     # --- bind -----------------------------------------------------------------------------
     def on_bind_request(self, command_id: int, status: int, seq: int, body: bytes) -> None:
         session = self.session
         pdu = P.decode_body(command_id, status, seq, body)
         if pdu.__class__ is P.BadPdu:
-            log.info("bad {cmd} from {peer}: {msg}", cmd=C.COMMAND_NAMES.get(command_id),
-                     peer=self.peer, msg=pdu.message)
+            self._quiet("bad {cmd} from {peer}: {msg}", cmd=C.COMMAND_NAMES.get(command_id),
+                        msg=pdu.message)
             session.refuse_bind(command_id, seq, pdu.error)
             return
         system_id = pdu.system_id.decode("latin-1")
@@ -194,11 +233,14 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
             if status_ == 0:
                 status_ = self.factory.registry.bound(self, account)
             if status_:
-                log.info("bind refused for {sid} from {peer}: {status}", sid=system_id[:15],
-                         peer=self.peer, status=C.status_name(status_))
+                self._quiet("bind refused for {sid} from {peer}: {status}", sid=system_id[:15],
+                            status=C.status_name(status_))
                 session.refuse_bind(command_id, seq, status_)
             else:
                 self.account = account
+                if self.unbound:
+                    self.unbound = False
+                    self.factory.caps.bound()
                 session.accept_bind(command_id, seq, self.factory.system_id)
                 log.info("bind {account} {mode} from {peer}", account=system_id,
                          mode=self.mode, peer=self.peer)
@@ -239,7 +281,7 @@ class ClientFactory(protocol.Factory):
     noisy = False
 
     def __init__(self, smpp: Any, registry: Any, relay: Any, clock: Any,
-                 system_id: bytes = b"proxyd",
+                 system_id: bytes = b"proxyd", refusal_interval_s: float = 60.0,
                  sessions: set[ClientSession] | None = None) -> None:
         self.smpp = smpp
         self.registry = registry
@@ -249,6 +291,9 @@ class ClientFactory(protocol.Factory):
         self._cfg_of: Any = None
         self._session_cfg: S.SessionConfig | None = None
         self.sessions: set[ClientSession] = set() if sessions is None else sessions
+        self.caps = Caps()
+        self.quiet = QuietLog(log, clock, refusal_interval_s,
+                              what="lines about SMPP peers not bound")
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = clock
 
@@ -283,3 +328,4 @@ class ClientFactory(protocol.Factory):
         for s in list(self.sessions):
             s.session.cfg = cfg
             s.tick(now)
+        self.quiet.flush()

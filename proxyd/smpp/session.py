@@ -24,7 +24,9 @@ What the session owns:
 * enquire_link (answered; sent when the peer is idle; an unanswered one closes), the
   inactivity and bind timeouts;
 * framing errors (generic_nack ESME_RINVCMDLEN, then close) and unknown command ids
-  (generic_nack ESME_RINVCMDID; the session stays up). The good requests read before a
+  (generic_nack ESME_RINVCMDID; the session stays up); in the SMSC role, until the bind is
+  accepted, a command_length over `max_unbound_pdu_bytes` is a framing error too (the
+  header is enough: the body is never buffered). The good requests read before a
   framing error are answered before the connection closes: those already handed to the
   handler (and those of the same read, within the window) get their real answers -- the
   session stops reading and lingers until the last one is answered; those still waiting in
@@ -92,6 +94,10 @@ class SessionConfig:
     enquire_timeout_s: float = 0.0      # an enquire_link unanswered this long: close
     response_timeout_s: float = 0.0     # a request of ours unanswered this long: failed
     max_pdu_bytes: int = 65536
+    # SMSC role: the largest PDU a peer that has not bound may send (a bind is at most 97
+    # octets); beyond it generic_nack ESME_RINVCMDLEN and close, the body never buffered.
+    # 0: max_pdu_bytes. The framer's limit is raised to max_pdu_bytes once bound.
+    max_unbound_pdu_bytes: int = 0
 
 
 def error_resp(command_id: int, seq: int, status: int) -> bytes:
@@ -154,7 +160,10 @@ class Session:
         self.role = role
         self.handler = handler
         self.cfg = cfg
-        self.framer = P.Framer(cfg.max_pdu_bytes)
+        if role == SMSC and cfg.max_unbound_pdu_bytes:
+            self.framer = P.Framer(cfg.max_unbound_pdu_bytes, "max_unbound_pdu_bytes")
+        else:
+            self.framer = P.Framer(cfg.max_pdu_bytes)
         self.seq = P.Sequence(seq_start)
         self.state = OPEN
         self.mode = ""                          # transmitter / receiver / transceiver
@@ -380,6 +389,9 @@ class Session:
         if self.state != BINDING:
             return
         self.state = BOUND
+        framer = self.framer
+        framer.max_pdu_bytes = self.cfg.max_pdu_bytes
+        framer.limit_name = "max_pdu_bytes"
         self.mode = BIND_MODE[command_id]
         self.can_submit = command_id != C.BIND_RECEIVER
         self.can_receive = command_id != C.BIND_TRANSMITTER
