@@ -151,13 +151,21 @@ def test_kill9_under_load_then_sweeper(tmp_path):
         wait_until(nothing_pending, "every reservation settled", 30)
         received = len(read_record(record))
 
+        # Never more than the operator received. At least every OK, except the documented
+        # crash window of balance leases (README, "Balance leases"): parts answered in the
+        # node's last 2 x record_delay_s whose records were not written yet are not charged;
+        # no more of them can be answered in that time than the upstream holds in flight
+        # (binds x window = 200). Those are uncharged, never charged twice.
+        in_flight = 2 * 100
+        low = PRICE * max(0, ok - in_flight)
+
         def settled() -> bool:
             charged = start - balance(tmp_path, cfg)
-            return PRICE * ok <= charged <= PRICE * received and charged % PRICE == 0 and \
+            return low <= charged <= PRICE * received and charged % PRICE == 0 and \
                 not admin(tmp_path, cfg, "ledger", "acme", "--limit", "1").returncode
-        wait_until(settled, "price x OKs <= charged <= price x received", 30)
+        wait_until(settled, "price x (OKs - in flight) <= charged <= price x received", 30)
         charged = start - balance(tmp_path, cfg)
-        assert PRICE * ok <= charged <= PRICE * received
+        assert low <= charged <= PRICE * received
     finally:
         proxyd.stop()
         sim.stop()
