@@ -5,7 +5,7 @@
 The same figures and identity checks as ``proxyd-admin report`` (`proxyd.store.journal`),
 for the authenticated account only. 200 with the report (``"ok": false`` and the offending
 ids when an identity does not hold), 400 bad arguments, 403 bad credentials, 503 no store.
-`proxyd.http.api.Api` serves it on /report; the node builds it with its account registry, its
+`proxyd.http.api.Api` serves it on /report; the node builds it with its authenticator, its
 ledger (None without a store: 503) and its clock.
 """
 from __future__ import annotations
@@ -66,14 +66,14 @@ def load_report(ledger: Ledger, account: Any, days: list[str], today: str) -> An
 
 
 class ReportResource(resource.Resource):
-    """Reports of the accounts `registry` authenticates, read from `ledger` (a store's
+    """Reports of the accounts `auth` (a `proxyd.auth.Authenticator`) authenticates, read from `ledger` (a store's
     `Ledger`, or None for a node without a store); "today" is the day of `clock`."""
 
     isLeaf = True
 
-    def __init__(self, registry: Any, ledger: Ledger | None, clock: Any) -> None:
+    def __init__(self, auth: Any, ledger: Ledger | None, clock: Any) -> None:
         super().__init__()
-        self.registry = registry
+        self.auth = auth
         self.ledger = ledger
         self.clock = clock
 
@@ -107,7 +107,8 @@ class ReportResource(resource.Resource):
             log.warn("report for {user} failed: {err}", user=user, err=f.getErrorMessage())
             self._write(request, 503, {"error": "store unavailable, try again later"})
 
-        self.registry.authenticate(user, password).addCallback(
+        peer = getattr(request.getClientAddress(), "host", "") or ""
+        self.auth.authenticate(user, password, peer).addCallback(
             authenticated).addErrback(failed)
         return server.NOT_DONE_YET
 

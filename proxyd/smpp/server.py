@@ -48,6 +48,7 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
         self.session = S.Session(S.SMSC, self, factory.session_cfg, factory.clock.seconds())
         self.account: Any = None
         self.peer = ""
+        self.peer_host = ""
 
     # what the gate, the registry and the delivery feed read
     @property
@@ -80,7 +81,8 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
             except Exception:  # pragma: no cover - not a TCP socket
                 pass
         peer = t.getPeer()
-        self.peer = "%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?"))
+        self.peer_host = getattr(peer, "host", "?")
+        self.peer = "%s:%s" % (self.peer_host, getattr(peer, "port", "?"))
         s = self.session
         s.last_rx = s.connected_at = self.factory.clock.seconds()
         self.factory.sessions.add(self)
@@ -175,7 +177,8 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
             session.refuse_bind(command_id, seq, pdu.error)
             return
         system_id = pdu.system_id.decode("latin-1")
-        d = self.factory.registry.authenticate(system_id, pdu.password.decode("latin-1"))
+        d = self.factory.auth.authenticate(system_id, pdu.password.decode("latin-1"),
+                                           self.peer_host)
 
         def done(result: tuple[int, Any]) -> None:
             status_, account = result
@@ -221,7 +224,8 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
 
 
 class ClientFactory(protocol.Factory):
-    """Builds sessions; holds what they share (config, registry, relay, clock).
+    """Builds sessions; holds what they share (config, registry, relay, clock, and `auth`,
+    the `proxyd.auth.Authenticator` of binds).
 
     `sessions` is the live set of connected sessions; pass one to share it with whoever
     reads it (the node's metrics and shutdown), or a new set is made."""
@@ -230,9 +234,10 @@ class ClientFactory(protocol.Factory):
 
     def __init__(self, smpp: Any, registry: Any, relay: Any, clock: Any,
                  system_id: bytes = b"proxyd",
-                 sessions: set[ClientSession] | None = None) -> None:
+                 sessions: set[ClientSession] | None = None, *, auth: Any) -> None:
         self.smpp = smpp
         self.registry = registry
+        self.auth = auth
         self.relay = relay
         self.clock = clock
         self.system_id = system_id
