@@ -145,6 +145,7 @@ class AuthConfig:
     max_delay_s: float = 4.0           # the longest delay (also how long a locked one waits)
     hash_threads: int = 2              # threads of the password-verification pool
     max_verifying: int = 16            # verifications queued or running; beyond: refused
+    max_verifying_per_address: int = 2  # at a time per source address (max_verifying wait)
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,7 @@ def _check(cfg: Config) -> None:
     _positive("auth.max_delay_s", a.max_delay_s, a.delay_s)
     _positive("auth.hash_threads", a.hash_threads)
     _positive("auth.max_verifying", a.max_verifying)
+    _positive("auth.max_verifying_per_address", a.max_verifying_per_address)
 
 
 SECTIONS = {"smpp": SmppConfig, "store": StoreConfig, "relay": RelayConfig,

@@ -170,3 +170,44 @@ def test_a_verified_password_is_remembered_until_a_reload() -> None:
                                                        password=hash_password("new")),))
     auth.reconfigured()
     assert result(auth.authenticate("acme", "good", "10.0.0.2")) == (REFUSED, None)
+
+
+def test_slots_per_address_wait_in_order_then_refuse() -> None:
+    from proxyd.auth.core import Slots
+    slots = Slots(limit=2, queue=1)
+    a, b = slots.acquire("x"), slots.acquire("x")
+    assert result(a) is True and result(b) is True
+    c = slots.acquire("x")              # waits its turn
+    assert pending(c)
+    assert result(slots.acquire("x")) is False      # the queue is full
+    assert result(slots.acquire("y")) is True       # another address is not held up
+    slots.release("x")
+    assert result(c) is True
+    slots.release("x")
+    slots.release("x")
+    assert slots._running == {"y": 1} and slots._waiting == {}
+
+
+def test_a_brute_force_holds_only_its_own_address_slots() -> None:
+    class HeldHasher(FakeHasher):
+        def verify(self, stored: str, given: str) -> defer.Deferred:
+            self.calls.append(stored)
+            d: defer.Deferred = defer.Deferred()
+            self.held.append((d, stored, given))
+            return d
+    clock = Clock()
+    hasher = HeldHasher()
+    hasher.held = []
+    cfg = Config(auth=AuthConfig(max_verifying_per_address=2, max_verifying=3),
+                 accounts=CFG.accounts)
+    auth = Authenticator(lambda: cfg, MemoryThrottle(lambda: cfg, clock), hasher, clock)
+    attacks = [auth.authenticate("acme", "bad%d" % i, "10.0.0.2") for i in range(6)]
+    assert len(hasher.held) == 2                    # two checks, three waiting, one refused
+    clock.advance(cfg.auth.max_delay_s)
+    assert [result(d) for d in attacks if not pending(d)] == [(REFUSED, None)]
+    customer = auth.authenticate("acme", "good", "10.0.0.1")
+    assert len(hasher.held) == 3                    # checked at once, not queued behind
+    from proxyd.passwords import verify_password
+    d, stored, given = hasher.held[2]
+    d.callback(verify_password(stored, given))
+    assert result(customer)[0] == 0

@@ -3,6 +3,8 @@ HTTP API (Kannel, Jasmin, /balance, /rate, /report).
 
     throttle.begin(source, user)      locked? -> failure after the delay, no password check
       delay (growing with failures)
+    a slot of the source address (at most [auth] max_verifying_per_address checks at a time
+      per address, the next ones wait in order; too many waiting -> failure after the delay)
     the account's hash, or DUMMY_HASH for an unknown user or a plain-text password
       -> hasher.verify (own thread pool; busy -> failure at once, logged now and then)
     plain-text password: hmac.compare_digest
@@ -49,6 +51,45 @@ class QuietLog:
         emit(fmt + " ({more} more not logged)", more=self._quiet.pop(kind, 0), **kw)
 
 
+class Slots:
+    """At most `limit` password checks at a time per source address; up to `queue` more wait
+    their turn (in order); beyond that, `acquire` answers False at once. One address cannot
+    take the whole verification pool, so a customer on another address is not queued behind a
+    brute force."""
+
+    def __init__(self, limit: int, queue: int) -> None:
+        self.limit = limit
+        self.queue = queue
+        self._running: dict[str, int] = {}
+        self._waiting: dict[str, list[defer.Deferred]] = {}
+
+    def acquire(self, source: str) -> defer.Deferred:
+        """Deferred[True] once a slot is held (release it), or [False]: no slot."""
+        if self._running.get(source, 0) < self.limit:
+            self._running[source] = self._running.get(source, 0) + 1
+            return defer.succeed(True)
+        waiting = self._waiting.setdefault(source, [])
+        if len(waiting) >= self.queue:
+            return defer.succeed(False)
+        d: defer.Deferred = defer.Deferred()
+        waiting.append(d)
+        return d
+
+    def release(self, source: str) -> None:
+        waiting = self._waiting.get(source)
+        if waiting:
+            d = waiting.pop(0)
+            if not waiting:
+                del self._waiting[source]
+            d.callback(True)            # the slot passes on
+            return
+        n = self._running.get(source, 0) - 1
+        if n > 0:
+            self._running[source] = n
+        else:
+            self._running.pop(source, None)
+
+
 class Authenticator:
     """`config()` the current Config; `throttle` a `StoreThrottle` or `MemoryThrottle`;
     `hasher` a `Hasher`; `clock` a reactor (delays)."""
@@ -61,6 +102,8 @@ class Authenticator:
         self.clock = clock
         self.quiet = QuietLog(clock)
         self._verified: set[bytes] = set()
+        auth = config().auth
+        self.slots = Slots(auth.max_verifying_per_address, auth.max_verifying)
 
     def reconfigured(self) -> None:
         """A reload: forget the passwords verified so far."""
@@ -90,7 +133,16 @@ class Authenticator:
         key = hashlib.sha256(stored.encode() + b"\0" + password.encode()).digest()
         if account is not None and key in self._verified:
             return self._succeeded(account, source, user)
-        d = self.hasher.verify(stored if hashed else DUMMY_HASH, password)
+
+        def slot(held: bool) -> Any:
+            if not held:
+                self.quiet("queue", log.warn, "authentication refused: too many password "
+                           "checks waiting from {source}", source=source)
+                return task.deferLater(self.clock, self.config().auth.max_delay_s,
+                                       lambda: (REFUSED, None))
+            d = self.hasher.verify(stored if hashed else DUMMY_HASH, password)
+            d.addBoth(lambda r: (self.slots.release(source), r)[1])
+            return d.addCallback(verified)
 
         def verified(ok: Any) -> Any:
             if ok is None:
@@ -105,7 +157,7 @@ class Authenticator:
                 self._verified.add(key)
                 return self._succeeded(account, source, user)
             return self.throttle.failed(source, user).addBoth(lambda _: (REFUSED, None))
-        return d.addCallback(verified)
+        return self.slots.acquire(source).addCallback(slot)
 
     def _succeeded(self, account: Any, source: str, user: str) -> defer.Deferred:
         return self.throttle.succeeded(source, user).addBoth(lambda _: (0, account))
