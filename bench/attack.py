@@ -3,8 +3,8 @@
     .venv/bin/python bench/attack.py [--wrong 300] [--connections 20] [--rounds 6]
 
 Starts the simulator and proxyd (real twistd processes, the embedded store, the default
-[auth] settings, a scrypt hash of its own for each account), then sends `--wrong` binds with wrong passwords
-over `--connections` connections from 127.0.0.2, all at once. Meanwhile a legitimate client on
+[auth] settings, a scrypt hash of its own for each account), then sends `--wrong` binds with
+wrong passwords over `--connections` connections from 127.0.0.2, all at once. Meanwhile a legitimate client on
 127.0.0.1 binds (each round with another account, so every bind pays its scrypt: no remembered
 verification) and submits one message, `--rounds` times, the first at the start of the attack.
 Prints how long the legitimate bind and submit took, against the same before the attack

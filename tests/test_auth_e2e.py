@@ -159,3 +159,24 @@ def test_http_shares_the_throttle_of_binds(tmp_path, procs):
     # the customer's address is not locked
     assert http_get(hport, CUSTOMER, "/cgi-bin/sendsms", **q)[0] == 202
     assert bind_status(port, CUSTOMER, b"acme", b"s3cret") == 0
+
+
+def test_every_node_sees_the_lockout(tmp_path, procs):
+    # two nodes on one store: failures counted on one lock the attacker out of the other
+    sim, sim_port, _ = start_sim(tmp_path)
+    procs.append(sim)
+    auth = {"max_failures": 3, "delay_s": 0.01, "max_delay_s": 0.05, "lockout_s": 600}
+    ports = []
+    for name in ("a", "b"):
+        port = free_port()
+        cfg = write_config(tmp_path, config_text(port, sim_port, auth=auth,
+                                                 store={"dir": str(tmp_path / "store")},
+                                                 upstream={"system_id": "node-" + name}),
+                           name="%s.toml" % name)
+        procs.insert(0, start_proxyd(tmp_path, cfg, port, name="proxyd-" + name))
+        ports.append(port)
+    a, b = ports
+    for i in range(3):
+        assert bind_status(a, ATTACKER, b"acme", b"guess%d" % i) == RINVPASWD
+    assert bind_status(b, ATTACKER, b"acme", b"s3cret") == RINVPASWD
+    assert bind_status(b, CUSTOMER, b"acme", b"s3cret") == 0

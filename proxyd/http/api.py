@@ -159,10 +159,10 @@ def peer_host(request: Any) -> str:
 # --- the resource ---------------------------------------------------------------------------
 
 class Api(resource.Resource):
-    """The routes above. `auth` (a `proxyd.auth.Authenticator`) authenticates; `gate` takes each message, `intake` the
-    parts of a long one sent as separate parts (with a UDH); `receipts` is told which
-    accepted messages want an HTTP delivery report; `ledger` answers /balance, `router`
-    /rate, `report` (a `ReportResource`) /report."""
+    """The routes above. `auth` (a `proxyd.auth.Authenticator`) authenticates; `gate` takes
+    each message, `intake` the parts of a long one sent as separate parts (with a UDH);
+    `receipts` is told which accepted messages want an HTTP delivery report; `ledger`
+    answers /balance, `router` /rate, `report` (a `ReportResource`) /report."""
 
     isLeaf = True
 

@@ -115,7 +115,8 @@ class ReportResource(resource.Resource):
     @staticmethod
     def _write(request: Any, code: int, body: dict) -> Any:
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        if getattr(request, "startedWriting", False) or getattr(request, "finished", False):
+        if (getattr(request, "startedWriting", False) or getattr(request, "finished", False)
+                or getattr(request, "_disconnected", False)):     # (the client went away)
             return server.NOT_DONE_YET
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
