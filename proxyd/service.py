@@ -246,8 +246,8 @@ class ProxydService(service.MultiService):
     def reload(self) -> bool:
         """Re-read the config file: accounts, filters, routes and upstreams. Client binds stay
         up; sessions of removed accounts and of accounts whose password changed are unbound;
-        changed upstreams are re-bound after their in-flight
-        requests are answered. A bad config keeps the old one (logged). True if applied."""
+        changed upstreams are re-bound after their in-flight requests are answered. A bad
+        config keeps the old one (logged). True if applied."""
         try:
             new = config_mod.load(self.cfg.path)
             policy = self.policy.reconfigured(new) if (
