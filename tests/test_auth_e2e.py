@@ -180,3 +180,18 @@ def test_every_node_sees_the_lockout(tmp_path, procs):
         assert bind_status(a, ATTACKER, b"acme", b"guess%d" % i) == RINVPASWD
     assert bind_status(b, ATTACKER, b"acme", b"s3cret") == RINVPASWD
     assert bind_status(b, CUSTOMER, b"acme", b"s3cret") == 0
+
+
+def test_without_a_store_the_node_throttles_in_memory(tmp_path, procs):
+    sim, sim_port, _ = start_sim(tmp_path)
+    procs.append(sim)
+    port = free_port()
+    cfg = write_config(tmp_path, config_text(port, sim_port, store={"url": "none"},
+                                             auth={"max_failures": 3, "delay_s": 0.01,
+                                                   "max_delay_s": 0.05}))
+    procs.insert(0, start_proxyd(tmp_path, cfg, port))
+    for i in range(3):
+        assert bind_status(port, ATTACKER, b"acme", b"guess%d" % i) == RINVPASWD
+    assert bind_status(port, ATTACKER, b"acme", b"s3cret") == RINVPASWD
+    assert bind_status(port, CUSTOMER, b"nobody", b"s3cret") == RINVPASWD
+    assert bind_status(port, CUSTOMER, b"acme", b"s3cret") == 0
