@@ -1,17 +1,10 @@
-"""Who may bind: account lookup, password checks, binds per account on this node.
-
-scrypt verification costs tens of milliseconds, so it runs in a thread and a successful
-(hash, password) pair is remembered in memory: a reconnecting client does not pay it twice.
-"""
+"""The binds of each account on this node (who may bind is `proxyd.auth`)."""
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable
 
-from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from .passwords import verify_password
 from .smpp.constants import STATUS
 
 log = Logger(namespace="proxyd.accounts")
@@ -23,34 +16,11 @@ class Registry:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.sessions: dict[str, set] = {}
-        self._verified: set[bytes] = set()
         self.on_ready: list[Callable[[Any], None]] = []
         self.on_unbound: list[Callable[[Any], None]] = []
 
     def set_config(self, config: Any) -> None:
         self.config = config
-        self._verified.clear()
-
-    def authenticate(self, system_id: str, password: str) -> defer.Deferred:
-        """Deferred[(status, AccountConfig|None)]."""
-        account = self.config.account(system_id)
-        if account is None:
-            return defer.succeed((STATUS["ESME_RINVSYSID"], None))
-        stored = account.password
-        if not account.password_is_hashed:
-            ok = stored == password
-            return defer.succeed((0 if ok else STATUS["ESME_RINVPASWD"], account))
-        key = hashlib.sha256(stored.encode() + b"\0" + password.encode()).digest()
-        if key in self._verified:
-            return defer.succeed((0, account))
-
-        def checked(ok: bool) -> tuple[int, Any]:
-            if ok:
-                self._verified.add(key)
-                return (0, account)
-            return (STATUS["ESME_RINVPASWD"], account)
-
-        return threads.deferToThread(verify_password, stored, password).addCallback(checked)
 
     def bound(self, session: Any, account: Any) -> int:
         """Register a bind; ESME_RBINDFAIL when the account has max_binds already."""

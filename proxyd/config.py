@@ -159,6 +159,19 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    max_failures: int = 5              # per (source address, account): then locked out
+    max_failures_per_address: int = 20  # per source address, whatever the account
+    lockout_s: float = 300.0           # from the failure that reached a limit
+    window_s: float = 900.0            # failures are forgotten this long after the last one
+    delay_s: float = 0.25              # delay after the first failure, doubled after each
+    max_delay_s: float = 4.0           # the longest delay (also how long a locked one waits)
+    hash_threads: int = 2              # threads of the password-verification pool
+    max_verifying: int = 16            # verifications queued or running; beyond: refused
+    max_verifying_per_address: int = 2  # at a time per source address (max_verifying wait)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     log_content: bool = False
     mask_numbers: bool = True
@@ -176,6 +189,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     path: str = ""
 
@@ -393,6 +407,16 @@ def _check(cfg: Config) -> None:
                 raise ConfigError("account[%d].mo_url: not a callable URL (%s): %r"
                                   % (i, e, a.mo_url)) from None
     _positive("relay.queue_wait_s", cfg.relay.queue_wait_s, 0)
+    a = cfg.auth
+    _positive("auth.max_failures", a.max_failures)
+    _positive("auth.max_failures_per_address", a.max_failures_per_address)
+    _positive("auth.lockout_s", a.lockout_s, 0.01)
+    _positive("auth.window_s", a.window_s, 0.01)
+    _positive("auth.delay_s", a.delay_s, 0)
+    _positive("auth.max_delay_s", a.max_delay_s, a.delay_s)
+    _positive("auth.hash_threads", a.hash_threads)
+    _positive("auth.max_verifying", a.max_verifying)
+    _positive("auth.max_verifying_per_address", a.max_verifying_per_address)
 
 
 ADMIN_TOKEN_MIN = 16
@@ -455,7 +479,7 @@ def _check_admin(a: AdminConfig) -> None:
 SECTIONS = {"smpp": SmppConfig, "store": StoreConfig, "relay": RelayConfig,
             "delivery": DeliveryConfig,
             "policy": PolicyConfig, "http": HttpConfig, "admin": AdminConfig,
-            "log": LogConfig}
+            "auth": AuthConfig, "log": LogConfig}
 
 
 def parse(data: dict, path: str = "") -> Config:

@@ -19,6 +19,10 @@ KEY_BYTES = 32
 # hashlib.scrypt's default maxmem (32 MiB) is enough for n=2**14, r=8 (16 MiB), but allow
 # stored hashes made with somewhat larger parameters.
 _MAXMEM = 256 * 1024 * 1024
+# A fixed hash of a password nobody is given: verified against for an unknown user (and for an
+# account with a plain-text password), so that every refusal costs the same scrypt.
+DUMMY_HASH = ("scrypt$16384$8$1$doBts3HcvYqDncqeCS02cw==$"
+              "7xC+8baPUkJLvF1vf73A5OXBtkCkJaXe07rybJUB8JE=")
 
 
 def hash_password(pw: str) -> str:

@@ -2,6 +2,7 @@
 
     proxyd (ProxydService)
       store-server            embedded Valkey (url = "embedded"), supervised
+      hasher                  the password-verification thread pool ([auth] hash_threads)
       upstream <name> ...     operator binds (reconnecting)
       front (started once the store answers)
         ledger-sweeper        settles reservations whose outcome never came
@@ -26,6 +27,7 @@ from twisted.python import usage
 
 from . import config as config_mod
 from .accounts import Registry
+from .auth import Authenticator, Hasher, MemoryThrottle, StoreThrottle
 from .delivery import Delivery
 from .gate import Gate, MessageIds, SmppIntake
 from .delivery.memory import MemoryReceipts
@@ -77,6 +79,8 @@ class ProxydService(service.MultiService):
         self.store_server: Any = None
         configure_logging(cfg.log)
         self.registry = Registry(cfg)
+        self.hasher = Hasher(reactor, cfg.auth.hash_threads, cfg.auth.max_verifying)
+        self.hasher.setServiceParent(self)
         self.upstreams: list[Upstream] = []
         self.sessions: set = set()      # the client sessions of this node (ClientFactory's)
         self.router = Router(self.upstreams)
@@ -93,6 +97,7 @@ class ProxydService(service.MultiService):
         self.gate: Any = None
         self.intake: Any = None
         self.client_factory: Any = None
+        self.auth: Any = None
 
     def config(self) -> Any:
         """The current Config: what parts that must see a reload are given (a reload
@@ -156,6 +161,10 @@ class ProxydService(service.MultiService):
         """Construct the message path: charge, receipts, gate, reassembly, intake, links,
         listeners, in that order, each with what it uses."""
         cfg, reactor = self.cfg, self.reactor
+        throttle: Any = MemoryThrottle(self.config, reactor)
+        if store is not None:
+            throttle = StoreThrottle(self.config, store, throttle)
+        self.auth = Authenticator(self.config, throttle, self.hasher, reactor)
         if store is not None:
             self.store = store
             sc = cfg.store
@@ -201,11 +210,11 @@ class ProxydService(service.MultiService):
             self._add_upstream(u, cfg)
         self.client_factory = ClientFactory(cfg.smpp, self.registry, self.intake, reactor,
                                             refusal_interval_s=cfg.log.refusal_interval_s,
-                                            sessions=self.sessions)
+                                            sessions=self.sessions, auth=self.auth)
         self._listen("smpp", cfg.smpp.listen, self.client_factory)
         if cfg.http.listen:
-            report = ReportResource(self.registry, report_ledger, reactor, self.config)
-            api = Api(self.registry, self.intake, self.gate, self.receipts, self.ledger,
+            report = ReportResource(self.auth, report_ledger, reactor, self.config)
+            api = Api(self.auth, self.intake, self.gate, self.receipts, self.ledger,
                       self.router, report, max_receivers=cfg.http.max_receivers)
             self._listen("http", cfg.http.listen, make_site(api, cfg.http, reactor,
                                                          cfg.log.refusal_interval_s))
@@ -247,8 +256,9 @@ class ProxydService(service.MultiService):
     # --- reload (SIGHUP) --------------------------------------------------------------------
     def reload(self) -> bool:
         """Re-read the config file: accounts, filters, routes and upstreams. Client binds stay
-        up; removed accounts are unbound; changed upstreams are re-bound after their in-flight
-        requests are answered. A bad config keeps the old one (logged). True if applied."""
+        up; sessions of removed accounts and of accounts whose password changed are unbound;
+        changed upstreams are re-bound after their in-flight requests are answered. A bad
+        config keeps the old one (logged). True if applied."""
         try:
             new = config_mod.load(self.cfg.path)
             policy = self.policy.reconfigured(new) if (
@@ -264,6 +274,7 @@ class ProxydService(service.MultiService):
         if self.gate is None:       # not built yet (the store has not answered)
             log.info("reload applied before start: {n} accounts", n=len(new.accounts))
             return True
+        self.auth.reconfigured()
         self.gate.set_config(new, policy)
         self.client_factory.set_config(new.smpp)
         for sid, sessions in list(self.registry.sessions.items()):
@@ -271,6 +282,9 @@ class ProxydService(service.MultiService):
             for sess in list(sessions):
                 if account is None:
                     log.info("reload: account {sid} removed; unbinding", sid=sid)
+                    sess.unbind()
+                elif account.password != sess.account.password:
+                    log.info("reload: password of {sid} changed; unbinding", sid=sid)
                     sess.unbind()
                 else:
                     sess.set_account(account)
@@ -348,6 +362,8 @@ class ProxydService(service.MultiService):
             return None     # (stopped before the store answered)
 
         def stop_store(_: Any) -> Any:
+            if self.hasher.running:
+                self.hasher.stopService()
             if self.optout_mirror is not None:
                 self.optout_mirror.stop()
             if self.store is not None:

@@ -31,7 +31,7 @@ CLEAN = "您好明天见".encode("utf-16-be")
 
 
 class Registry:
-    def authenticate(self, sid: str, pw: str):
+    def authenticate(self, sid: str, pw: str, peer: str):
         return defer.succeed((0, ACCOUNT))
 
     def bound(self, session, account) -> int:
@@ -115,7 +115,7 @@ def make():
             reply(S["ESME_RSYSERR"], b"")
 
     intake = SmppIntake(gate, Reassembly(), Messages(), router, clock)
-    f = ClientFactory(cfg.smpp, registry, intake, clock)
+    f = ClientFactory(cfg.smpp, registry, intake, clock, auth=registry)
     t = StringTransport()
     s = f.buildProtocol(None)
     s.makeConnection(t)

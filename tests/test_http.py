@@ -334,7 +334,7 @@ class _Registry:
     def __init__(self, account) -> None:
         self.account = account
 
-    def authenticate(self, user: str, password: str):
+    def authenticate(self, user: str, password: str, peer: str):
         from twisted.internet import defer
         ok = user == self.account.system_id and password == "pw"
         return defer.succeed((0 if ok else C.STATUS["ESME_RINVPASWD"],

@@ -378,7 +378,7 @@ class _Registry:
     def __init__(self, account: Any) -> None:
         self.account = account
 
-    def authenticate(self, system_id: str, password: str) -> defer.Deferred:
+    def authenticate(self, system_id: str, password: str, peer: str) -> defer.Deferred:
         ok = system_id == self.account.system_id and password == "pw"
         return defer.succeed((0 if ok else 14, self.account if ok else None))
 

@@ -20,7 +20,7 @@ class Registry:
     def __init__(self) -> None:
         self.bound_sessions: list = []
 
-    def authenticate(self, sid: str, pw: str):
+    def authenticate(self, sid: str, pw: str, peer: str):
         ok = sid == "acme" and pw == "pw"
         return defer.succeed((0 if ok else C.STATUS["ESME_RINVPASWD"], ACCOUNT))
 
@@ -49,7 +49,7 @@ def make(window: int = 3, **smpp):
     clock = Clock()
     relay = HeldRelay()
     reg = Registry()
-    f = ClientFactory(SmppConfig(window=window, **smpp), reg, relay, clock)
+    f = ClientFactory(SmppConfig(window=window, **smpp), reg, relay, clock, auth=reg)
     t = StringTransport()
     s = f.buildProtocol(None)
     s.makeConnection(t)
@@ -153,14 +153,16 @@ def test_no_bind_within_timeout_closes():
 
 def test_sessions_live_in_the_set_given_to_the_factory():
     shared: set = set()
-    f = ClientFactory(SmppConfig(), Registry(), HeldRelay(), Clock(), sessions=shared)
+    f = ClientFactory(SmppConfig(), Registry(), HeldRelay(), Clock(), sessions=shared,
+                      auth=Registry())
     assert f.sessions is shared
     s = f.buildProtocol(None)
     s.makeConnection(StringTransport())
     assert shared == {s}
     s.connectionLost(None)
     assert shared == set()
-    assert ClientFactory(SmppConfig(), Registry(), HeldRelay(), Clock()).sessions == set()
+    assert ClientFactory(SmppConfig(), Registry(), HeldRelay(), Clock(),
+                         auth=Registry()).sessions == set()
 
 
 def test_set_config_applies_to_sessions_already_connected():

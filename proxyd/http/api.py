@@ -244,21 +244,26 @@ class _Fanout:
             self.api._answer(self)
 
 
+def peer_host(request: Any) -> str:
+    """The client's IP address (what the authentication throttle counts failures of)."""
+    return getattr(request.getClientAddress(), "host", "") or ""
+
+
 # --- the resource ---------------------------------------------------------------------------
 
 class Api(resource.Resource):
-    """The routes above. `registry` authenticates; `gate` takes each message, `intake` the
-    parts of a long one sent as separate parts (with a UDH); `receipts` is told which
-    accepted messages want an HTTP delivery report; `ledger` answers /balance, `router`
-    /rate, `report` (a `ReportResource`) /report."""
+    """The routes above. `auth` (a `proxyd.auth.Authenticator`) authenticates; `gate` takes
+    each message, `intake` the parts of a long one sent as separate parts (with a UDH);
+    `receipts` is told which accepted messages want an HTTP delivery report; `ledger`
+    answers /balance, `router` /rate, `report` (a `ReportResource`) /report."""
 
     isLeaf = True
 
-    def __init__(self, registry: Any, intake: Any, gate: Any, receipts: Any, ledger: Any,
+    def __init__(self, auth: Any, intake: Any, gate: Any, receipts: Any, ledger: Any,
                  router: Any, report: resource.Resource, max_receivers: int = 100) -> None:
         super().__init__()
         self.max_receivers = max_receivers      # Kannel `to`: receivers per request
-        self.registry = registry
+        self.auth = auth
         self.intake = intake
         self.gate = gate
         self.receipts = receipts
@@ -307,7 +312,8 @@ class Api(resource.Resource):
         log.info("http {api} refused {acct} -> {dest}: {status} {why}", api=api, acct=who,
                  dest=mask(dest) if dest else "-", status=status, why=why)
 
-    def _authenticate(self, user: str, password: str, ok: Any, fail: Any) -> None:
+    def _authenticate(self, request: Any, user: str, password: str, ok: Any,
+                      fail: Any) -> None:
         def checked(result: tuple) -> None:
             status, account = result
             if status != 0 or account is None:
@@ -319,7 +325,8 @@ class Api(resource.Resource):
             log.warn("authentication error: {err}", err=f.getErrorMessage())
             fail(503)
 
-        self.registry.authenticate(user, password).addCallbacks(checked, error)
+        self.auth.authenticate(user, password, peer_host(request)).addCallbacks(checked,
+                                                                                error)
 
     # --- Kannel ------------------------------------------------------------------------------
     def _kannel(self, request: Any) -> None:
@@ -342,8 +349,8 @@ class Api(resource.Resource):
         if creds is None:
             fail(403)
             return
-        self._authenticate(creds[0], creds[1], lambda acct: self._kannel_send(request, acct),
-                           fail)
+        self._authenticate(request, creds[0], creds[1],
+                           lambda acct: self._kannel_send(request, acct), fail)
 
     def _kannel_send(self, request: Any, account: Any) -> None:
         _never_hang(request, self._kannel_send_, request, account)
@@ -384,7 +391,7 @@ class Api(resource.Resource):
                 _write(request, 503, R.jasmin_error(
                     "Service temporarily unavailable, try again later"))
 
-        self._authenticate(sub.username, sub.password,
+        self._authenticate(request, sub.username, sub.password,
                            lambda acct: self._jasmin_send(request, acct, sub), fail)
 
     def _jasmin_send(self, request: Any, account: Any, sub: PR.Submission) -> None:
@@ -507,7 +514,7 @@ class Api(resource.Resource):
             else:
                 _write(request, 503, json.dumps("Service temporarily unavailable"), _JSON)
 
-        self._authenticate(user, got[b"password"].decode("utf-8", "replace"),
+        self._authenticate(request, user, got[b"password"].decode("utf-8", "replace"),
                            lambda acct: then(request, acct, got), fail)
 
     def _balance(self, request: Any) -> None:

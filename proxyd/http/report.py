@@ -10,7 +10,7 @@ report_max_days``, 31 by default), 403 bad credentials, 503 no store.
 The reactor is never held by a report: the journal is read from the store in slices (each
 slice a round trip, so other work runs between them), and the records, once read, belong to
 the report alone and are verified and counted in a thread (`threads.deferToThread`).
-`proxyd.http.api.Api` serves it on /report; the node builds it with its account registry, its
+`proxyd.http.api.Api` serves it on /report; the node builds it with its authenticator, its
 ledger (None without a store: 503) and its clock.
 """
 from __future__ import annotations
@@ -79,18 +79,18 @@ def load_report(ledger: Ledger, account: Any, days: list[str], today: str,
 
 
 class ReportResource(resource.Resource):
-    """Reports of the accounts `registry` authenticates, read from `ledger` (a store's
-    `Ledger`, or None for a node without a store); "today" is the day of `clock`; at most
-    `config().admin.report_max_days` days (`MAX_DAYS` without a config); `build` makes
-    the report from the records (in a thread)."""
+    """Reports of the accounts `auth` (a `proxyd.auth.Authenticator`) authenticates, read
+    from `ledger` (a store's `Ledger`, or None for a node without a store); "today" is the
+    day of `clock`; at most `config().admin.report_max_days` days (`MAX_DAYS` without a
+    config); `build` makes the report from the records (in a thread)."""
 
     isLeaf = True
 
-    def __init__(self, registry: Any, ledger: Ledger | None, clock: Any,
+    def __init__(self, auth: Any, ledger: Ledger | None, clock: Any,
                  config: Callable[[], Any] | None = None,
                  build: Callable[..., J.Report] = J.build_report) -> None:
         super().__init__()
-        self.registry = registry
+        self.auth = auth
         self.ledger = ledger
         self.clock = clock
         self.config = config
@@ -130,14 +130,16 @@ class ReportResource(resource.Resource):
             log.warn("report for {user} failed: {err}", user=user, err=f.getErrorMessage())
             self._write(request, 503, {"error": "store unavailable, try again later"})
 
-        self.registry.authenticate(user, password).addCallback(
+        peer = getattr(request.getClientAddress(), "host", "") or ""
+        self.auth.authenticate(user, password, peer).addCallback(
             authenticated).addErrback(failed)
         return server.NOT_DONE_YET
 
     @staticmethod
     def _write(request: Any, code: int, body: dict) -> Any:
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        if getattr(request, "startedWriting", False) or getattr(request, "finished", False):
+        if (getattr(request, "startedWriting", False) or getattr(request, "finished", False)
+                or getattr(request, "_disconnected", False)):     # (the client went away)
             return server.NOT_DONE_YET
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json; charset=utf-8")

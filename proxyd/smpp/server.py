@@ -224,7 +224,8 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
             session.refuse_bind(command_id, seq, pdu.error)
             return
         system_id = pdu.system_id.decode("latin-1")
-        d = self.factory.registry.authenticate(system_id, pdu.password.decode("latin-1"))
+        d = self.factory.auth.authenticate(system_id, pdu.password.decode("latin-1"),
+                                           self.host)
 
         def done(result: tuple[int, Any]) -> None:
             status_, account = result
@@ -273,7 +274,8 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
 
 
 class ClientFactory(protocol.Factory):
-    """Builds sessions; holds what they share (config, registry, relay, clock).
+    """Builds sessions; holds what they share (config, registry, relay, clock, and `auth`,
+    the `proxyd.auth.Authenticator` of binds).
 
     `sessions` is the live set of connected sessions; pass one to share it with whoever
     reads it (the node's metrics and shutdown), or a new set is made."""
@@ -282,9 +284,10 @@ class ClientFactory(protocol.Factory):
 
     def __init__(self, smpp: Any, registry: Any, relay: Any, clock: Any,
                  system_id: bytes = b"proxyd", refusal_interval_s: float = 60.0,
-                 sessions: set[ClientSession] | None = None) -> None:
+                 sessions: set[ClientSession] | None = None, *, auth: Any) -> None:
         self.smpp = smpp
         self.registry = registry
+        self.auth = auth
         self.relay = relay
         self.clock = clock
         self.system_id = system_id
