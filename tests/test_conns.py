@@ -128,7 +128,8 @@ def smpp_conn(f: ClientFactory, host: str) -> tuple:
 def test_smpp_refused_connection_is_aborted_before_reading_and_not_counted():
     clock = Clock()
     f = ClientFactory(SmppConfig(max_connections=10, max_connections_per_address=2,
-                                 max_unbound=10), Registry(), HeldRelay(), clock)
+                                 max_unbound=10), Registry(), HeldRelay(), clock,
+                      auth=Registry())
     kept = [smpp_conn(f, "10.0.0.1") for _ in range(2)]
     s, t = smpp_conn(f, "10.0.0.1")
     assert t.disconnected and s not in f.sessions and not s.admitted
@@ -145,7 +146,8 @@ def test_smpp_refused_connection_is_aborted_before_reading_and_not_counted():
 def test_smpp_bind_gives_the_unbound_place_back():
     clock = Clock()
     f = ClientFactory(SmppConfig(max_connections=10, max_connections_per_address=10,
-                                 max_unbound=1), Registry(), HeldRelay(), clock)
+                                 max_unbound=1), Registry(), HeldRelay(), clock,
+                      auth=Registry())
     s, t = smpp_conn(f, "10.0.0.1")
     assert smpp_conn(f, "10.0.0.2")[1].disconnected  # the one unbound place is taken
     s.dataReceived(bind_pdu())
