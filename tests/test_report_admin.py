@@ -28,7 +28,7 @@ class OneAccount:
     def __init__(self, account: Any) -> None:
         self.account = account
 
-    def authenticate(self, user: str, password: str) -> defer.Deferred:
+    def authenticate(self, user: str, password: str, peer: str = "") -> defer.Deferred:
         ok = user == self.account.system_id and password == "pw"
         return defer.succeed((0, self.account) if ok else (0x0E, None))
 
