@@ -187,7 +187,7 @@ def open_store(cfg: Config) -> tuple[Any, Callable[[], None]]:
         if st.url == "embedded":
             path = socket_path_for(st.dir)
             if not ping_blocking(path):
-                path, stop = start_blocking(st.dir, st.appendfsync)
+                path, stop = start_blocking(st.dir, st.appendfsync, maxmemory=st.maxmemory)
             client = valkey.Valkey(unix_socket_path=path, socket_timeout=st.timeout_s,
                                    socket_connect_timeout=st.timeout_s,
                                    decode_responses=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,7 @@ class StoreConfig:
     ca_file: str = ""              # rediss://: PEM CA certificates to verify the server with
     dir: str = "var/store"
     appendfsync: str = "everysec"
+    maxmemory: str = "1gb"         # embedded store: memory cap (noeviction: writes fail when full)
     timeout_s: float = 2.0
     pool_size: int = 4
     reservation_max_age_s: float = 120.0
@@ -368,6 +370,9 @@ def _check(cfg: Config) -> None:
     if cfg.store.appendfsync not in ("everysec", "always", "no"):
         raise ConfigError("store.appendfsync: must be \"everysec\", \"always\" or \"no\"")
     _positive("store.timeout_s", cfg.store.timeout_s, 0.01)
+    if not re.fullmatch(r"[1-9][0-9]*(kb|mb|gb)?", cfg.store.maxmemory.lower()):
+        raise ConfigError("store.maxmemory: must be a size such as \"512mb\" or \"2gb\", "
+                          "got %r" % cfg.store.maxmemory)
     _positive("store.pool_size", cfg.store.pool_size)
     _positive("store.retention_days", cfg.store.retention_days)
     _positive("store.receipt_ttl_s", cfg.store.receipt_ttl_s, 60)

@@ -88,7 +88,8 @@ class ProxydService(service.MultiService):
         self.ids = MessageIds(cfg.relay.node_id)
         self.metrics = Metrics(self.config, self.registry, self.sessions, self.upstreams)
         if cfg.store.url == "embedded":
-            self.store_server = EmbeddedServer(cfg.store.dir, cfg.store.appendfsync, reactor)
+            self.store_server = EmbeddedServer(cfg.store.dir, cfg.store.appendfsync, reactor,
+                                               maxmemory=cfg.store.maxmemory)
             self.store_server.setServiceParent(self)
         self.front = service.MultiService()
         # built by `_build` once the store answers

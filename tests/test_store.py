@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import socket
 import signal
 import subprocess
 import tempfile
@@ -413,6 +414,30 @@ class TestStartBlocking(unittest.SynchronousTestCase):
         finally:
             stop()
         self.assertFalse(ping_blocking(path))
+
+    def test_embedded_store_has_a_memory_cap_and_evicts_nothing(self) -> None:
+        d = tempfile.mkdtemp(prefix="proxyd-mm-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path, stop = start_blocking(d, "no", maxmemory="3mb")
+        try:
+            def command(*args: bytes) -> bytes:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(5)
+                s.connect(path)
+                s.sendall(b"*%d\r\n" % len(args)
+                          + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+                buf = s.recv(65536)
+                s.close()
+                return buf
+            self.assertIn(b"noeviction", command(b"CONFIG", b"GET", b"maxmemory-policy"))
+            self.assertIn(b"3145728", command(b"CONFIG", b"GET", b"maxmemory"))
+            # filling it: a write is refused with the store's OOM error, nothing is evicted
+            big = b"x" * (512 * 1024)
+            answers = [command(b"SET", b"k%d" % i, big) for i in range(12)]
+            self.assertTrue(any(a.startswith(b"-OOM") for a in answers), answers)
+            self.assertEqual(command(b"GET", b"k0")[:8], b"$524288\r")
+        finally:
+            stop()
 
     def test_socket_path_too_long(self) -> None:
         from proxyd.store.embedded import EmbeddedServerError

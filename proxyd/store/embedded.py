@@ -84,8 +84,11 @@ def socket_path_for(dir: str) -> str:
     return os.path.join(os.path.abspath(dir), SOCKET_NAME)
 
 
-def server_args(binary: str, dir: str, appendfsync: str) -> list[str]:
-    """argv for a server keeping its data in `dir` and listening on its unix socket only."""
+def server_args(binary: str, dir: str, appendfsync: str, maxmemory: str = "1gb") -> list[str]:
+    """argv for a server keeping its data in `dir` and listening on its unix socket only,
+    holding at most `maxmemory` ("512mb", "2gb", bytes) and evicting nothing when full: a
+    write then fails (the store's OOM error, a store error to proxyd: ESME_RSYSERR and a log
+    line) and nothing already kept is lost."""
     d = os.path.abspath(dir)
     sock = socket_path_for(d)
     if len(sock.encode()) >= _MAX_UNIX_PATH:
@@ -101,6 +104,8 @@ def server_args(binary: str, dir: str, appendfsync: str) -> list[str]:
             "--dir", d,
             "--appendonly", "yes",
             "--appendfsync", appendfsync,
+            "--maxmemory", maxmemory,
+            "--maxmemory-policy", "noeviction",
             "--save", "",
             "--pidfile", os.path.join(d, PIDFILE_NAME),
             "--logfile", os.path.join(d, LOGFILE_NAME),
@@ -171,7 +176,8 @@ def _read_pid(dir: str) -> int | None:
 
 
 def start_blocking(dir: str, appendfsync: str = "everysec",
-                   timeout_s: float = 10.0) -> tuple[str, Callable[[], None]]:
+                   timeout_s: float = 10.0,
+                   maxmemory: str = "1gb") -> tuple[str, Callable[[], None]]:
     """Make sure a server runs for `dir`; return (socket path, stop).
 
     If a server already answers on the socket, or another process owns `dir`, it is used and
@@ -180,7 +186,7 @@ def start_blocking(dir: str, appendfsync: str = "everysec",
     """
     os.makedirs(dir, mode=0o700, exist_ok=True)
     path = socket_path_for(dir)
-    args = server_args(find_server_binary(), dir, appendfsync)
+    args = server_args(find_server_binary(), dir, appendfsync, maxmemory)
     fd = _try_lock(dir)
     deadline = time.monotonic() + timeout_s
     if fd is None:  # someone owns it: wait for their server
@@ -287,13 +293,14 @@ class EmbeddedServer(service.Service):
     def __init__(self, dir: str, appendfsync: str = "everysec", reactor: Any = None,
                  binary: str | None = None, check_interval_s: float = 1.0,
                  restart_min_s: float = 0.2, restart_max_s: float = 5.0,
-                 stop_timeout_s: float = 10.0) -> None:
+                 stop_timeout_s: float = 10.0, maxmemory: str = "1gb") -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
         self.reactor = reactor
         self.dir = os.path.abspath(dir)
         self.appendfsync = appendfsync
+        self.maxmemory = maxmemory
         self.socket_path = socket_path_for(self.dir)
         self._binary = binary
         self.check_interval_s = check_interval_s
@@ -339,7 +346,7 @@ class EmbeddedServer(service.Service):
         # fail early and clearly on a missing binary or an unusable dir
         if self._binary is None:
             self._binary = find_server_binary()
-        server_args(self._binary, self.dir, self.appendfsync)
+        server_args(self._binary, self.dir, self.appendfsync, self.maxmemory)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         service.Service.startService(self)
         self._monitor = LoopingCall(self._check)
@@ -422,7 +429,7 @@ class EmbeddedServer(service.Service):
         if not self.running or self._proc is not None:
             return
         assert self._binary is not None
-        args = server_args(self._binary, self.dir, self.appendfsync)
+        args = server_args(self._binary, self.dir, self.appendfsync, self.maxmemory)
         self._set_ready(False)
         proc = _ServerProcess(self)
         self._proc = proc
