@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any, Callable, NamedTuple
 
 from twisted.application.internet import TimerService
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from proxyd.message import Message
@@ -189,15 +190,26 @@ class Reassembly:
             self.receipts.own_receipt(account.system_id, k.mid, k.pdu, stat, status)
 
     # --- timeouts -------------------------------------------------------------------------
-    def sweep(self) -> Any:
-        cutoff = int((self.clock.seconds() - self.timeout_s) * 1000)
-        d = self.store.execute("ZRANGEBYSCORE", INDEX, 0, cutoff, "LIMIT", 0, 100)
+    SWEEP_BATCH = 100
 
-        def got(keys: list) -> None:
+    def sweep(self) -> Any:
+        """Take the messages incomplete for longer than the timeout, a batch at a time, until
+        none is left: a backlog is drained at once, not 100 per timer tick, so that no part
+        outlives its hash's TTL and leaves without its journal record and receipt."""
+        cutoff = int((self.clock.seconds() - self.timeout_s) * 1000)
+        d = self.store.execute("ZRANGEBYSCORE", INDEX, 0, cutoff, "LIMIT", 0,
+                               self.SWEEP_BATCH)
+
+        def got(keys: list) -> Any:
+            takes = []
             for k in keys or ():
                 k = _text(k)
-                self.store.evalsha("concat_take", [k, INDEX], []).addCallbacks(
-                    self._expired, lambda f: None, callbackArgs=(k,))
+                takes.append(self.store.evalsha("concat_take", [k, INDEX], []).addCallbacks(
+                    self._expired, lambda f: None, callbackArgs=(k,)))
+            if len(keys or ()) >= self.SWEEP_BATCH:
+                # the next batch once this one is taken (taken keys leave the index)
+                return defer.gatherResults(takes).addCallback(lambda _: self.sweep())
+            return None
 
         return d.addCallbacks(got, lambda f: log.warn("reassembly sweep failed: {e}",
                                                       e=f.getErrorMessage()))
