@@ -13,7 +13,7 @@ from proxyd.auth import MemoryThrottle, StoreThrottle
 from proxyd.auth.throttle import keys
 from proxyd.config import AuthConfig, Config
 from proxyd.store.client import Store
-from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
+from tests.valkey_fixture import connect_store, valkey_class, valkey_socket  # noqa: F401
 
 CFG = Config(auth=AuthConfig(max_failures=3, max_failures_per_address=5, lockout_s=60,
                              window_s=30, delay_s=0.5, max_delay_s=2.0))
@@ -29,9 +29,7 @@ class TestStoreThrottle(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        self.store = yield Store.connect(self.socket_path, pool_size=2, timeout_s=5.0,
-                                         reactor=reactor)
-        self.addCleanup(self.store.disconnect)
+        self.store = yield connect_store(self)
         self.memory = MemoryThrottle(lambda: CFG, Clock())
         self.t = StoreThrottle(lambda: CFG, self.store, self.memory)
 

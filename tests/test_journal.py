@@ -17,9 +17,8 @@ from twisted.trial import unittest
 from proxyd.admin import run_script
 from proxyd.store import journal as J
 from proxyd.store import ledger as L
-from proxyd.store.client import Store
 from tests.conftemplate import config_text
-from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
+from tests.valkey_fixture import connect_store, valkey_class, valkey_socket  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 SEP = "\x1f"
@@ -334,9 +333,7 @@ class TestLedgerJournal(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        self.store = yield Store.connect(self.socket_path, pool_size=2, timeout_s=5.0,
-                                         reactor=reactor)
-        self.addCleanup(self.store.disconnect)
+        self.store = yield connect_store(self)
         self.ledger = L.Ledger(self.store, reactor)
         self.a = "k" + uuid.uuid4().hex[:10]
 
@@ -406,9 +403,7 @@ class TestReportResource(unittest.TestCase):
     def setUp(self) -> Any:
         from types import SimpleNamespace
 
-        self.store = yield Store.connect(self.socket_path, pool_size=2, timeout_s=5.0,
-                                         reactor=reactor)
-        self.addCleanup(self.store.disconnect)
+        self.store = yield connect_store(self)
         self.ledger = L.Ledger(self.store, reactor)
         self.account = SimpleNamespace(system_id="h" + uuid.uuid4().hex[:10], price=5)
         self.registry = _Registry(self.account)

@@ -15,9 +15,8 @@ from twisted.trial import unittest
 
 from proxyd.delivery import expand_facts
 from proxyd.http.dlr import build_request
-from proxyd.store.client import Store
 from proxyd.store.messages import MessageStore, mo_parts_key
-from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
+from tests.valkey_fixture import connect_store, valkey_class, valkey_socket  # noqa: F401
 
 from .conftemplate import config_text
 from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
@@ -141,9 +140,7 @@ class MoReassemblyTest(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        self.store = yield Store.connect(self.socket_path, pool_size=2, timeout_s=5.0,
-                                         reactor=reactor)
-        self.addCleanup(self.store.disconnect)
+        self.store = yield connect_store(self)
 
     @defer.inlineCallbacks
     def test_parts_reassembled_once_then_one_callback(self) -> Any:

@@ -16,10 +16,9 @@ from twisted.web.client import Agent, readBody
 from proxyd import config
 from proxyd.http.report import ReportResource
 from proxyd.store import journal as J
-from proxyd.store.client import Store
 from proxyd.store.ledger import Ledger
 from tests.procs import wait_until
-from tests.valkey_fixture import valkey_class, valkey_socket  # noqa: F401
+from tests.valkey_fixture import connect_store, valkey_class, valkey_socket  # noqa: F401
 
 
 class OneAccount:
@@ -39,9 +38,7 @@ class TestReportOverHttp(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        self.store = yield Store.connect(self.socket_path, pool_size=2, timeout_s=5.0,
-                                         reactor=reactor)
-        self.addCleanup(self.store.disconnect)
+        self.store = yield connect_store(self)
         self.ledger = Ledger(self.store, reactor)
         sid = "r" + uuid.uuid4().hex[:12]
         self.account = config.AccountConfig(system_id=sid, password="pw", price=5)

@@ -3,7 +3,9 @@
 Use it from a test module with ``from tests.valkey_fixture import valkey_socket`` (the import
 registers the fixture). For ``twisted.trial`` TestCase classes, which cannot take fixture
 arguments, decorate the class with ``@pytest.mark.usefixtures("valkey_class")``: it sets
-``cls.socket_path``. Tests share one server, so each test uses its own account names.
+``cls.socket_path``, and ``self.store = yield connect_store(self)`` in their setUp gives a
+`Store` on it, disconnected after the test. Tests share one server, so each test uses its
+own account names.
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
+from twisted.internet import defer
 
 from proxyd.store.embedded import find_server_binary, ping_blocking, server_args
 
@@ -67,3 +70,14 @@ def valkey_socket() -> Iterator[str]:
 def valkey_class(request: pytest.FixtureRequest, valkey_socket: str) -> None:
     """For unittest/trial classes: sets ``cls.socket_path``."""
     request.cls.socket_path = valkey_socket
+
+
+@defer.inlineCallbacks
+def connect_store(case: Any) -> Any:
+    """A `Store` on the class's server (`valkey_class`), disconnected when `case` ends."""
+    from twisted.internet import reactor
+
+    from proxyd.store.client import Store
+    store = yield Store.connect(case.socket_path, pool_size=2, timeout_s=5.0, reactor=reactor)
+    case.addCleanup(store.disconnect)
+    return store
