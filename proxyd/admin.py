@@ -12,6 +12,8 @@
     proxyd-admin --config conf/proxyd.toml report ACCOUNT [--date D | --from D --to D] [--json]
     proxyd-admin --config conf/proxyd.toml export [--date D] [--account A] [--output FILE]
     proxyd-admin hash-password            (password from stdin, or asked for on a terminal)
+    proxyd-admin init DIR [--force]       (writes the shipped conf files into DIR)
+    proxyd-admin plugin-cache             (refreshes Twisted's plugin cache, see below)
 
 Days are YYYYMMDD or YYYY-MM-DD, local time, default today. verify recomputes the hash chain
 of an account's journal day and names the first record where it breaks; report prints the
@@ -23,6 +25,13 @@ Amounts are integers in minor units (fen). It talks to the store of the config w
 synchronous ``valkey`` client and the same Lua scripts as the daemon (`proxyd.store.ledger`).
 For the embedded store it connects to ``<store.dir>/valkey.sock``; if no server runs there it
 starts one for the duration of the command (see `proxyd.store.embedded.start_blocking`).
+
+`init` writes the files proxyd ships (`proxyd.shipped`: proxyd.toml, filters/,
+proxyd.service, monitoring/) into DIR; it refuses to overwrite a file without --force.
+`plugin-cache` rewrites Twisted's ``dropin.cache`` for the plugin directories proxyd's
+twistd plugin is in: run it once after installing or upgrading, as the user who owns the
+installation, so that a daemon on a read-only site-packages does not rescan (and try to
+write) it at every start.
 
 Exit status: 0 done, 1 the store failed or refused (e.g. the adjustment would make the balance
 negative) or a check failed (verify, report), 2 bad arguments, bad config or unknown account.
@@ -152,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--account", default=None)
     s.add_argument("--output", default="-", metavar="FILE")
     sub.add_parser("hash-password", help="print the scrypt hash of a password")
+    s = sub.add_parser("init", help="write the shipped config, filters, systemd unit and "
+                                    "monitoring files into DIR")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--force", action="store_true", help="overwrite files that exist")
+    sub.add_parser("plugin-cache", help="refresh Twisted's plugin cache (after an install)")
     s = sub.add_parser("reload", help="make a running proxyd re-read its config (SIGHUP)")
     s.add_argument("--pidfile", default="var/proxyd.pid", metavar="PATH",
                    help="twistd pid file of the node (default: var/proxyd.pid)")
@@ -456,6 +470,50 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
         close()
 
 
+def _init(target: str, force: bool, out: Any) -> int:
+    from proxyd import shipped
+    try:
+        written = shipped.init(target, force=force)
+    except shipped.InitError as e:
+        raise UsageError(str(e)) from None
+    except FileNotFoundError as e:
+        raise Failed(str(e)) from None
+    print("wrote %d files into %s (start with %s)" % (
+        len(written), target, os.path.join(target, "proxyd.toml")), file=out)
+    return 0
+
+
+def _plugin_cache(out: Any) -> int:
+    """Load every plugin of the `twisted.plugins` directories (which rewrites each stale
+    dropin.cache it may write) and check that proxyd's plugins are among them."""
+    from twisted.application.service import IServiceMaker
+    from twisted.plugin import getPlugins
+    from twisted import plugins
+    from twisted.python import log as tlog
+
+    failures: list[str] = []
+
+    def watch(event: dict) -> None:
+        text = tlog.textFromEventDict(event) or ""
+        if "plugin cache" in text or event.get("isError"):
+            failures.append(text.strip())
+
+    tlog.addObserver(watch)
+    try:
+        names = sorted(p.tapname for p in getPlugins(IServiceMaker, plugins))
+    finally:
+        tlog.removeObserver(watch)
+    missing = [n for n in ("proxyd", "proxyd-smsc") if n not in names]
+    if missing:
+        raise Failed("twistd plugins not found: %s (searched %s)" % (
+            ", ".join(missing), ", ".join(plugins.__path__)))
+    for line in failures:
+        print("warning: %s" % line, file=out)
+    print("twistd plugins: %s; cache %s" % (
+        ", ".join(names), "not written (see above)" if failures else "up to date"), file=out)
+    return 1 if failures else 0
+
+
 def _hash_password(out: Any) -> int:
     if sys.stdin is not None and sys.stdin.isatty():
         pw = getpass.getpass("Password: ")
@@ -481,6 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _hash_password(sys.stdout)
         if args.command == "reload":
             return _reload(args.pidfile, sys.stdout)
+        if args.command == "init":
+            return _init(args.dir, args.force, sys.stdout)
+        if args.command == "plugin-cache":
+            return _plugin_cache(sys.stdout)
         return _store_command(args, sys.stdout)
     except UsageError as e:
         print("proxyd-admin: %s" % e, file=sys.stderr)
