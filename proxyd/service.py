@@ -38,6 +38,7 @@ from .http.callclient import CallbackClient
 from .http.api import Api, make_site
 from .http.report import ReportResource
 from .logs import configure_logging, mask_url
+from . import lowbalance
 from .metrics import Metrics
 from .policy import Policy
 from .links.routing import Router
@@ -185,9 +186,11 @@ class ProxydService(service.MultiService):
             callbacks = CallbackClient(reactor, allow=hc.callback_allow,
                                        timeout_s=cfg.delivery.dlr_timeout_s,
                                        max_body=hc.callback_max_body)
+            self.notices = lowbalance.Notices(self.config)
+            lowbalance.sync(store, cfg.accounts)
             self.delivery = self.receipts = Delivery(
                 self.config, store, reactor, self.optout, self.ledger, callbacks=callbacks,
-                callback_per_account=hc.callback_per_account)
+                callback_per_account=hc.callback_per_account, on_notice=self.notices)
             self.receipts.setServiceParent(self.front)
             report_ledger: Any = self.ledger
         else:
@@ -276,6 +279,8 @@ class ProxydService(service.MultiService):
             log.info("reload applied before start: {n} accounts", n=len(new.accounts))
             return True
         self.auth.reconfigured()
+        if self.store is not None:
+            lowbalance.sync(self.store, new.accounts)
         self.gate.set_config(new, policy)
         self.client_factory.set_config(new.smpp)
         for sid, sessions in list(self.registry.sessions.items()):
