@@ -40,6 +40,7 @@ from .http.report import ReportResource
 from .logs import configure_logging, mask_url
 from . import lowbalance
 from .metrics import Metrics
+from .monitor import Monitor
 from .policy import Policy
 from .links.routing import Router
 from .smpp.server import ClientFactory
@@ -193,10 +194,14 @@ class ProxydService(service.MultiService):
                 callback_per_account=hc.callback_per_account, on_notice=self.notices)
             self.receipts.setServiceParent(self.front)
             report_ledger: Any = self.ledger
+            self.monitor = Monitor(self.config, self.metrics, store, reactor,
+                                   dlr=self.delivery.dlr, notices=self.notices)
         else:
             self.ledger = FreeLedger()
             self.receipts = MemoryReceipts(self.config, self.registry, reactor)
             report_ledger = None        # no journal to report from: /report answers 503
+            self.monitor = Monitor(self.config, self.metrics, None, reactor)
+        self.monitor.history.setServiceParent(self.front)
         self.registry.on_ready.append(self.receipts.session_ready)
         self.registry.on_unbound.append(self.receipts.session_gone)
         self.gate = Gate(cfg, self.policy, self.ledger, self.router, self.receipts,
@@ -225,7 +230,8 @@ class ProxydService(service.MultiService):
         if cfg.admin.listen:
             self._listen("admin", cfg.admin.listen,
                          make_admin_site(self.config, self.metrics, self.upstreams, store,
-                                         reactor))
+                                         reactor, monitor=self.monitor,
+                                         binds=self.registry.sessions))
 
     def _listen(self, kind: str, endpoints: Any, factory: Any) -> None:
         """A listener per endpoint string, started with the front (once the store answers)."""

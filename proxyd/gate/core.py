@@ -197,7 +197,7 @@ class Gate:
             else:
                 ledger.count_rejected(account.system_id, reason, "",
                                       parts=max(1, msg.parts)).addErrback(lambda f: None)
-        self.metrics.refused(account.system_id, refusal.reason)
+        self.metrics.refused(account.system_id, refusal.reason, msg.destination_addr)
         if refusal.reason == "rate" and self._quiet(account.system_id):
             return
         if self.config.log.log_content and msg.text is not None:
