@@ -13,6 +13,8 @@
     proxyd-admin --config conf/proxyd.toml export [--date D] [--account A] [--output FILE]
     proxyd-admin hash-password            (password from stdin, or asked for on a terminal)
     proxyd-admin init DIR [--force]       (writes the shipped conf files into DIR)
+    proxyd-admin --config conf/proxyd.toml backup FILE   (a snapshot of the store)
+    proxyd-admin --config conf/proxyd.toml restore FILE  (embedded store, nodes stopped)
     proxyd-admin plugin-cache             (refreshes Twisted's plugin cache, see below)
 
 Days are YYYYMMDD or YYYY-MM-DD, local time, default today. verify recomputes the hash chain
@@ -166,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--force", action="store_true", help="overwrite files that exist")
     sub.add_parser("plugin-cache", help="refresh Twisted's plugin cache (after an install)")
+    s = sub.add_parser("backup", help="a consistent snapshot of the store into FILE")
+    s.add_argument("file", metavar="FILE")
+    s = sub.add_parser("restore", help="replace the embedded store's data with a backup "
+                                       "(every node stopped)")
+    s.add_argument("file", metavar="FILE")
     s = sub.add_parser("reload", help="make a running proxyd re-read its config (SIGHUP)")
     s.add_argument("--pidfile", default="var/proxyd.pid", metavar="PATH",
                    help="twistd pid file of the node (default: var/proxyd.pid)")
@@ -483,6 +490,50 @@ def _init(target: str, force: bool, out: Any) -> int:
     return 0
 
 
+def _backup(config: str, target: str, out: Any) -> int:
+    import valkey
+
+    from proxyd.backup import BackupError, backup
+    try:
+        cfg = load(config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if cfg.store.url == "none":
+        raise UsageError("[store] url is \"none\": there is no store to back up")
+    client, close = open_store(cfg)
+    try:
+        src, size = backup(client, target)
+    except BackupError as e:
+        raise Failed(str(e)) from None
+    except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+        raise Failed("store unavailable: %s" % e) from None
+    except valkey.exceptions.ResponseError as e:
+        raise Failed("store error: %s" % e) from None
+    finally:
+        close()
+    print("wrote %s (%d bytes, a snapshot of %s)" % (target, size, src), file=out)
+    return 0
+
+
+def _restore(config: str, snapshot: str, out: Any) -> int:
+    from proxyd.backup import BackupError, restore_embedded
+    try:
+        cfg = load(config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    st = cfg.store
+    if st.url != "embedded":
+        raise UsageError("restore works on the embedded store only ([store] url = "
+                         "\"embedded\"); restore a server of your own with its tools")
+    try:
+        keys, moved = restore_embedded(st.dir, snapshot, st.appendfsync, st.maxmemory)
+    except (BackupError, EmbeddedServerError) as e:
+        raise Failed(str(e)) from None
+    print("restored %d keys into %s%s" % (keys, st.dir, (
+        "; the data before is kept in %s" % moved) if moved else ""), file=out)
+    return 0
+
+
 def _plugin_cache(out: Any) -> int:
     """Load every plugin of the `twisted.plugins` directories (which rewrites each stale
     dropin.cache it may write) and check that proxyd's plugins are among them."""
@@ -543,6 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _init(args.dir, args.force, sys.stdout)
         if args.command == "plugin-cache":
             return _plugin_cache(sys.stdout)
+        if args.command == "backup":
+            return _backup(args.config, args.file, sys.stdout)
+        if args.command == "restore":
+            return _restore(args.config, args.file, sys.stdout)
         return _store_command(args, sys.stdout)
     except UsageError as e:
         print("proxyd-admin: %s" % e, file=sys.stderr)
