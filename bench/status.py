@@ -14,19 +14,22 @@ skipped (and says so) when no Chromium is found.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# bench/http.py would shadow the standard library's http (urllib.request imports it)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
 import argparse
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 from tests.conftemplate import config_text  # noqa: E402
 from tests.procs import admin, free_port, start_proxyd, start_sim, wait_until  # noqa: E402

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import urllib.request
 from pathlib import Path
 
@@ -71,6 +72,20 @@ def installed(tmp_path_factory):
                       "sys.exit(run())\n" % vpy)
     twistd.chmod(0o755)
     return venv, env
+
+
+def test_sdist_carries_the_plugin_conf_and_docs(tmp_path):
+    r = run([PY, "setup.py", "-q", "sdist", "-d", tmp_path], ROOT, clean_env())
+    (sdist,) = tmp_path.glob("proxyd-*.tar.gz")
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    for name in ("twisted/plugins/proxyd_plugin.py", "setup.py", "conf/proxyd.toml",
+                 "conf/proxyd.service", "conf/filters/rumours.txt",
+                 "conf/monitoring/alerts.yml", "conf/monitoring/grafana-dashboard.json",
+                 "docs/OPERATIONS.md", "docs/ARCHITECTURE.md", "README.md",
+                 "proxyd/store/ledger/prelude.lua"):
+        assert name in names, (name, r.stderr)
+    assert not any(n.endswith("dropin.cache") for n in names)
 
 
 def test_wheel_installs_and_relays(installed, tmp_path):
