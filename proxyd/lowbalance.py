@@ -32,11 +32,11 @@ at scrape time (`proxyd.monitor`).
 from __future__ import annotations
 
 from typing import Any, Iterable
-from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from .http.mo import fill
 from .logs import mask_url
 from .store.ledger.keys import low_key
 
@@ -62,24 +62,7 @@ def notify_values(facts: dict[str, Any], account: str = "") -> dict[str, str]:
 def notify_url(template: str, facts: dict[str, Any], account: str = "") -> str:
     """The template with every known placeholder replaced by its URL-encoded value; an
     unknown %x is left as it is."""
-    values = notify_values(facts, account)
-    out = []
-    i, n = 0, len(template)
-    while i < n:
-        ch = template[i]
-        if ch == "%" and i + 1 < n:
-            key = template[i + 1]
-            if key == "%":
-                out.append("%")
-                i += 2
-                continue
-            if key in values:
-                out.append(quote(values[key], safe=""))
-                i += 2
-                continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
+    return fill(template, notify_values(facts, account))
 
 
 def sync(store: Any, accounts: Iterable[Any]) -> defer.Deferred:
