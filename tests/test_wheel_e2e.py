@@ -45,6 +45,15 @@ def clean_env() -> dict:
     return env
 
 
+def source_copy(dest: Path) -> Path:
+    """The checkout's files as a clean clone has them (no venv, no build leftovers, which a
+    build in place could carry into the wheel)."""
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "var", "*.egg-info", "__pycache__", "*.pyc",
+        "dropin.cache", ".pytest_cache", ".hypothesis", "_trial_temp"))
+    return dest
+
+
 def site_packages(venv: Path) -> Path:
     found = list((venv / "lib").glob("python3*/site-packages"))
     assert len(found) == 1, found
@@ -58,7 +67,7 @@ def installed(tmp_path_factory):
     env = clean_env()
     wheels = tmp / "dist"
     run([PY, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels,
-         ROOT], tmp, env)
+         source_copy(tmp / "src")], tmp, env)
     (wheel,) = wheels.glob("proxyd-*.whl")
     venv = tmp / "venv"
     run([PY, "-m", "venv", "--without-pip", venv], tmp, env)
@@ -75,7 +84,8 @@ def installed(tmp_path_factory):
 
 
 def test_sdist_carries_the_plugin_conf_and_docs(tmp_path):
-    r = run([PY, "setup.py", "-q", "sdist", "-d", tmp_path], ROOT, clean_env())
+    src = source_copy(tmp_path / "src")
+    r = run([PY, "setup.py", "-q", "sdist", "-d", tmp_path], src, clean_env())
     (sdist,) = tmp_path.glob("proxyd-*.tar.gz")
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
