@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import promql_parser
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -65,6 +66,21 @@ def test_the_files_are_well_formed():
         r = by_name[name]
         assert r["expr"].strip() and r["labels"]["severity"] and r["annotations"]["summary"]
     assert len(by_name) == len(rules())
+
+
+def test_every_expression_is_promql():
+    with pytest.raises(Exception):      # the parser does refuse a bad one
+        promql_parser.parse("sum(rate(proxyd_messages_total[5m])")
+    grafana = {"$__rate_interval": "1m", "$instance": ".*", "$account": ".*"}
+    exprs = [r["expr"] for r in rules()]
+    for e in dashboard_exprs():
+        if e.startswith("label_values("):   # a Grafana variable query, not PromQL
+            continue
+        for k, v in grafana.items():
+            e = e.replace(k, v)
+        exprs.append(e)
+    for e in exprs:
+        promql_parser.parse(e)
 
 
 def get(port: int, path: str, token: str | None = TOKEN) -> tuple[int, str, str]:
