@@ -535,29 +535,12 @@ def _restore(config: str, snapshot: str, out: Any) -> int:
 
 
 def _plugin_cache(out: Any) -> int:
-    """Load every plugin of the `twisted.plugins` directories (which rewrites each stale
-    dropin.cache it may write) and check that proxyd's plugins are among them."""
-    from twisted.application.service import IServiceMaker
-    from twisted.plugin import getPlugins
-    from twisted import plugins
-    from twisted.python import log as tlog
-
-    failures: list[str] = []
-
-    def watch(event: dict) -> None:
-        text = tlog.textFromEventDict(event) or ""
-        if "plugin cache" in text or event.get("isError"):
-            failures.append(text.strip())
-
-    tlog.addObserver(watch)
-    try:
-        names = sorted(p.tapname for p in getPlugins(IServiceMaker, plugins))
-    finally:
-        tlog.removeObserver(watch)
-    missing = [n for n in ("proxyd", "proxyd-smsc") if n not in names]
+    from proxyd.shipped import PLUGINS, scan_plugins
+    names, failures, searched = scan_plugins()
+    missing = [n for n in PLUGINS if n not in names]
     if missing:
         raise Failed("twistd plugins not found: %s (searched %s)" % (
-            ", ".join(missing), ", ".join(plugins.__path__)))
+            ", ".join(missing), ", ".join(searched)))
     for line in failures:
         print("warning: %s" % line, file=out)
     print("twistd plugins: %s; cache %s" % (

@@ -14,7 +14,9 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["conf_dir", "init", "InitError"]
+__all__ = ["conf_dir", "init", "InitError", "scan_plugins", "PLUGINS"]
+
+PLUGINS = ("proxyd", "proxyd-smsc")        # the twistd plugins of the distribution
 
 _EXAMPLE = "proxyd.toml"
 _FILTERS_LINE = 'filters_dir = "conf/filters"'
@@ -64,3 +66,28 @@ def init(target: str | os.PathLike, force: bool = False) -> list[Path]:
     except OSError as e:
         raise InitError("cannot write %s: %s" % (dst, e)) from None
     return written
+
+
+def scan_plugins() -> tuple[list[str], list[str], list[str]]:
+    """Load every twistd plugin of the ``twisted.plugins`` directories, which rewrites each
+    stale ``dropin.cache`` that may be written (``proxyd-admin plugin-cache``). Returns
+    (the plugins' names, the lines Twisted logged about caches it could not write or
+    plugins it could not load, the directories searched)."""
+    from twisted import plugins
+    from twisted.application.service import IServiceMaker
+    from twisted.plugin import getPlugins
+    from twisted.python import log as tlog
+
+    failures: list[str] = []
+
+    def watch(event: dict) -> None:
+        text = tlog.textFromEventDict(event) or ""
+        if "plugin cache" in text or event.get("isError"):
+            failures.append(text.strip())
+
+    tlog.addObserver(watch)
+    try:
+        names = sorted(p.tapname for p in getPlugins(IServiceMaker, plugins))
+    finally:
+        tlog.removeObserver(watch)
+    return names, failures, list(plugins.__path__)
