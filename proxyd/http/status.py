@@ -14,6 +14,7 @@ node; built by `gather`).
 from __future__ import annotations
 
 import html
+import socket
 import time
 from typing import Any, Iterable, NamedTuple
 
@@ -98,7 +99,8 @@ def gather(config: Any, metrics: Any, monitor: Any, upstreams: Iterable[Any],
         first = samples[0][3]
         recent = {r: n - first.get(r, 0) for r, n in refusals.items()
                   if n - first.get(r, 0) > 0}
-    return StatusView(clock.seconds(), cfg.relay.node_id or "", store, accounts, ups,
+    return StatusView(clock.seconds(), cfg.relay.node_id or socket.gethostname(), store,
+                      accounts, ups,
                       history.rates(), history.step_s * (history.samples.maxlen - 1),
                       refusals, recent, list(metrics.recent)[::-1])
 
