@@ -14,7 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from .conftemplate import config_text
-from .procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config
+from proxyd.admin import main as admin_main
+
+from .procs import free_port, start_proxyd, start_sim, wait_until, write_config
 from .test_metrics_e2e import bind, sample, scrape, submit_all
 
 
@@ -53,7 +55,18 @@ def receiver():
     r.close()
 
 
-def test_one_notice_per_crossing(tmp_path, receiver):
+@pytest.fixture
+def admin(capsys):
+    """proxyd-admin in this process (the node's store: its socket under [store] dir)."""
+    def run(cfg, *args):
+        code = admin_main(["--config", str(cfg), *args])
+        out, err = capsys.readouterr()
+        assert code == 0, (out, err)
+        return out.strip()
+    return run
+
+
+def test_one_notice_per_crossing(tmp_path, receiver, admin):
     sim, sim_port, _record = start_sim(tmp_path)
     port, admin_port = free_port(), free_port()
     url = "http://127.0.0.1:%d/" % receiver.port
@@ -69,21 +82,21 @@ def test_one_notice_per_crossing(tmp_path, receiver):
     node = start_proxyd(tmp_path, cfg, port)
     try:
         wait_until(lambda: "upstream sim bound" in node.text(), "the upstream bind", 20)
-        admin(tmp_path, cfg, "topup", "acme", "40")
-        admin(tmp_path, cfg, "topup", "quiet", "10")
+        admin(cfg, "topup", "acme", "40")
+        admin(cfg, "topup", "quiet", "10")
         s = bind(port)
         # episode 1: 40 -> 10 fen, one message at a time (each answered before the next)
         for i in range(6):
             assert submit_all(s, ["13800138%03d" % i], tag="e1") == {0: 0}
         got = wait_until(lambda: receiver.seen, "the first notice", 20)
-        assert int(admin(tmp_path, cfg, "balance", "acme").stdout) == 10
+        assert admin(cfg, "balance", "acme") == "10"
         # re-armed by a top-up to 25 (>= 20); episode 2: 25 -> 15
-        admin(tmp_path, cfg, "topup", "acme", "15")
+        admin(cfg, "topup", "acme", "15")
         for i in range(2):
             assert submit_all(s, ["13900139%03d" % i], tag="e2") == {0: 0}
         got = wait_until(lambda: len(receiver.seen) >= 2 and receiver.seen,
                          "the second notice", 20)
-        assert int(admin(tmp_path, cfg, "balance", "acme").stdout) == 15
+        assert admin(cfg, "balance", "acme") == "15"
         s.close()
         first, second = got[0][1], got[1][1]
         assert got[0][0] == "/low" and first["acct"] == "acme" and first["low"] == "20"
