@@ -8,7 +8,8 @@
         ledger-sweeper        settles reservations whose outcome never came
         smpp:<endpoint> ...   client listeners
         http:<endpoint> ...   Kannel/Jasmin HTTP API
-        admin:<endpoint> ...  /metrics, /health
+        history               ten minutes of traffic for the status page (proxyd.monitor)
+        admin:<endpoint> ...  the status page /, /metrics, /health
 
 The listeners start only when the store is reachable, so no client is ever accepted that
 could not be charged. `[store] url = "none"` runs without a store (no ledger, no opt-out,
@@ -101,6 +102,8 @@ class ProxydService(service.MultiService):
         self.intake: Any = None
         self.client_factory: Any = None
         self.auth: Any = None
+        self.notices: Any = None        # low-balance notices (proxyd.lowbalance)
+        self.monitor: Any = None        # what the admin listener reads (proxyd.monitor)
 
     def config(self) -> Any:
         """The current Config: what parts that must see a reload are given (a reload
