@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -170,3 +172,23 @@ def test_status_page(node):
     assert "&lt;b&gt;o&amp;d&#x27;&quot;" in page
     # the store read is cached: a page does not need the store every time, and says it is up
     assert "store: <span class=\"ok\">up</span>" in page
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
+                             shutil.which("chromium-browser") or "") if p and Path(p).exists()),
+                None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine")
+def test_status_page_screenshot(node, tmp_path):
+    """Renders in a real browser (without the token the page is a 401: the test serves it
+    through a file, as a browser behind an authenticating proxy would get it)."""
+    proc, admin_port, _s = node
+    status, _ctype, page = get(admin_port, "/")
+    html = tmp_path / "status.html"
+    html.write_text(page)
+    png = tmp_path / "status.png"
+    subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox",
+                    "--window-size=1280,1400", "--screenshot=%s" % png, html.as_uri()],
+                   check=True, timeout=120, capture_output=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
