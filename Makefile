@@ -43,7 +43,7 @@ bench: $(STAMP)
 	$(PY) bench/codec.py
 	$(PY) bench/relay.py
 	$(PY) bench/filter.py
-	$(PY) bench/http.py
+	$(PY) bench/httpload.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

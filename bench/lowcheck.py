@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/http.py would shadow the standard library's http (Twisted imports it)
+# a bench/ module named like a standard one (there was a bench/http.py) would shadow the standard library's http (Twisted imports it)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# bench/http.py would shadow the standard library's http (urllib.request imports it)
+# a bench/ module named like a standard one (there was a bench/http.py) would shadow the standard library's http (urllib.request imports it)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from procs import admin, free_port, start_proxyd, start_sim, wait_for, write_config  # noqa: E402
+from procs import admin, free_port, start_proxyd, start_sim, wait_until, write_config  # noqa: E402
 
 CONFIG = """
 [smpp]
@@ -94,7 +94,7 @@ def main() -> None:
         cfg = write_config(tmp, CONFIG.format(port=port, http=hport, sim=sim_port, store=store))
         proxyd = start_proxyd(tmp, cfg, hport)
         try:
-            wait_for(lambda: proxyd.text().count("upstream sim bound") >= 2, 20, "binds")
+            wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "binds", 20)
             if a.store != "none":
                 admin(tmp, cfg, "topup", "bench", str(10 * (a.count + 2000) * 5))
             asyncio.run(load(hport, 2000, a.conns, 0))          # warm-up
