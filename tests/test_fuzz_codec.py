@@ -48,12 +48,13 @@ def _fix_length(w: bytes) -> bytes:
 
 
 @st.composite
-def mutated(draw, fix_length: bool = True, base: st.SearchStrategy = any_pdu) -> bytes:
+def mutated(draw, fix_length: bool = True, base: st.SearchStrategy = any_pdu,
+            in_step: bool = False) -> bytes:
     """The octets of a valid PDU after 1-3 mutations: bit flips, an octet set to 0x00 /
     0xFF / random, truncation, extension with random octets, a random or another command id,
     a random command_length. `fix_length`: command_length is rewritten to match the octets
     at the end (a frame `decode` takes) unless a mutation set it on purpose. `base`: the
-    PDUs mutated."""
+    PDUs mutated. `in_step`: command_length always matches (the stream stays in step)."""
     w = bytearray(P.encode(draw(base)))
     length_set = False
     for _ in range(draw(st.integers(1, 3))):
@@ -65,7 +66,7 @@ def mutated(draw, fix_length: bool = True, base: st.SearchStrategy = any_pdu) ->
             i = draw(st.integers(0, len(w) - 1))
             w[i] = draw(st.one_of(st.sampled_from([0, 0xFF, 1]), st.integers(0, 255)))
         elif op == "cut":
-            w = w[:draw(st.integers(0, len(w)))]
+            w = w[:draw(st.integers(16 if in_step else 0, len(w)))]
         elif op == "extend":
             w += draw(st.binary(min_size=1, max_size=40))
         elif op == "cid" and len(w) >= 8:
@@ -76,7 +77,7 @@ def mutated(draw, fix_length: bool = True, base: st.SearchStrategy = any_pdu) ->
                 st.integers(0, 0xFFFFFFFF), st.integers(0, len(w) + 20))))
             length_set = True
     w = bytes(w)
-    if fix_length and not length_set and len(w) >= 16:
+    if fix_length and (in_step or not length_set) and len(w) >= 16:
         w = _fix_length(w)
     return w
 
