@@ -349,7 +349,7 @@ async def run(a: argparse.Namespace, port: int, pid: int) -> dict:
         bound = i < a.bound
         source = "127.0.%d.%d" % (2 if bound else 1, i + 1)
         tasks.append(fuzzer(port, source, bound, random.Random(rnd.random()), pool, stats))
-    progress = asyncio.ensure_future(report_progress(stats, a.count, t0))
+    progress = asyncio.ensure_future(report_progress(stats, a.count, t0, pid))
     await asyncio.gather(*tasks)
     progress.cancel()
     out["fuzz_s"] = time.perf_counter() - t0
@@ -363,11 +363,11 @@ async def run(a: argparse.Namespace, port: int, pid: int) -> dict:
     return out
 
 
-async def report_progress(stats: Stats, total: int, t0: float) -> None:
+async def report_progress(stats: Stats, total: int, t0: float, pid: int) -> None:
     while True:
         await asyncio.sleep(30)
-        print("  ... %d of %d sent in %.0f s" % (stats.sent, total, time.perf_counter() - t0),
-              flush=True)
+        print("  ... %d of %d sent in %.0f s, proxyd RSS %d KiB" % (
+            stats.sent, total, time.perf_counter() - t0, rss_kb(pid)), flush=True)
 
 
 def main() -> None:
