@@ -217,7 +217,8 @@ class ProxydService(service.MultiService):
             report = ReportResource(self.auth, report_ledger, reactor, self.config)
             quiet = http_quiet_log(reactor, cfg.log.refusal_interval_s)
             api = Api(self.auth, self.intake, self.gate, self.receipts, self.ledger,
-                      self.router, report, max_receivers=cfg.http.max_receivers, quiet=quiet)
+                      self.router, report, max_receivers=cfg.http.max_receivers, quiet=quiet,
+                      callback_allow=cfg.http.callback_allow)
             self._listen("http", cfg.http.listen, make_site(api, cfg.http, reactor,
                                                          cfg.log.refusal_interval_s, quiet))
         if cfg.admin.listen:

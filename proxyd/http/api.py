@@ -273,14 +273,17 @@ class Api(resource.Resource):
     each message, `intake` the parts of a long one sent as separate parts (with a UDH);
     `receipts` is told which accepted messages want an HTTP delivery report; `ledger`
     answers /balance, `router` /rate, `report` (a `ReportResource`) /report. `quiet` (an
-    `http_quiet_log`, shared with the site) takes the refusals of peers not authenticated."""
+    `http_quiet_log`, shared with the site) takes the refusals of peers not authenticated;
+    `callback_allow`: the `[http] callback_allow` prefixes (a dlr-url to a non-public
+    address not named by one is refused at submit)."""
 
     isLeaf = True
 
     def __init__(self, auth: Any, intake: Any, gate: Any, receipts: Any, ledger: Any,
                  router: Any, report: resource.Resource, max_receivers: int = 100,
-                 quiet: QuietLog | None = None) -> None:
+                 quiet: QuietLog | None = None, callback_allow: tuple[str, ...] = ()) -> None:
         super().__init__()
+        self.callback_allow = tuple(callback_allow)
         self.max_receivers = max_receivers      # Kannel `to`: receivers per request
         self.quiet: Any = quiet or _LogAll()
         self.auth = auth
@@ -384,7 +387,7 @@ class Api(resource.Resource):
 
     def _kannel_send_(self, request: Any, account: Any) -> None:
         try:
-            sub = PR.parse_kannel(request.args)
+            sub = PR.parse_kannel(request.args, self.callback_allow)
             if not sub.source and not account.service_codes:
                 raise PR.Invalid(400, PR.K_NO_SENDER)
             enc = PR.build_payloads(sub, account.max_parts, self._next_ref())
@@ -403,7 +406,7 @@ class Api(resource.Resource):
     # --- Jasmin ------------------------------------------------------------------------------
     def _jasmin(self, request: Any) -> None:
         try:
-            sub = PR.parse_jasmin(request.args)
+            sub = PR.parse_jasmin(request.args, self.callback_allow)
         except PR.Invalid as e:
             self._refused_peer(request, "jasmin", "-", e.status, e.text)
             _write(request, e.status, R.jasmin_error(e.text))
