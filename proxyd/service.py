@@ -36,7 +36,7 @@ from .gate.nulls import FreeLedger, NoChecks, NoReassembly
 from .gate.reassembly import Reassembly
 from .http.admin import make_admin_site
 from .http.callclient import CallbackClient
-from .http.api import Api, make_site
+from .http.api import Api, http_quiet_log, make_site
 from .http.report import ReportResource
 from .logs import configure_logging, mask_url
 from . import lowbalance
@@ -226,10 +226,12 @@ class ProxydService(service.MultiService):
         self._listen("smpp", cfg.smpp.listen, self.client_factory)
         if cfg.http.listen:
             report = ReportResource(self.auth, report_ledger, reactor, self.config)
+            quiet = http_quiet_log(reactor, cfg.log.refusal_interval_s)
             api = Api(self.auth, self.intake, self.gate, self.receipts, self.ledger,
-                      self.router, report, max_receivers=cfg.http.max_receivers)
+                      self.router, report, max_receivers=cfg.http.max_receivers, quiet=quiet,
+                      callback_allow=cfg.http.callback_allow)
             self._listen("http", cfg.http.listen, make_site(api, cfg.http, reactor,
-                                                         cfg.log.refusal_interval_s))
+                                                         cfg.log.refusal_interval_s, quiet))
         if cfg.admin.listen:
             self._listen("admin", cfg.admin.listen,
                          make_admin_site(self.config, self.metrics, self.upstreams, store,

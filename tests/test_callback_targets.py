@@ -158,3 +158,29 @@ def test_logged_urls_hold_no_secrets():
     assert shown("https://user:pw@cb.example:81/d?to=138&t=%d#x") == "https://cb.example:81/d"
     assert shown("http://u:p@h?x=1") == "http://h"
     assert shown("http://x:y/") == "http://x:y/"
+
+
+@pytest.mark.parametrize("url,allow,refused", [
+    ("http://127.0.0.1:8000/d", (), True),
+    ("http://127.0.0.1:8000/d", ("http://127.0.0.1:8000/",), False),
+    ("http://127.0.0.1:9000/d", ("http://127.0.0.1:8000/",), True),
+    ("http://169.254.169.254/latest", (), True),
+    ("http://u:p@192.168.1.1/d", ("http://u:p@192.168.1.1/",), True),  # as called: no user info
+    ("http://[fe80::1%25eth0]/d", (), True),
+    ("http://8.8.8.8/d", (), False),
+    ("http://localhost/d", (), False),          # a name: checked once resolved, when called
+])
+def test_a_dlr_url_to_a_non_public_literal_address_is_refused_at_submit(url, allow, refused):
+    kannel = args(username="u", password="p", to="13800138000", text="hi", dlr_mask="3",
+                  dlr_url=url)
+    jasmin = args(username="u", password="p", to="13800138000", content="hi", dlr_url=url)
+    if not refused:
+        assert PR.parse_kannel(kannel, allow).dlr.url == url
+        assert PR.parse_jasmin(jasmin, allow).dlr.url == url
+        return
+    with pytest.raises(PR.Invalid) as e:
+        PR.parse_kannel(kannel, allow)
+    assert (e.value.status, e.value.text) == (400, "DLR-URL field misformed, rejected")
+    with pytest.raises(PR.Invalid) as e:
+        PR.parse_jasmin(jasmin, allow)
+    assert e.value.status == 400 and "is not a public address." in e.value.text

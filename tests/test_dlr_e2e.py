@@ -76,7 +76,8 @@ def stack(tmp_path_factory):
         wait_until(lambda: proxyd.text().count("upstream sim bound") >= 2, "upstream binds", 20)
         admin(tmp, cfg, "topup", "acme", "100000", "--note", "test funds")
         db = valkey.Valkey(unix_socket_path=str(tmp / "store" / "valkey.sock"))
-        yield {"http": hport, "record": record, "proxyd": proxyd, "db": db}
+        yield {"http": hport, "record": record, "proxyd": proxyd, "db": db, "tmp": tmp,
+               "cfg": cfg}
     finally:
         proxyd.stop()
         sim.stop()
@@ -179,18 +180,27 @@ def test_jasmin_dlr_level_3_post(stack):
         rx.close()
 
 
-def test_a_loopback_dlr_url_not_allowed_is_never_called(stack):
-    """callback_allow names 127.0.0.1 only: a report for 127.0.0.2 is dropped, never sent."""
-    rx = Receiver(host="127.0.0.2")
-    try:
-        url = "http://127.0.0.2:%d/dlr?type=%%d" % rx.port
-        status, body, headers = get(stack["http"], "/cgi-bin/sendsms?" + urlencode({
-            "username": "acme", "password": "s3cret", "to": "13800138126",
-            "text": "not to loopback", "dlr-mask": "9", "dlr-url": url}))
-        assert status == 202, body
-        wait_until(lambda: stack["proxyd"].text().count(
-            "dropped: 127.0.0.2 is not a public address") >= 2, "both reports dropped", 30)
-        wait_until(lambda: stack["db"].zcard("hcb:{acme}") == 0, "callbacks cleared", 10)
-        assert rx.requests == []
-    finally:
-        rx.close()
+@pytest.mark.parametrize("host", ["127.0.0.2", "169.254.169.254", "10.1.2.3", "[::1]",
+                                  "[::ffff:127.0.0.1]", "224.0.0.1"])
+def test_a_dlr_url_to_a_non_public_address_is_refused_at_submit(stack, host):
+    """callback_allow names http://127.0.0.1: only: a dlr-url written as another non-public
+    address is refused when the message is submitted (issue 15 leftover), nothing charged,
+    queued or called; the allowed prefix is still accepted (the tests above)."""
+    url = "http://%s:8000/dlr?type=%%d" % host
+    before = admin_balance(stack)
+    status, body, _h = get(stack["http"], "/cgi-bin/sendsms?" + urlencode({
+        "username": "acme", "password": "s3cret", "to": "13800138126",
+        "text": "not to loopback", "dlr-mask": "9", "dlr-url": url}))
+    assert (status, body) == (400, "DLR-URL field misformed, rejected")
+    status, body, _h = get(stack["http"], "/send?" + urlencode({
+        "username": "acme", "password": "s3cret", "to": "13800138126",
+        "content": "not to loopback", "dlr-url": url}))
+    shown = host.strip("[]")
+    assert (status, body) == (400, 'Error "Argument [dlr-url] has an invalid value: [%s]: '
+                                   '%s is not a public address."' % (url, shown))
+    assert admin_balance(stack) == before
+    assert stack["db"].zcard("hcb:{acme}") == 0
+
+
+def admin_balance(stack) -> int:
+    return int(admin(stack["tmp"], stack["cfg"], "balance", "acme").stdout.strip())

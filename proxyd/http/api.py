@@ -19,7 +19,8 @@ past a cap the connection is closed before anything is read), and each request m
 whole (request line, headers and body) within `[http] header_timeout_s` of its first byte,
 however slowly the bytes trickle in (slowloris); else the connection is dropped. The idle
 timer between requests stays Twisted's. Lines about these peers are rate-limited per address
-(`QuietLog`).
+(`QuietLog`), and so are the refusals of requests not authenticated (bad credentials, or
+refused before the check): `http_quiet_log` makes the one log the site and the `Api` share.
 """
 from __future__ import annotations
 
@@ -159,19 +160,33 @@ class _Request(server.Request):
         super().handleContentChunk(data)
 
 
+def http_quiet_log(clock: Any, refusal_interval_s: float = 60.0) -> QuietLog:
+    """The log of lines about HTTP peers not authenticated: refused connections, slow
+    requests, failed logins (one per address per interval, the rest counted)."""
+    return QuietLog(log, clock, refusal_interval_s,
+                    what="lines about HTTP peers refused, too slow or not authenticated")
+
+
+class _LogAll:
+    """A `QuietLog` that keeps every line (an `Api` built without one: unit tests)."""
+
+    def __call__(self, key: str, fmt: str, **kw: Any) -> bool:
+        log.info(fmt, **kw)
+        return True
+
+
 class _Site(server.Site):
     noisy = False
     protocol = _Channel
     requestFactory = _Request
 
     def __init__(self, root: resource.Resource, cfg: Any, clock: Any,
-                 refusal_interval_s: float = 60.0) -> None:
+                 refusal_interval_s: float = 60.0, quiet: QuietLog | None = None) -> None:
         super().__init__(root, timeout=120, reactor=clock)
         self.cfg = cfg
         self.max_request_bytes = cfg.max_request_bytes
         self.caps = Caps()
-        self.quiet = QuietLog(log, clock, refusal_interval_s,
-                              what="lines about HTTP peers refused or too slow")
+        self.quiet = quiet or http_quiet_log(clock, refusal_interval_s)
         self._flusher = LoopingCall(self.quiet.flush)
         self._flusher.clock = clock
 
@@ -189,9 +204,11 @@ class _Site(server.Site):
         pass
 
 
-def make_site(api: "Api", cfg: Any, clock: Any, refusal_interval_s: float = 60.0) -> server.Site:
-    """The site for `[http] listen` endpoints (`cfg`: the `[http]` section), serving `api`."""
-    return _Site(api, cfg, clock, refusal_interval_s)
+def make_site(api: "Api", cfg: Any, clock: Any, refusal_interval_s: float = 60.0,
+              quiet: QuietLog | None = None) -> server.Site:
+    """The site for `[http] listen` endpoints (`cfg`: the `[http]` section), serving `api`;
+    `quiet`: the `http_quiet_log` it shares with `api` (flushed by the site's timer)."""
+    return _Site(api, cfg, clock, refusal_interval_s, quiet)
 
 
 # --- replies --------------------------------------------------------------------------------
@@ -255,14 +272,20 @@ class Api(resource.Resource):
     """The routes above. `auth` (a `proxyd.auth.Authenticator`) authenticates; `gate` takes
     each message, `intake` the parts of a long one sent as separate parts (with a UDH);
     `receipts` is told which accepted messages want an HTTP delivery report; `ledger`
-    answers /balance, `router` /rate, `report` (a `ReportResource`) /report."""
+    answers /balance, `router` /rate, `report` (a `ReportResource`) /report. `quiet` (an
+    `http_quiet_log`, shared with the site) takes the refusals of peers not authenticated;
+    `callback_allow`: the `[http] callback_allow` prefixes (a dlr-url to a non-public
+    address not named by one is refused at submit)."""
 
     isLeaf = True
 
     def __init__(self, auth: Any, intake: Any, gate: Any, receipts: Any, ledger: Any,
-                 router: Any, report: resource.Resource, max_receivers: int = 100) -> None:
+                 router: Any, report: resource.Resource, max_receivers: int = 100,
+                 quiet: QuietLog | None = None, callback_allow: tuple[str, ...] = ()) -> None:
         super().__init__()
+        self.callback_allow = tuple(callback_allow)
         self.max_receivers = max_receivers      # Kannel `to`: receivers per request
+        self.quiet: Any = quiet or _LogAll()
         self.auth = auth
         self.intake = intake
         self.gate = gate
@@ -312,6 +335,13 @@ class Api(resource.Resource):
         log.info("http {api} refused {acct} -> {dest}: {status} {why}", api=api, acct=who,
                  dest=mask(dest) if dest else "-", status=status, why=why)
 
+    def _refused_peer(self, request: Any, api: str, who: str, status: int, why: str) -> None:
+        """A request refused before its peer authenticated (bad credentials, or refused
+        before the check): at most one line per address per [log] refusal_interval_s."""
+        host = peer_host(request)
+        self.quiet(host, "http {api} refused {acct} from {host}: {status} {why}", api=api,
+                   acct=who[:32], host=host, status=status, why=why)
+
     def _authenticate(self, request: Any, user: str, password: str, ok: Any,
                       fail: Any) -> None:
         def checked(result: tuple) -> None:
@@ -333,7 +363,7 @@ class Api(resource.Resource):
         try:        # first of all: no authentication or per-receiver work for a huge `to`
             PR.check_receivers(request.args, self.max_receivers)
         except PR.Invalid as e:
-            self._refused("kannel", "-", "", e.status, e.text)
+            self._refused_peer(request, "kannel", "-", e.status, e.text)
             _write(request, e.status, e.text, _TEXT)
             return
         creds = PR.kannel_credentials(request.args)
@@ -341,7 +371,7 @@ class Api(resource.Resource):
         def fail(status: int) -> None:
             who = creds[0] if creds else "-"
             if status == 403:
-                self._refused("kannel", who, "", 403, "authorization failed")
+                self._refused_peer(request, "kannel", who, 403, "authorization failed")
                 _write(request, 403, PR.K_AUTH_FAILED, _HTML)
             else:
                 _write(request, 503, R.K_TEMPORAL, _HTML)
@@ -357,7 +387,7 @@ class Api(resource.Resource):
 
     def _kannel_send_(self, request: Any, account: Any) -> None:
         try:
-            sub = PR.parse_kannel(request.args)
+            sub = PR.parse_kannel(request.args, self.callback_allow)
             if not sub.source and not account.service_codes:
                 raise PR.Invalid(400, PR.K_NO_SENDER)
             enc = PR.build_payloads(sub, account.max_parts, self._next_ref())
@@ -376,15 +406,16 @@ class Api(resource.Resource):
     # --- Jasmin ------------------------------------------------------------------------------
     def _jasmin(self, request: Any) -> None:
         try:
-            sub = PR.parse_jasmin(request.args)
+            sub = PR.parse_jasmin(request.args, self.callback_allow)
         except PR.Invalid as e:
-            self._refused("jasmin", "-", "", e.status, e.text)
+            self._refused_peer(request, "jasmin", "-", e.status, e.text)
             _write(request, e.status, R.jasmin_error(e.text))
             return
 
         def fail(status: int) -> None:
             if status == 403:
-                self._refused("jasmin", sub.username, "", 403, "authentication failure")
+                self._refused_peer(request, "jasmin", sub.username, 403,
+                                   "authentication failure")
                 _write(request, 403, R.jasmin_error(
                     "Authentication failure for username:%s" % sub.username))
             else:
@@ -501,14 +532,14 @@ class Api(resource.Resource):
         try:
             got = PR.parse_jasmin_query(request.args, mandatory)
         except PR.Invalid as e:
-            self._refused("jasmin", "-", "", e.status, e.text)
+            self._refused_peer(request, "jasmin", "-", e.status, e.text)
             _write(request, e.status, json.dumps(e.text), _JSON)
             return
         user = got[b"username"].decode("utf-8", "replace")
 
         def fail(status: int) -> None:
             if status == 403:
-                self._refused("jasmin", user, "", 403, "authentication failure")
+                self._refused_peer(request, "jasmin", user, 403, "authentication failure")
                 _write(request, 403, json.dumps("Authentication failure for username:%s"
                                                 % user), _JSON)
             else:

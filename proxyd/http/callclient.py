@@ -43,7 +43,8 @@ from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
-from .targets import BadUrl, Target, allowed_by, literal_address, parse_url, public
+from .targets import (BadUrl, Target, allowed_by, literal_address, parse_url, private_literal,
+                      public)
 
 __all__ = ["CallbackClient", "Refused", "BadUrl", "TooLarge", "Deadline", "MAX_BODY"]
 
@@ -164,10 +165,8 @@ class CallbackClient:
         """The target of a URL (BadUrl when malformed); Refused when it is written as a
         non-global address and no prefix allows it (names are checked once resolved)."""
         target = parse_url(url)
-        if not allowed_by(target, self.allow):
-            a = literal_address(target.host)
-            if a is not None and not public(a):
-                raise Refused("%s is not a public address" % target.host)
+        if private_literal(target, self.allow):
+            raise Refused("%s is not a public address" % target.host)
         return target
 
     def call(self, request: Any) -> defer.Deferred:

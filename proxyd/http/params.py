@@ -2,7 +2,8 @@
 
 `parse_kannel(args)` and `parse_jasmin(args)` take the request arguments as twisted.web
 gives them (``{b"name": [b"value", ...]}``, percent-decoded bytes) and return a `Submission`
-or raise `Invalid(status, text)` with the API's own error text (the resource wraps a
+or raise `Invalid(status, text)` with the API's own error text (a dlr-url whose host is a
+non-public address, unless one of the `callback_allow` prefixes names it, is refused too) (the resource wraps a
 Jasmin text as ``Error "<text>"``). `build_payloads` then encodes and splits the text for
 one account (its max_parts). Nothing here does I/O, so every rule is tested without sockets.
 """
@@ -17,7 +18,7 @@ from proxyd.text.gsm import encode_gsm, is_gsm
 from proxyd.text.split import TooManyParts, split_text
 
 from .encoding import split_payload, udh_fits, with_class
-from .targets import BadUrl, parse_url
+from .targets import BadUrl, parse_url, private_literal
 
 Args = dict  # {bytes: [bytes, ...]}
 
@@ -119,7 +120,7 @@ def _url(value: bytes | None) -> str | None:
     """A dlr-url as given (None: none given), or "" when it cannot be called: not ASCII, a
     scheme other than http/https, no host, a bad port (proxyd.http.targets.parse_url; the
     Kannel placeholders such as %d are in the path or query, where they stay as they are).
-    Whether its target may be called is known only once the host is resolved: checked when
+    A host written as an address is checked by `_private`; a name only once resolved, when
     the callback is made."""
     if value is None or value == b"":
         return None
@@ -129,6 +130,13 @@ def _url(value: bytes | None) -> str | None:
     except (UnicodeDecodeError, BadUrl):
         return ""
     return url
+
+
+def _private(url: str, allow: tuple[str, ...]) -> str:
+    """The host of a well-formed dlr-url when it is a non-public address that no
+    `callback_allow` prefix names (refused at submit), else ""."""
+    target = parse_url(url)
+    return target.host if private_literal(target, allow) else ""
 
 
 def _ascii(value: bytes | None) -> str:
@@ -192,8 +200,9 @@ def kannel_credentials(args: Args) -> tuple[str, str] | None:
     return user.decode("utf-8", "replace"), pw.decode("utf-8", "replace")
 
 
-def parse_kannel(args: Args) -> Submission:
-    """/cgi-bin/sendsms parameters (after authentication, as smsbox checks them)."""
+def parse_kannel(args: Args, callback_allow: tuple[str, ...] = ()) -> Submission:
+    """/cgi-bin/sendsms parameters (after authentication, as smsbox checks them);
+    `callback_allow`: the `[http] callback_allow` prefixes (for the dlr-url)."""
     creds = kannel_credentials(args) or ("", "")
     to = first(args, b"to")
     if to is None:
@@ -208,7 +217,7 @@ def parse_kannel(args: Args) -> Submission:
         if len(udh) > 140:
             raise Invalid(400, K_UDH_LONG)
     dlr_url = _url(first(args, b"dlr-url", b"dlrurl"))
-    if dlr_url == "":
+    if dlr_url == "" or (dlr_url and _private(dlr_url, callback_allow)):
         raise Invalid(400, K_DLR_URL)
     mask = _int(first(args, b"dlr-mask", b"dlrmask"), -1, 63, K_DLR_MASK)
     mclass = _int(first(args, b"mclass"), -1, 3, K_MCLASS)
@@ -337,8 +346,9 @@ def _jasmin_content(got: dict[bytes, bytes], required: bool
         raise Invalid(400, "Argument [content] cannot be encoded in coding %d." % coding)
 
 
-def parse_jasmin(args: Args) -> Submission:
-    """/send parameters, validated before authentication as Jasmin does."""
+def parse_jasmin(args: Args, callback_allow: tuple[str, ...] = ()) -> Submission:
+    """/send parameters, validated before authentication as Jasmin does;
+    `callback_allow`: the `[http] callback_allow` prefixes (for the dlr-url)."""
     got = _jasmin_common(args, _J_MANDATORY)
     text, data, dc = _jasmin_content(got, required=True)
     if (text == "" and data is None) or data == b"":
@@ -354,6 +364,10 @@ def parse_jasmin(args: Args) -> Submission:
         if url and _url(got[b"dlr-url"]) == "":
             raise Invalid(400, "Argument [dlr-url] has an invalid value: [%s]: not a callable "
                           "http(s) URL." % _shown(got[b"dlr-url"]))
+        host = _private(url, callback_allow) if url else ""
+        if host:
+            raise Invalid(400, "Argument [dlr-url] has an invalid value: [%s]: %s is not a "
+                          "public address." % (_shown(got[b"dlr-url"]), host))
         rd = 0x01 if level >= 2 else 0x00   # level 1 (SMSC) is known from the submit response
         dlr = DlrSettings(JASMIN, url, 0, level, method, rd)
     validity = b""

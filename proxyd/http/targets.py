@@ -19,7 +19,7 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 __all__ = ["BadUrl", "Target", "parse_url", "allowed_by", "public", "literal_address",
-           "shown"]
+           "private_literal", "shown"]
 
 
 class BadUrl(ValueError):
@@ -112,6 +112,16 @@ def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
         return ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
+
+
+def private_literal(target: Target, allow: tuple[str, ...]) -> bool:
+    """Is the URL's host written as an address that may not be called (not `public`), with
+    no `callback_allow` prefix naming the URL? Known without resolving anything: refused at
+    submit. (A name is checked once resolved, when it is called.)"""
+    if allowed_by(target, allow):
+        return False
+    a = literal_address(target.host)
+    return a is not None and not public(a)
 
 
 def public(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -17,7 +17,9 @@ Hostile peers: the factory caps connections (`[smpp] max_connections`, per sourc
 closed in `connectionMade`, before anything is read. Until its bind is accepted a session
 takes PDUs of at most `max_unbound_pdu_bytes` (the rule lives in the sans-IO session).
 Every line about a peer that has not bound goes through the factory's `QuietLog` (at most
-one per address per `[log] refusal_interval_s`, the rest counted).
+one per address per `[log] refusal_interval_s`, the rest counted). A bound peer's protocol
+noise (malformed PDUs, unknown command ids, generic_nacks) goes through a second one, keyed
+by account: a customer's broken or hostile client writes at most one such line per interval.
 """
 from __future__ import annotations
 
@@ -139,11 +141,12 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
             t.write(data)
 
     def _quiet(self, fmt: str, **kw: Any) -> None:
-        """A line about this peer, rate-limited while it has not bound."""
+        """A line about this peer: rate-limited per address while it has not bound, per
+        account once bound."""
         if self.unbound:
             self.factory.quiet(self.host, fmt, peer=self.peer, **kw)
         else:
-            log.info(fmt, peer=self.peer, **kw)
+            self.factory.noise(self.account.system_id, fmt, peer=self.peer, **kw)
 
     def close_connection(self, reason: str) -> None:
         if reason == S.FRAMING:
@@ -174,8 +177,8 @@ class ClientSession(protocol.Protocol, S.SessionHandler):
     def on_request(self, command_id: int, status: int, seq: int, body: bytes) -> None:
         pdu = P.decode_body(command_id, status, seq, body)
         if pdu.__class__ is P.BadPdu:
-            log.info("bad {cmd} from {peer}: {msg}", cmd=C.COMMAND_NAMES.get(pdu.command_id),
-                     peer=self.peer, msg=pdu.message)
+            self._quiet("bad {cmd} from {peer}: {msg}", cmd=C.COMMAND_NAMES.get(pdu.command_id),
+                        msg=pdu.message)
             self.session.reply(S.error_resp(command_id, seq, pdu.error))
             return
         if command_id == _SUBMIT_SM:
@@ -297,6 +300,8 @@ class ClientFactory(protocol.Factory):
         self.caps = Caps()
         self.quiet = QuietLog(log, clock, refusal_interval_s,
                               what="lines about SMPP peers not bound")
+        self.noise = QuietLog(log, clock, refusal_interval_s,
+                              what="lines about malformed or unexpected PDUs of bound peers")
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = clock
 
@@ -332,3 +337,4 @@ class ClientFactory(protocol.Factory):
             s.session.cfg = cfg
             s.tick(now)
         self.quiet.flush()
+        self.noise.flush()

@@ -462,7 +462,8 @@ class Session:
         elif cid == C.ENQUIRE_LINK_RESP:
             self.enquire_sent = 0.0
         elif cid == C.UNBIND_RESP:
-            self.close(UNBOUND)
+            if self.state == UNBINDING:     # the answer to our unbind; a stray one is ignored
+                self.close(UNBOUND)
         elif cid in _BIND_RESPS and self.role == ESME and self.state == BINDING \
                 and seq == self._bind_seq:
             self._bind_answer(status)

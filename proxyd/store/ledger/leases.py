@@ -49,6 +49,11 @@ class OptoutWait(NamedTuple):
     to: str
 
 
+def _not_returned(f: Any) -> None:
+    log.warn("ledger: a lease was not returned: {err} (the sweeper returns it when it "
+             "expires)", err=f.getErrorMessage())
+
+
 class Leases:
     """This node's leases, over `batcher` (which writes what they admit). `lease_parts` 0:
     none are taken."""
@@ -144,7 +149,7 @@ class Leases:
             self._asking[account] = d
         ask = LeaseAsk(self.reactor.seconds(), want, price)
         d.addCallbacks(self._answered, self._refused, callbackArgs=(account, ask),
-                       errbackArgs=(account,))
+                       errbackArgs=(account, ask))
         self.batcher.queue_op(account, LEASE, pack_lease(
             self.node, price, want, int(self.lease_ttl_s * 1000), release), d, ask)
         return d
@@ -170,10 +175,12 @@ class Leases:
                 self._backoff[account] = self.reactor.seconds() + 1.0
         return granted
 
-    def _refused(self, f: Any, account: str) -> Any:
+    def _refused(self, f: Any, account: str, ask: LeaseAsk) -> Any:
         self._asking.pop(account, None)
         self._backoff[account] = self.reactor.seconds() + 1.0
-        return f
+        if ask.want:
+            return None     # a refill nobody waits for (the batcher logged the failure)
+        return f            # a return: `release_all` reports it
 
     def store_failed(self, account: str) -> None:
         """A call of `account` failed: admit against the store again, not against a lease
@@ -186,7 +193,9 @@ class Leases:
         now = self.reactor.seconds()
         for account, lz in list(self.held.items()):
             if now - lz.last_use >= self.lease_idle_s or now >= lz.until:
-                self.drop(account)
+                d = self.drop(account)
+                if d is not None:
+                    d.addErrback(_not_returned)
         if self.held:
             self._tick_call = self.reactor.callLater(self.lease_idle_s / 2, self._tick)
 
@@ -205,9 +214,7 @@ class Leases:
         self.batcher.stop_waiting()
         ds = [d for d in (self.drop(a) for a in list(self.held)) if d is not None]
         for d in ds:
-            d.addErrback(lambda f: log.warn("ledger: a lease was not returned: {err} (the "
-                                            "sweeper returns it when it expires)",
-                                            err=f.getErrorMessage()))
+            d.addErrback(_not_returned)
         return defer.gatherResults(ds)
 
     # -- opt-out checks of messages admitted on the lease ----------------------------------
