@@ -29,7 +29,10 @@ Events and what they do to the balance (``DELTA``):
                           note "to=NUMBER" (the normalised destination) when known
     committed       0     the upstream accepted the part; note "up=NAME id=UPSTREAM_ID"
     refunded     +amount  the upstream refused it, or its outcome never came (note
-                          "outcome unknown", by the sweeper)
+                          "outcome unknown", by the sweeper), or it was a part of a long
+                          message reserved whole with its first part and never relayed:
+                          note "incomplete" (its other parts never came) or "released
+                          <reason>" (refused once whole)
     rejected        0     refused before charging; note = reason (optout, content, ...)
                           and "to=NUMBER" when known, n = parts
     topup        +amount  adjust  +amount (signed)  refund_all  -amount
@@ -48,6 +51,10 @@ __all__ = ["Record", "decode", "encode", "chain_hash", "verify", "Break", "DELTA
            "FINAL_DELIVERED", "UNKNOWN_OUTCOME"]
 
 UNKNOWN_OUTCOME = "outcome unknown"
+# the notes of a long message's reservations given back before it was relayed: it never
+# completed, or the gate refused it once whole ("released <reason>")
+INCOMPLETE = "incomplete"
+RELEASED = "released "
 FIELDS = ("ts", "event", "msg_id", "n", "amount", "balance_after", "note")
 MONEY_EVENTS = {"reserved": "reserve", "committed": "commit", "refunded": "refund",
                 "topup": "topup", "adjust": "adjust", "refund_all": "refund_all"}
@@ -278,6 +285,7 @@ class Report:
     accepted: int = 0               # committed by the upstream
     upstream_refused: int = 0       # refunded after an upstream error (or no route)
     unknown_outcome: int = 0        # refunded by the sweeper: no answer ever came
+    released: int = 0               # a long message's parts given back, never relayed
     pending: int = 0                # reserved in the period, not settled in it
     carried_in: int = 0             # settled in the period, reserved before it
     delivered: int = 0
@@ -306,7 +314,8 @@ class Report:
                       "refused_by_reason": dict(sorted(self.refused.items())),
                       "relayed": self.relayed, "accepted_by_upstream": self.accepted,
                       "refused_by_upstream": self.upstream_refused,
-                      "outcome_unknown": self.unknown_outcome, "pending": self.pending,
+                      "outcome_unknown": self.unknown_outcome,
+                      "released_unrelayed": self.released, "pending": self.pending,
                       "carried_in": self.carried_in, "delivered": self.delivered,
                       "undelivered": self.undelivered},
             "amounts": {"charged": self.charged, "refunded": self.refunded,
@@ -422,6 +431,8 @@ def build_report(account: str, price: int, days: Sequence[str],
                     rep.refunded += r.amount
                     if r.note == UNKNOWN_OUTCOME:
                         rep.unknown_outcome += 1
+                    elif r.note == INCOMPLETE or r.note.startswith(RELEASED):
+                        rep.released += 1
                     else:
                         rep.upstream_refused += 1
                     cnt("refunded", 1)
@@ -482,6 +493,7 @@ def format_report(rep: Report) -> str:
               "    accepted by upstream %d" % p["accepted_by_upstream"],
               "    refused by upstream  %d" % p["refused_by_upstream"],
               "    outcome unknown      %d" % p["outcome_unknown"],
+              "    released unrelayed   %d" % p["released_unrelayed"],
               "    carried in           %d" % p["carried_in"],
               "  pending              %d" % p["pending"],
               "delivered              %d" % p["delivered"],
