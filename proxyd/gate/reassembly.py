@@ -13,7 +13,7 @@ free balance covers the WHOLE message (total parts x price). It reserves every p
 same atomic step that keeps it (``proxyd/store/ledger/hold.lua``). The completed message is
 relayed on those reservations (`Gate.send_held`: each part committed or refunded by its
 outcome; a refusal refunds them with the note "released <reason>": never charged twice);
-an incomplete one is refunded when it expires, with the note "incomplete".
+an incomplete one is refunded when it expires, with the note "released incomplete".
 
 Bounded: an account keeps at most `max_pending_parts` parts and `max_pending_bytes` octets
 of incomplete messages (the account's own values, else `[policy]`'s); beyond, a part is
@@ -336,7 +336,7 @@ class Reassembly:
         # the whole message's reservations go back: the journal's record of it
         ledger = self.gate.ledger
         for mid in fields["i"].split(","):
-            ledger.settle(acct, mid, "incomplete", False)
+            ledger.settle(acct, mid, "released incomplete", False)
         account = self.gate.config.account(acct)
         parts = kept_parts(fields)
         if account is None or not parts:

@@ -31,8 +31,9 @@ Events and what they do to the balance (``DELTA``):
     refunded     +amount  the upstream refused it, or its outcome never came (note
                           "outcome unknown", by the sweeper), or it was a part of a long
                           message reserved whole with its first part and never relayed:
-                          note "incomplete" (its other parts never came) or "released
-                          <reason>" (refused once whole)
+                          note "released incomplete" (its other parts never came) or
+                          "released <reason>" (refused once whole); the report counts
+                          those parts as refused for that reason
     rejected        0     refused before charging; note = reason (optout, content, ...)
                           and "to=NUMBER" when known, n = parts
     topup        +amount  adjust  +amount (signed)  refund_all  -amount
@@ -51,9 +52,8 @@ __all__ = ["Record", "decode", "encode", "chain_hash", "verify", "Break", "DELTA
            "FINAL_DELIVERED", "UNKNOWN_OUTCOME"]
 
 UNKNOWN_OUTCOME = "outcome unknown"
-# the notes of a long message's reservations given back before it was relayed: it never
-# completed, or the gate refused it once whole ("released <reason>")
-INCOMPLETE = "incomplete"
+# the note of a long message's reservations given back before it was relayed: it never
+# completed ("released incomplete"), or the gate refused it once whole ("released <reason>")
 RELEASED = "released "
 FIELDS = ("ts", "event", "msg_id", "n", "amount", "balance_after", "note")
 MONEY_EVENTS = {"reserved": "reserve", "committed": "commit", "refunded": "refund",
@@ -285,7 +285,8 @@ class Report:
     accepted: int = 0               # committed by the upstream
     upstream_refused: int = 0       # refunded after an upstream error (or no route)
     unknown_outcome: int = 0        # refunded by the sweeper: no answer ever came
-    released: int = 0               # a long message's parts given back, never relayed
+    released: int = 0               # long messages' parts given back, never relayed
+                                    # (also in `refused`, by reason)
     pending: int = 0                # reserved in the period, not settled in it
     carried_in: int = 0             # settled in the period, reserved before it
     delivered: int = 0
@@ -414,7 +415,15 @@ def build_report(account: str, price: int, days: Sequence[str],
                 if r.msg_id in settled:
                     fail("%s settled twice" % r.msg_id, [r.msg_id])
                 settled[r.msg_id] = r
-                rep.relayed += 1
+                held_back = e == "refunded" and r.note.startswith(RELEASED)
+                if held_back and r.msg_id in reserved:
+                    # a part reserved with its long message and given back unrelayed: a
+                    # refusal of the message (its reason after "released "), not a relay
+                    why = r.note[len(RELEASED):].split(" ", 1)[0] or "released"
+                    rep.refused[why] = rep.refused.get(why, 0) + 1
+                    rep.released += 1
+                else:
+                    rep.relayed += 1
                 if r.msg_id not in reserved:
                     rep.carried_in += 1
                 elif r.amount != reserved[r.msg_id].amount:
@@ -431,8 +440,9 @@ def build_report(account: str, price: int, days: Sequence[str],
                     rep.refunded += r.amount
                     if r.note == UNKNOWN_OUTCOME:
                         rep.unknown_outcome += 1
-                    elif r.note == INCOMPLETE or r.note.startswith(RELEASED):
-                        rep.released += 1
+                    elif held_back:
+                        if r.msg_id not in reserved:
+                            rep.released += 1
                     else:
                         rep.upstream_refused += 1
                     cnt("refunded", 1)
