@@ -23,8 +23,10 @@
 --    {7, balance}  first part, the free balance is short but leases could cover it
 --                  (nothing recorded: ask again when they have been returned)
 --    {8, balance}  first part, insufficient balance (counted and journaled as rejected)
--- Under a full store (maxmemory, noeviction) the first write (an HSET) is refused, so the
--- call fails having changed nothing.
+-- Under a full store (maxmemory, noeviction) the first write of a part to keep (an HSET)
+-- is refused, so the call fails having changed nothing (a script that has written is never
+-- stopped midway); the last part of a message writes nothing new (it deletes the hash
+-- first), so a message whose first parts were kept still completes.
 local K_PARTS, K_INDEX, K_PEND = KEYS[9], KEYS[10], KEYS[11]
 local seq, value, total_s, ttl, coding = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local total, price = tonumber(total_s), tonumber(ARGV[10])
@@ -41,11 +43,20 @@ if not first then
   if h[2] ~= coding then return {4, h[2] or ''} end
   if h[4] then return {2, redis.call('HLEN', K_PARTS) - 4} end
 end
-local pend = redis.call('HMGET', K_PEND, 'p', 'b')
-local p, b = tonumber(pend[1] or '0'), tonumber(pend[2] or '0')
-if p + 1 > max_p or b + #value > max_b then return {5, fmt(p) .. ':' .. fmt(b)} end
+-- the caps bound what stays kept: a part that completes its message is never refused
+local kept = first and 0 or (redis.call('HLEN', K_PARTS) - 4)
+if kept + 1 < total then
+  local pend = redis.call('HMGET', K_PEND, 'p', 'b')
+  local p, b = tonumber(pend[1] or '0'), tonumber(pend[2] or '0')
+  if p + 1 > max_p or b + #value > max_b then return {5, fmt(p) .. ':' .. fmt(b)} end
+end
 local ids = h[3]
 if first then
+  local n_ids = 0
+  for _ in string.gmatch(idlist, '[^,]+') do n_ids = n_ids + 1 end
+  if n_ids ~= total then
+    return redis.error_reply('ERR ' .. n_ids .. ' ids for ' .. total .. ' parts')
+  end
   local note = (to ~= '') and ('to=' .. to) or ''
   local function refuse(reason)
     stat('submitted', 1)
@@ -71,26 +82,28 @@ if first then
   redis.call('ZADD', K_INDEX, NOW, K_PARTS)
   redis.call('EXPIRE', K_PARTS, ttl)
   -- one reservation per part, timed when the message is due (not swept before)
-  local v, jb, k = fmt(price) .. ':' .. held, free + LT, 0
+  local v, jb = fmt(price) .. ':' .. held, free + LT
   for id in string.gmatch(idlist, '[^,]+') do
     res[id] = false; res_orig[id] = false
     res_set(id, v)
     jb = jb - price
     journal('reserved', id, 1, price, jb, note)
-    k = k + 1
   end
-  if k ~= total then return redis.error_reply('ERR ' .. k .. ' ids for ' .. total .. ' parts') end
   bal = free - need
   stat('submitted', total)
   stat('reserved', total)
   finish()
   ids = idlist
 end
-redis.call('HSET', K_PARTS, seq, value)
-redis.call('HINCRBY', K_PEND, 'p', 1)
-redis.call('HINCRBY', K_PEND, 'b', #value)
-redis.call('EXPIRE', K_PEND, ttl)
-if redis.call('HLEN', K_PARTS) - 4 < total then return {0, ids} end
+if kept + 1 < total then
+  redis.call('HSET', K_PARTS, seq, value)
+  redis.call('HINCRBY', K_PEND, 'p', 1)
+  redis.call('HINCRBY', K_PEND, 'b', #value)
+  redis.call('EXPIRE', K_PEND, ttl)
+  return {0, ids}
+end
+-- complete: this part is not written (so a full store completes a message too: the DEL
+-- frees memory), and the parts kept before it leave the account's pending counters
 local all = redis.call('HGETALL', K_PARTS)
 redis.call('DEL', K_PARTS)
 redis.call('ZREM', K_INDEX, K_PARTS)
@@ -98,6 +111,10 @@ local octets = 0
 for j = 1, #all, 2 do
   if tonumber(all[j]) then octets = octets + #all[j + 1] end
 end
-redis.call('HINCRBY', K_PEND, 'p', -total)
-redis.call('HINCRBY', K_PEND, 'b', -octets)
+all[#all + 1] = seq
+all[#all + 1] = value
+if kept > 0 and redis.call('EXISTS', K_PEND) == 1 then
+  redis.call('HINCRBY', K_PEND, 'p', -kept)
+  redis.call('HINCRBY', K_PEND, 'b', -octets)
+end
 return {1, all}
