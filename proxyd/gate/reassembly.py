@@ -77,7 +77,7 @@ QUIET_S = 10.0      # refusals over the caps / on a full store: one log line per
 
 
 def lua(name: str) -> str:
-    """A script of `proxyd/store/` (the reassembly script is shared with the MO path)."""
+    """A script of `proxyd/store/`."""
     return resources.files("proxyd.store").joinpath(name).read_text("utf-8")
 
 
