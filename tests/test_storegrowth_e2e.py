@@ -10,6 +10,9 @@ import json
 import random
 import socket
 import struct
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
 import valkey
@@ -20,7 +23,7 @@ from proxyd.smpp import pdu as P
 from proxyd.store.embedded import socket_path_for
 from proxyd.text.udh import concat_udh
 
-from .conftemplate import config_text
+from .conftemplate import config_text, listen
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, \
     write_config
 
@@ -88,23 +91,25 @@ def account(sid: str, code: str, **over) -> dict:
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("storegrowth")
     sim, sim_port, record = start_sim(tmp)
-    port = free_port()
+    port, hport = free_port(), free_port()
     from .procs import FILTERS
     cfg = write_config(tmp, config_text(
-        port, sim_port, store={"dir": tmp / "store"},
-        policy={"filters_dir": FILTERS, "reassembly_timeout_s": 2},
+        port, sim_port, store={"dir": tmp / "store"}, http={"listen": listen(hport)},
+        policy={"filters_dir": FILTERS, "reassembly_timeout_s": 5},
         upstream={"password": None},
         account={"password": "pw", "price": PRICE},
         accounts=[account("poor", "10690002"), account("lazy", "10690003"),
                   account("capped", "10690004", max_pending_parts=3),
-                  account("bytes", "10690005", max_pending_bytes=BYTES_CAP)]))
+                  account("bytes", "10690005", max_pending_bytes=BYTES_CAP),
+                  account("hcap", "10690006", max_pending_parts=1),
+                  account("hpoor", "10690007")]))
     proxyd = start_proxyd(tmp, cfg, port)
     try:
         wait_until(lambda: "upstream sim bound" in proxyd.text(), "upstream bind", 20)
-        for acct in ("acme", "lazy", "capped", "bytes"):
+        for acct in ("acme", "lazy", "capped", "bytes", "hcap"):
             admin(tmp, cfg, "topup", acct, "10000")
         admin(tmp, cfg, "topup", "poor", str(8 * PRICE))
-        yield {"port": port, "record": record, "proxyd": proxyd, "tmp": tmp, "cfg": cfg}
+        yield {"port": port, "http": hport, "record": record, "proxyd": proxyd, "tmp": tmp, "cfg": cfg}
     finally:
         proxyd.stop()
         sim.stop()
@@ -186,7 +191,7 @@ def test_an_incomplete_message_gives_its_reservation_back(stack):
            for i in (1, 3)]
     assert all(ids)
     assert balance(stack, "lazy") == before - 3 * PRICE
-    wait_until(lambda: balance(stack, "lazy") == before, "the reservation given back", 15)
+    wait_until(lambda: balance(stack, "lazy") == before, "the reservation given back", 20)
     for m in ids:
         assert "released incomplete" in trace(stack, m)
     rep = report(stack, "lazy")
@@ -223,6 +228,28 @@ def test_pending_bytes_cap(stack):
                               + SIZED.short_message[6:]))
     assert r.status == S["ESME_RMSGQFUL"], C.status_name(r.status)
     c.close()
+
+
+def kannel(stack, user: str, code: str, ref: int, seq: int) -> tuple[int, str]:
+    """A Kannel sendsms of part `seq` of a 2-part message (a concatenation UDH)."""
+    q = {"username": user, "password": "pw", "from": code, "to": "13800000008",
+         "text": "part %d" % seq, "udh": concat_udh(ref, 2, seq)}
+    url = "http://127.0.0.1:%d/cgi-bin/sendsms?%s" % (stack["http"], urllib.parse.urlencode(q))
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_http_parts_get_the_http_twins(stack):
+    """The same rules on the HTTP road: over the pending cap 503 (try again later), a first
+    part the balance does not cover 402."""
+    assert kannel(stack, "hcap", "10690006", 31, 1)[0] == 202
+    assert kannel(stack, "hcap", "10690006", 32, 1) == (503, "Temporal failure, try again "
+                                                             "later.")
+    status, body = kannel(stack, "hpoor", "10690007", 33, 1)
+    assert status == 402 and "balance" in body.lower(), body
 
 
 def test_only_what_the_relay_needs_is_kept(stack):
