@@ -5,10 +5,10 @@
 -- part is ever parked in the store. The completed message is relayed on those
 -- reservations (the gate settles them: committed, or refunded when refused or failed);
 -- an incomplete one is refunded when it expires ("incomplete").
--- KEYS[9]  the message's parts: hash  seq -> "<command id>:<base64 body>",
+-- KEYS[n-2] the message's parts: hash  seq -> "<command id>:<base64 body>",
 --          "t" -> first seen (ms), "n" -> total, "c" -> data_coding, "i" -> the ids, by seq
--- KEYS[10] the index of open messages (zset scored by first seen)
--- KEYS[11] the account's pending parts: hash "p" -> parts kept, "b" -> octets kept
+-- KEYS[n-1] the index of open messages (zset scored by first seen)
+-- KEYS[n]  the account's pending parts: hash "p" -> parts kept, "b" -> octets kept
 -- ARGV[5..] seq, value, total, ttl_s, data_coding, price, number (opt-out check, '' none),
 --          to (the reservations' note), max pending parts, max pending octets, held until
 --          (ms: the reservations' time, for the ledger sweeper), final (1: never answer 7),
@@ -27,7 +27,8 @@
 -- is refused, so the call fails having changed nothing (a script that has written is never
 -- stopped midway); the last part of a message writes nothing new (it deletes the hash
 -- first), so a message whose first parts were kept still completes.
-local K_PARTS, K_INDEX, K_PEND = KEYS[9], KEYS[10], KEYS[11]
+-- (its own keys are the last three, after the account's: `keys.account_keys` may grow)
+local K_PARTS, K_INDEX, K_PEND = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 local seq, value, total_s, ttl, coding = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local total, price = tonumber(total_s), tonumber(ARGV[10])
 local number, to = ARGV[11], ARGV[12]

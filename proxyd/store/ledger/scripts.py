@@ -9,7 +9,8 @@ followed by its own body:
     sweep.lua        refunds of reservations whose outcome never came; expired leases back
     balance.lua      the balance: free + leases
     hold.lua         a part of a client's long message kept, the first one reserving the
-                     whole message (`proxyd.gate.reassembly`; KEYS[9..11] its own)
+                     whole message (`proxyd.gate.reassembly`; its own three KEYS come
+                     after the account's)
 
 KEYS (`keys.account_keys`): bal, res, stats(day), journal(day), jhead, optout, lease, calls.
 ARGV (`keys.script_call`): account, now (ms), day, retention (s, 0 = keep), then the
