@@ -82,6 +82,8 @@ class AccountConfig:
     mo_url: str = ""
     low_balance: int = 0           # fen: notice when a charge takes the balance below (0 = off)
     notify_url: str = ""           # URL template of that notice (proxyd.lowbalance)
+    max_pending_parts: int = 0     # parts of long messages kept, incomplete (0: [policy]'s)
+    max_pending_bytes: int = 0     # octets of those parts kept (0: [policy]'s)
 
     @property
     def password_is_hashed(self) -> bool:
@@ -137,6 +139,8 @@ class PolicyConfig:
     enabled: bool = True           # false: no inline checks at all (benchmarks only)
     filters_dir: str = "conf/filters"
     reassembly_timeout_s: float = 60.0
+    max_pending_parts: int = 200   # per account: parts of incomplete long messages kept
+    max_pending_bytes: int = 262144  # per account: octets of those parts kept
     unsubscribe_words: tuple[str, ...] = ("T", "TD", "N", "退订", "取消")
 
 
@@ -360,6 +364,8 @@ def _check(cfg: Config) -> None:
         _positive(w + ".burst", a.burst, 0)
         _positive(w + ".max_parts", a.max_parts)
         _positive(w + ".low_balance", a.low_balance, 0)
+        _positive(w + ".max_pending_parts", a.max_pending_parts, 0)
+        _positive(w + ".max_pending_bytes", a.max_pending_bytes, 0)
         if a.sender_mode not in ("reject", "prefix"):
             raise ConfigError("%s.sender_mode: must be \"reject\" or \"prefix\", got %r"
                               % (w, a.sender_mode))
@@ -390,6 +396,8 @@ def _check(cfg: Config) -> None:
             raise ConfigError("store.ca_file: no such file %r" % cfg.store.ca_file)
     _check_admin(cfg.admin)
     _positive("relay.deadline_s", cfg.relay.deadline_s, 0.01)
+    _positive("policy.max_pending_parts", cfg.policy.max_pending_parts)
+    _positive("policy.max_pending_bytes", cfg.policy.max_pending_bytes)
     d = cfg.delivery
     _positive("delivery.window", d.window)
     _positive("delivery.resp_timeout_s", d.resp_timeout_s, 0.01)

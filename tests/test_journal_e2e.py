@@ -110,9 +110,12 @@ def test_mixed_run_reconciles_verifies_and_traces(tmp_path):
         rep = json.loads(admin(tmp_path, cfg, "report", "acme", "--json").stdout)
         assert rep["parts"]["refused_by_reason"].get("obscenity_gambling_violence_terror") == 3
         assert rep["parts"]["refused_by_upstream"] >= 1
-        for mid in part_ids:        # every part of the long message, with its own id
+        for mid in part_ids:        # every part of the long message, with its own id:
+            # reserved with the first part, given back when the whole text was refused
             trace = admin(tmp_path, cfg, "trace", mid).stdout
-            assert "rejected" in trace and "obscenity_gambling_violence_terror" in trace, trace
+            assert "\treserved\t5\t" in trace, trace
+            assert "\trefunded\t5\t" in trace, trace
+            assert "released obscenity_gambling_violence_terror" in trace, trace
             assert "赌" not in trace
     finally:
         proxyd.stop()

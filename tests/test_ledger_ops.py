@@ -121,7 +121,8 @@ def test_text_fields_never_carry_a_separator() -> None:
 def test_the_scripts_are_the_lua_files_of_the_package() -> None:
     files = resources.files("proxyd.store.ledger")
     prelude = files.joinpath("prelude.lua").read_text()
-    assert set(L.SCRIPTS) == {"batch", "topup", "adjust", "refund_all", "sweep", "balance"}
+    assert set(L.SCRIPTS) == {"batch", "topup", "adjust", "refund_all", "sweep", "balance",
+                               "hold"}
     for name, src in L.SCRIPTS.items():
         body = files.joinpath(name + ".lua").read_text()
         assert src == "\n" + prelude + "\n" + body

@@ -176,6 +176,31 @@ class Gate:
 
         self.ledger.admit(account.system_id, sids, account.price, to, admitted, to=to)
 
+    def send_held(self, account: Any, msg: Message, done: Done, ids: list) -> None:
+        """`send` for a message whose parts are reserved already, one reservation per id (a
+        long message kept part by part, `reassembly.py`): judged and routed the same way,
+        relayed on those reservations (each part's is committed or refunded by its
+        outcome: never charged twice). A refusal gives them back (refunded, note
+        "released <reason>") and is not journaled again."""
+        self.counters["submitted"] += 1
+        refusal = self._throttle(account, msg.parts) or self.check(msg, account)
+        if refusal is None and not self.router.routable(msg.destination_addr, account):
+            refusal = NO_ROUTE
+        if refusal is not None:
+            self.refused(account, msg, refusal, counted=True)
+            note = "released " + (refusal.category or refusal.reason)
+            for mid in ids:
+                self.ledger.settle(account.system_id, mid.decode(), note, False)
+            done(refusal.status, [], refusal, 0)
+            return
+        source = None
+        if account.sender_mode == "prefix":
+            source = self.policy.rewrite_source(msg, account).encode()
+        job = _Job(account, msg, ids, done, self.clock.seconds() + self.config.relay.deadline_s,
+                   source)
+        job.sids = [m.decode() for m in ids]
+        self._forward(job)
+
     def _refuse(self, account: Any, msg: Message, refusal: Refusal, done: Done,
                 counted: bool = False, ids: list | None = None) -> None:
         self.refused(account, msg, refusal, counted, ids)

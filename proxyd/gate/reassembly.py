@@ -1,17 +1,32 @@
 """Long messages sent as separate parts (UDH or SAR TLVs), on every path: submit_sm, data_sm
-and each destination of submit_multi.
+and each destination of submit_multi (SMPP and HTTP alike).
 
 Each part is kept in the store and acknowledged with its own proxyd id; when the last part
-arrives (on any node) the whole text is judged once by the gate, then charged and relayed
-together. A message still incomplete after `[policy] reassembly_timeout_s` sends nothing;
-its outcome is recorded ("incomplete") and, where the client asked for receipts, each part
-gets a negative receipt.
+arrives (on any node) the whole text is judged once by the gate, then relayed. A message
+still incomplete after `[policy] reassembly_timeout_s` sends nothing; its outcome is
+recorded ("incomplete") and, where the client asked for receipts, each part gets a
+negative receipt.
+
+Paid for before it is kept: the first part of a message is accepted only if the account's
+free balance covers the WHOLE message (total parts x price). It reserves every part then
+(the ledger's ordinary per-part reservations, under the ids the parts will have), in the
+same atomic step that keeps it (``proxyd/store/ledger/hold.lua``). The completed message is
+relayed on those reservations (`Gate.send_held`: each part committed or refunded by its
+outcome; a refusal refunds them with the note "released <reason>": never charged twice);
+an incomplete one is refunded when it expires, with the note "released incomplete".
+
+Bounded: an account keeps at most `max_pending_parts` parts and `max_pending_bytes` octets
+of incomplete messages (the account's own values, else `[policy]`'s); beyond, a part is
+refused with ESME_RMSGQFUL. Only what the relay needs of a part is kept: the PDU's fields
+and the TLVs in `KEEP_TLVS` (the SAR ones, message_payload, the ports), never the others.
 
 Keys (``A`` = account; the reference kind is u8 / u16 for a UDH, sar for the TLVs):
 
-    cc:{A}:<src>:<dst>:<kind><ref>   hash  seq -> "<mid>:<command id>:<hex body>",
-                                           t -> first seen (ms), n -> total, c -> data_coding
+    cc:{A}:<src>:<dst>:<kind><ref>   hash  seq -> "<command id>:<base64 body>",
+                                           t -> first seen (ms), n -> total, c -> data_coding,
+                                           i -> the ids of the parts (by seq, ',' between)
     ccidx                            zset  those keys scored by first seen (for timeouts)
+    ccpend:{A}                       hash  p -> parts kept, b -> octets kept (the caps)
 
 A part is refused, never answered OK and dropped, when it:
 - repeats a seq already kept (PROXYD_RDUPPART),
@@ -20,10 +35,16 @@ A part is refused, never answered OK and dropped, when it:
 - has another data_coding than the parts before it (PROXYD_RMIXEDDCS: the whole text is
   judged in one coding, and every part is sent as judged),
 - is more than one SMS on the air by itself (ESME_RINVMSGLEN), or belongs to a message of
-  more than `max_parts` parts (ESME_RINVNUMMSGS).
+  more than `max_parts` parts (ESME_RINVNUMMSGS),
+- would take the account over its pending caps (ESME_RMSGQFUL),
+- is the first of a message the balance does not cover (PROXYD_RNOBALANCE) or whose
+  destination opted out (ESME_RINVDSTADR),
+- cannot be kept because the store is full (ESME_RSYSERR: maxmemory with noeviction; what
+  was kept before stays).
 """
 from __future__ import annotations
 
+import base64
 from importlib import resources
 from typing import Any, Callable, NamedTuple
 
@@ -31,7 +52,9 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from proxyd.logs import mask
 from proxyd.message import Message
+from proxyd.policy.optout import normalise_number
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.reassembly import join_parts, strip_udh
@@ -43,10 +66,18 @@ log = Logger(namespace="proxyd.reassembly")
 _S = C.STATUS
 INDEX = "ccidx"
 Reply = Callable[[int, bytes], None]
+# the TLVs of a part that are kept (and relayed): concatenation, the payload, the ports
+KEEP_TLVS = frozenset((C.TAG_SAR_MSG_REF_NUM, C.TAG_SAR_TOTAL_SEGMENTS,
+                       C.TAG_SAR_SEGMENT_SEQNUM, C.TAG_MESSAGE_PAYLOAD,
+                       0x020A, 0x020B))     # source_port, destination_port
+# a first part the free balance cannot cover while leases could: asked again this often
+HOLD_RETRY_S = 0.25
+HOLD_TRIES = 8
+QUIET_S = 10.0      # refusals over the caps / on a full store: one log line per account
 
 
 def lua(name: str) -> str:
-    """A script of `proxyd/store/` (the reassembly script is shared with the MO path)."""
+    """A script of `proxyd/store/`."""
     return resources.files("proxyd.store").joinpath(name).read_text("utf-8")
 
 
@@ -71,6 +102,18 @@ def message_key(account: str, pdu: Any, ident: Ident) -> str:
                                     ident.ref)
 
 
+def pending_key(account: str) -> str:
+    return "ccpend:{%s}" % account
+
+
+def slim_value(pdu: Any) -> str:
+    """What is kept of a part: its command id and its body re-encoded with only the
+    `KEEP_TLVS` (base64)."""
+    tlvs = tuple(t for t in pdu.tlvs if t[0] in KEEP_TLVS) if pdu.tlvs else ()
+    body = P.encode(pdu._replace(seq=0, tlvs=tlvs))[P.HEADER_LEN:]
+    return "%d:%s" % (pdu.command_id, base64.b64encode(body).decode("ascii"))
+
+
 def _pairs(flat: list) -> dict:
     out = {}
     for i in range(0, len(flat) - 1, 2):
@@ -81,19 +124,41 @@ def _pairs(flat: list) -> dict:
 
 
 def kept_parts(fields: dict) -> list[Kept]:
+    ids = fields.get("i", "").split(",")
     parts = []
     for k, v in fields.items():
         if not k.isdigit():
             continue
-        mid, cid, hexbody = v.split(":", 2)
-        body = bytes.fromhex(hexbody)
-        parts.append(Kept(int(k), mid.encode(), P.decode_body(int(cid), 0, 0, body)))
+        seq = int(k)
+        cid, b64 = v.split(":", 1)
+        mid = ids[seq - 1].encode() if 0 < seq <= len(ids) else b""
+        parts.append(Kept(seq, mid, P.decode_body(int(cid), 0, 0, base64.b64decode(b64))))
     parts.sort(key=lambda x: x.seq)
     return parts
 
 
+class Quiet:
+    """At most one log line per account and `interval_s` about one kind of refusal (the
+    next one says how many were not logged)."""
+
+    def __init__(self, clock: Any, interval_s: float = QUIET_S) -> None:
+        self.clock = clock
+        self.interval_s = interval_s
+        self.last: dict[str, list] = {}     # account -> [logged at, not logged since]
+
+    def __call__(self, acct: str) -> int | None:
+        """None: do not log now; else how many were not logged before this one."""
+        now = self.clock.seconds()
+        last = self.last.get(acct)
+        if last is not None and now - last[0] < self.interval_s:
+            last[1] += 1
+            return None
+        self.last[acct] = [now, 0]
+        return last[1] if last is not None else 0
+
+
 class Reassembly:
-    """The store-backed buffer of parts; `gate.send` gets each complete message."""
+    """The store-backed buffer of parts; `gate.send_held` gets each complete message."""
 
     def __init__(self, store: Any, gate: Any, receipts: Any, clock: Any,
                  timeout_s: float) -> None:
@@ -102,10 +167,13 @@ class Reassembly:
         self.receipts = receipts
         self.clock = clock
         self.timeout_s = timeout_s
-        store.register_script("concat_add", lua("reassembly.lua"))
         store.register_script("concat_take", lua("reassembly_take.lua"))
         self.completed = 0
         self.expired = 0
+        self.refused_full = 0       # parts refused: the store was full
+        self.refused_caps = 0       # parts refused: over the account's pending caps
+        self._quiet_caps = Quiet(clock)
+        self._quiet_full = Quiet(clock)
         self.sweeper = TimerService(max(0.5, min(5.0, timeout_s / 4)), self.sweep)
         self.sweeper.clock = clock
         self.sweeper.setName("reassembly-sweeper")
@@ -126,35 +194,78 @@ class Reassembly:
                      acct=acct)
             reply(_S["ESME_RINVMSGLEN"], b"")
             return
-        mid = self.gate.ids.next()
-        hkey = message_key(acct, pdu, ident)
-        value = "%s:%d:%s" % (mid.decode(), pdu.command_id, body.hex())
-        now_ms = int(self.clock.seconds() * 1000)
+        to = pdu.destination_addr.decode("latin-1")
+        if len(to) != 11 or not to.isdigit():   # (as the gate checks it)
+            to = normalise_number(to)
+        ids = ",".join([self.gate.ids.next().decode() for _ in range(ident.total)])
+        self._hold(account, pdu, ident, message_key(acct, pdu, ident), slim_value(pdu), to,
+                   ids, reply, 1)
+
+    def _hold(self, account: Any, pdu: Any, ident: Ident, hkey: str, value: str, to: str,
+              ids: str, reply: Reply, tries: int) -> None:
+        acct = account.system_id
+        policy = self.gate.config.policy
+        now = self.clock.seconds()
         ttl = int(self.timeout_s * 4) + 60
-        d = self.store.evalsha("concat_add", [hkey, INDEX],
-                               [ident.seq, value, ident.total, now_ms, ttl, pdu.data_coding])
+        # the reservations are timed when the message is due: the ledger's sweeper does not
+        # take them for "outcome unknown" while it may still complete and be relayed
+        due_ms = int((now + self.timeout_s + self.gate.config.relay.deadline_s) * 1000)
+        d = self.gate.ledger.hold_part(
+            acct, [hkey, INDEX, pending_key(acct)], ident.seq, value, ident.total, ttl,
+            pdu.data_coding, account.price, to, to,
+            account.max_pending_parts or policy.max_pending_parts,
+            account.max_pending_bytes or policy.max_pending_bytes, due_ms,
+            1 if tries >= HOLD_TRIES else 0, ids)
 
         def stored(r: list) -> None:
             code = int(r[0])
             if code == 0:
-                reply(0, mid)
+                reply(0, _text(r[1]).split(",")[ident.seq - 1].encode())
             elif code == 1:
-                reply(0, mid)
+                fields = _pairs(r[1])
+                reply(0, fields["i"].split(",")[ident.seq - 1].encode())
                 self.completed += 1
-                self._complete(account, _pairs(r[1]))
+                self._complete(account, fields)
+            elif code == 5:
+                self.refused_caps += 1
+                skipped = self._quiet_caps(acct)
+                if skipped is not None:
+                    log.info("refused {acct}: a part of a long message over the pending "
+                             "caps ({kept} parts:octets kept; {n} more refused, not logged)",
+                             acct=acct, kept=_text(r[1]), n=skipped)
+                reply(_S["ESME_RMSGQFUL"], b"")
+            elif code == 7:
+                # the free balance is short while leases hold the rest: ours goes back now,
+                # the other nodes' when idle; asked again meanwhile
+                self.gate.ledger.give_back_lease(acct)
+                self.clock.callLater(HOLD_RETRY_S, self._hold, account, pdu, ident, hkey,
+                                     value, to, ids, reply, tries + 1)
             else:
                 status, why = {
                     2: (_S["PROXYD_RDUPPART"], "duplicate part %d" % ident.seq),
                     3: (_S["PROXYD_RDUPPART"], "total %d, earlier parts said %s"
                         % (ident.total, _text(r[1]))),
                     4: (_S["PROXYD_RMIXEDDCS"], "data_coding %d, earlier parts %s"
-                        % (pdu.data_coding, _text(r[1])))}[code]
-                log.info("refused {acct}: long message part: {why}", acct=acct, why=why)
+                        % (pdu.data_coding, _text(r[1]))),
+                    6: (_S["ESME_RINVDSTADR"], "recipient has opted out"),
+                    8: (_S["PROXYD_RNOBALANCE"], "balance %s does not cover %d parts"
+                        % (_text(r[1]), ident.total))}[code]
+                log.info("refused {acct} -> {dest}: long message part: {why}", acct=acct,
+                         dest=mask(to), why=why)
                 reply(status, b"")
 
         def failed(f: Any) -> None:
-            log.warn("store error while keeping a part of {acct}: {err}", acct=acct,
-                     err=f.getErrorMessage())
+            err = f.getErrorMessage()
+            if "OOM" in err:
+                self.refused_full += 1
+                skipped = self._quiet_full(acct)
+                if skipped is not None:
+                    log.error("store full (maxmemory reached, nothing is evicted): a part of "
+                              "{acct} refused ESME_RSYSERR ({n} more refused, not logged); "
+                              "what was kept before is intact", acct=acct, n=skipped)
+            else:
+                log.warn("store error while keeping a part of {acct}: {err}", acct=acct,
+                         err=err)
             reply(_S["ESME_RSYSERR"], b"")
 
         d.addCallbacks(stored, failed)
@@ -174,7 +285,7 @@ class Reassembly:
             why = refusal.reason if refusal is not None else C.status_name(status)
             self._negative(account, parts, why, status, ok_ids if refusal is None else [])
 
-        self.gate.send(account, msg, done, ids=[k.mid for k in parts])
+        self.gate.send_held(account, msg, done, [k.mid for k in parts])
 
     def _negative(self, account: Any, parts: list[Kept], why: str, status: int,
                   ok_ids: list) -> None:
@@ -204,7 +315,9 @@ class Reassembly:
             takes = []
             for k in keys or ():
                 k = _text(k)
-                takes.append(self.store.evalsha("concat_take", [k, INDEX], []).addCallbacks(
+                acct = k[4:k.index("}")] if k.startswith("cc:{") and "}" in k else ""
+                takes.append(self.store.evalsha(
+                    "concat_take", [k, INDEX, pending_key(acct)], []).addCallbacks(
                     self._expired, lambda f: None, callbackArgs=(k,)))
             if len(keys or ()) >= self.SWEEP_BATCH:
                 # the next batch once this one is taken (taken keys leave the index)
@@ -216,15 +329,18 @@ class Reassembly:
 
     def _expired(self, flat: list, key: str) -> None:
         fields = _pairs(flat or [])
-        parts = kept_parts(fields)
-        if not parts:
+        if "i" not in fields:
             return
         self.expired += 1
         acct = key[4:key.index("}")]
+        # the whole message's reservations go back: the journal's record of it
+        ledger = self.gate.ledger
+        for mid in fields["i"].split(","):
+            ledger.settle(acct, mid, "released incomplete", False)
         account = self.gate.config.account(acct)
-        if account is None:
+        parts = kept_parts(fields)
+        if account is None or not parts:
             return
-        self.gate.ledger.count_rejected(acct, "incomplete").addErrback(lambda f: None)
         self._negative(account, parts, "incomplete", _S["ESME_RDELIVERYFAILURE"], [])
 
 

@@ -29,7 +29,11 @@ Events and what they do to the balance (``DELTA``):
                           note "to=NUMBER" (the normalised destination) when known
     committed       0     the upstream accepted the part; note "up=NAME id=UPSTREAM_ID"
     refunded     +amount  the upstream refused it, or its outcome never came (note
-                          "outcome unknown", by the sweeper)
+                          "outcome unknown", by the sweeper), or it was a part of a long
+                          message reserved whole with its first part and never relayed:
+                          note "released incomplete" (its other parts never came) or
+                          "released <reason>" (refused once whole); the report counts
+                          those parts as refused for that reason
     rejected        0     refused before charging; note = reason (optout, content, ...)
                           and "to=NUMBER" when known, n = parts
     topup        +amount  adjust  +amount (signed)  refund_all  -amount
@@ -48,6 +52,9 @@ __all__ = ["Record", "decode", "encode", "chain_hash", "verify", "Break", "DELTA
            "FINAL_DELIVERED", "UNKNOWN_OUTCOME"]
 
 UNKNOWN_OUTCOME = "outcome unknown"
+# the note of a long message's reservations given back before it was relayed: it never
+# completed ("released incomplete"), or the gate refused it once whole ("released <reason>")
+RELEASED = "released "
 FIELDS = ("ts", "event", "msg_id", "n", "amount", "balance_after", "note")
 MONEY_EVENTS = {"reserved": "reserve", "committed": "commit", "refunded": "refund",
                 "topup": "topup", "adjust": "adjust", "refund_all": "refund_all"}
@@ -278,6 +285,8 @@ class Report:
     accepted: int = 0               # committed by the upstream
     upstream_refused: int = 0       # refunded after an upstream error (or no route)
     unknown_outcome: int = 0        # refunded by the sweeper: no answer ever came
+    released: int = 0               # long messages' parts given back, never relayed
+                                    # (also in `refused`, by reason)
     pending: int = 0                # reserved in the period, not settled in it
     carried_in: int = 0             # settled in the period, reserved before it
     delivered: int = 0
@@ -306,7 +315,8 @@ class Report:
                       "refused_by_reason": dict(sorted(self.refused.items())),
                       "relayed": self.relayed, "accepted_by_upstream": self.accepted,
                       "refused_by_upstream": self.upstream_refused,
-                      "outcome_unknown": self.unknown_outcome, "pending": self.pending,
+                      "outcome_unknown": self.unknown_outcome,
+                      "released_unrelayed": self.released, "pending": self.pending,
                       "carried_in": self.carried_in, "delivered": self.delivered,
                       "undelivered": self.undelivered},
             "amounts": {"charged": self.charged, "refunded": self.refunded,
@@ -405,7 +415,15 @@ def build_report(account: str, price: int, days: Sequence[str],
                 if r.msg_id in settled:
                     fail("%s settled twice" % r.msg_id, [r.msg_id])
                 settled[r.msg_id] = r
-                rep.relayed += 1
+                held_back = e == "refunded" and r.note.startswith(RELEASED)
+                if held_back and r.msg_id in reserved:
+                    # a part reserved with its long message and given back unrelayed: a
+                    # refusal of the message (its reason after "released "), not a relay
+                    why = r.note[len(RELEASED):].split(" ", 1)[0] or "released"
+                    rep.refused[why] = rep.refused.get(why, 0) + 1
+                    rep.released += 1
+                else:
+                    rep.relayed += 1
                 if r.msg_id not in reserved:
                     rep.carried_in += 1
                 elif r.amount != reserved[r.msg_id].amount:
@@ -422,6 +440,9 @@ def build_report(account: str, price: int, days: Sequence[str],
                     rep.refunded += r.amount
                     if r.note == UNKNOWN_OUTCOME:
                         rep.unknown_outcome += 1
+                    elif held_back:
+                        if r.msg_id not in reserved:
+                            rep.released += 1
                     else:
                         rep.upstream_refused += 1
                     cnt("refunded", 1)
@@ -482,6 +503,7 @@ def format_report(rep: Report) -> str:
               "    accepted by upstream %d" % p["accepted_by_upstream"],
               "    refused by upstream  %d" % p["refused_by_upstream"],
               "    outcome unknown      %d" % p["outcome_unknown"],
+              "    released unrelayed   %d" % p["released_unrelayed"],
               "    carried in           %d" % p["carried_in"],
               "  pending              %d" % p["pending"],
               "delivered              %d" % p["delivered"],

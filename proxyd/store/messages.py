@@ -361,7 +361,7 @@ class MessageStore:
                     total: int, ttl_s: int, cb_id: str, settings_json: str,
                     facts: dict, data_coding: int = 0) -> defer.Deferred:
         """One part of a concatenated MO for a mo_url (the reassembly script of
-        `proxyd/store/reassembly.lua`, shared with the client's long messages); `facts`
+        `proxyd/store/reassembly.lua`); `facts`
         must not hold "hexparts". Deferred[(code, n or "seq:hex,...")]: 0 stored,
         2 duplicate, 3 conflicting total, 4 another data_coding, 1 complete (the parts
         taken and the callback `cb_id` queued)."""

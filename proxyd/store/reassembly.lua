@@ -1,22 +1,19 @@
--- One part of a long message sent as separate parts: the one reassembly script, for the
--- client's messages (proxyd.gate.reassembly) and the operator's MO (proxyd.delivery.mo).
+-- One part of a concatenated MO (proxyd.delivery.mo) for a mo_url. (A client's long
+-- message is kept by the ledger's hold.lua, which also pays for it with its first part.)
 -- KEYS[1] the message's parts: hash  seq -> value, "t" -> first seen (ms), "n" -> total,
 --                                     "c" -> data_coding
--- KEYS[2] client messages: the index of open messages (zset scored by first seen);
---         MO: the callback index (hcb:{A}), KEYS[3] the callback data (hcbd:{A})
--- ARGV    seq, value, total, now_ms, ttl_s, data_coding
---         MO only: callback id, callback prefix (settings JSON, newline, the facts JSON
---         without its closing brace): the whole MO is queued as ONE callback in the same
---         step as its last part, its facts completed with "hexparts": "seq:hex,..."
+-- KEYS[2] the callback index (hcb:{A}), KEYS[3] the callback data (hcbd:{A})
+-- ARGV    seq, value, total, now_ms, ttl_s, data_coding, callback id, callback prefix
+--         (settings JSON, newline, the facts JSON without its closing brace): the whole
+--         MO is queued as ONE callback in the same step as its last part, its facts
+--         completed with "hexparts": "seq:hex,..."
 -- -> {0, n}        stored, n parts so far
---    {1, flat}     complete: every field of the hash (deleted); MO: {1, "seq:hex,..."}
+--    {1, "seq:hex,..."}  complete: the parts (the hash deleted, the callback queued)
 --    {2, n}        duplicate: that seq is already there (nothing changed)
 --    {3, total}    conflicting total: the parts so far said another total
 --    {4, coding}   mixed codings: the parts so far have another data_coding
-local mo = #ARGV >= 8
 if redis.call('HSETNX', KEYS[1], 't', ARGV[4]) == 1 then
   redis.call('HSET', KEYS[1], 'n', ARGV[3], 'c', ARGV[6])
-  if not mo then redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1]) end
   redis.call('EXPIRE', KEYS[1], ARGV[5])
 else
   local total = redis.call('HGET', KEYS[1], 'n')
@@ -31,10 +28,6 @@ local n = redis.call('HLEN', KEYS[1]) - 3
 if n < tonumber(ARGV[3]) then return {0, n} end
 local all = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
-if not mo then
-  redis.call('ZREM', KEYS[2], KEYS[1])
-  return {1, all}
-end
 local parts = {}
 for i = 1, #all, 2 do
   if tonumber(all[i]) then parts[#parts + 1] = all[i] .. ':' .. all[i + 1] end

@@ -175,6 +175,18 @@ class Ledger(Queries):
                                                          field(note)), d)
         return d
 
+    def hold_part(self, account: str, keys: Sequence[str], *args: Any) -> defer.Deferred:
+        """A part of a client's long message kept, the first one reserving the whole
+        message (``hold.lua`` says what it answers). `keys`: the message's parts hash, the
+        index of open messages, the account's pending counters; `args`: the script's own.
+        The reservations are settled like any other (`settle`, `refund`)."""
+        k, argv = self.access.args(account, *args)
+        return self.access.evalsha("hold", k + list(keys), argv)
+
+    def give_back_lease(self, account: str) -> None:
+        """Return this node's lease of `account` to its free balance (queued)."""
+        self.leases.drop(account)
+
     def release_leases(self) -> defer.Deferred:
         """Give every lease of this node back (at shutdown). Deferred: when the store has
         them (errors are logged)."""

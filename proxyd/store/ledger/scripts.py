@@ -8,6 +8,9 @@ followed by its own body:
     topup.lua, adjust.lua, refund_all.lua    account operations
     sweep.lua        refunds of reservations whose outcome never came; expired leases back
     balance.lua      the balance: free + leases
+    hold.lua         a part of a client's long message kept, the first one reserving the
+                     whole message (`proxyd.gate.reassembly`; its own three KEYS come
+                     after the account's)
 
 KEYS (`keys.account_keys`): bal, res, stats(day), journal(day), jhead, optout, lease, calls.
 ARGV (`keys.script_call`): account, now (ms), day, retention (s, 0 = keep), then the
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 
-NAMES = ("batch", "topup", "adjust", "refund_all", "sweep", "balance")
+NAMES = ("batch", "topup", "adjust", "refund_all", "sweep", "balance", "hold")
 
 
 def _read(name: str) -> str:
