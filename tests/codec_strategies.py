@@ -44,4 +44,6 @@ def pdu(cls: Any, seq: Any) -> Any:
     kw["seq"] = seq
     if layout.tlvs:
         kw["tlvs"] = tlvs(cls.codec.tlv_sizes)
-    return st.builds(cls, **kw)
+    # rules across fields (e.g. SMGP: 160 octets only for ASCII) hold for valid PDUs
+    check = layout.check
+    return st.builds(cls, **kw).filter(lambda p: check is None or check(p) is None)

@@ -156,9 +156,14 @@ def test_bad_values_get_the_specification_status():
 
 
 def test_counts_and_lengths():
-    too_long = M.CODEC.encode_body(_submit(msg_content=b"x" * 141))
+    too_long = M.CODEC.encode_body(_submit(msg_content=b"x" * 141))   # GB18030: 140 at most
     bad = _bad(M.frame(M.SUBMIT, 1, too_long))
     assert bad.error == M.BAD_MSG_LENGTH and "msg_content" in bad.message
+    ascii160 = _submit(msg_format=M.FORMAT_ASCII, msg_content=b"x" * 160)
+    assert M.decode(ascii160.encode()) == ascii160
+    bad = _bad(M.frame(M.SUBMIT, 1, M.CODEC.encode_body(ascii160._replace(
+        msg_content=b"x" * 161))))
+    assert bad.error == M.BAD_MSG_LENGTH and "outside 0..160" in bad.message
     no_dest = M.CODEC.encode_body(_submit(dest_term_ids=()))
     assert _bad(M.frame(M.SUBMIT, 1, no_dest)).error == M.BAD_DEST_TERM_ID
     # MsgLength says more than the packet holds

@@ -90,12 +90,14 @@ class Layout:
 
     def __init__(self, fields: tuple, tlvs: bool = False,
                  allowed: dict[str, Any] | None = None,
-                 limits: dict[str, tuple[int, int]] | None = None) -> None:
+                 limits: dict[str, tuple[int, int]] | None = None,
+                 check: Any = None) -> None:
         self.fields = fields
         self.names = tuple(n for n, _ in fields)
         self.tlvs = tlvs
         self.allowed = allowed or {}    # field -> container of allowed values
         self.limits = limits or {}      # v8/v32/l8 field -> (min, max) length or count
+        self.check = check              # pdu -> (error, message) | None: rules across fields
         runs: list[tuple] = []
         fmt: list[str] = []
         members: list[tuple[str, tuple]] = []
@@ -273,7 +275,12 @@ class Codec:
                 if v not in ok:
                     raise DecodeError(errors.values.get(name, errors.structure),
                                       "%s: value %r not allowed" % (name, v))
-        return tuple.__new__(cls, values)
+        pdu = tuple.__new__(cls, values)
+        if layout.check is not None:
+            bad = layout.check(pdu)
+            if bad is not None:
+                raise DecodeError(*bad)
+        return pdu
 
     def decode_body(self, command_id: int, seq: Any, body: bytes) -> Any:
         """The typed PDU of a frame; `UnknownPdu` or `BadPdu` instead of raising."""

@@ -132,6 +132,16 @@ def _s(n: int) -> tuple:
     return ("s", n)
 
 
+def _check_submit(p: Any) -> tuple[int, str] | None:
+    # 6.2.23: an MT message holds at most 140 octets; ASCII text (MsgFormat 0) may have up
+    # to 160 characters, which the SMSC packs into 140 octets
+    n = len(p.msg_content)
+    if n > 140 and p.msg_format != FORMAT_ASCII:
+        return BAD_MSG_LENGTH, "msg_content: %d octets in MsgFormat %d (at most 140)" % (
+            n, p.msg_format)
+    return None
+
+
 B, I_ = ("B",), ("I",)
 _MSGID = ("x", 10)
 _ID_STATUS = Layout((("msg_id", _MSGID), ("status", I_)))
@@ -152,7 +162,8 @@ LAYOUTS = {
         tlvs=True,
         allowed={"msg_type": (MSG_MO, MSG_MT, MSG_P2P), "need_report": (0, 1),
                  "priority": (0, 1, 2, 3), "msg_format": MSG_FORMATS},
-        limits={"dest_term_ids": (1, 100), "msg_content": (0, 140)})),
+        limits={"dest_term_ids": (1, 100), "msg_content": (0, 160)},
+        check=_check_submit)),
     SUBMIT_RESP: ("SubmitResp", _ID_STATUS),
     DELIVER: ("Deliver", Layout(
         (("msg_id", _MSGID), ("is_report", B), ("msg_format", B), ("recv_time", _s(14)),
