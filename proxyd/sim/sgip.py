@@ -1,0 +1,360 @@
+"""`proxyd-smsc --protocol sgip`: China Unicom's SMG as an SP sees it (SGIP 1.2).
+
+The SP binds here (LoginType 1; LoginName / LoginPassword checked against ``--system-id`` /
+``--password`` when given, Result 1 otherwise) and sends Submit; each is answered with a
+Result (``--fail-every`` / ``--fail-status`` read as an SGIP error code, ``--throttle-tps``
+with 11, node busy; a malformed Submit with the code its decoding names).
+
+Reports and MO go the SGIP way: the simulator connects to the SP's listener
+(``--sp-connect``, an endpoint string), binds with LoginType 2 and ``--sp-login`` /
+``--sp-password`` (default: ``--system-id`` / ``--password``), sends the Reports (after
+``--receipt-delay``, states from the ``--receipt-stat`` cycle, as the Submit's ReportFlag
+asks: 1 always, 0 only failures) and the injected MO (control line ``MO <source> <dest> <hex>
+[data_coding]``) as Deliver, up to 16 unanswered, and unbinds once everything is answered and
+a second has passed. Without ``--sp-connect`` they wait in the queue (counted as queued).
+
+Counters, recording (``"id"``: the Submit's sequence number as 30 digits), stats and the
+receipt queue are the SMPP simulator's (`SmscFactory`).
+"""
+from __future__ import annotations
+
+import hmac
+import json
+from collections import deque
+from typing import Any
+
+from twisted.internet import endpoints, protocol
+from twisted.logger import Logger
+
+from proxyd.links import gwtext as T
+from proxyd.links.fixed import BadPdu, FramingError
+from proxyd.links.sgip import pdu as G
+from proxyd.smpp import constants as C
+from proxyd.sim.smsc import SmscFactory, Submitted
+
+SMG_NODE = 1075501              # 1AAAAX: area 0755, number 1
+WINDOW = 16
+LINGER_S = 1.0                  # idle time before the connect-back connection unbinds
+_RTHROTTLED = C.STATUS["ESME_RTHROTTLED"]
+# receipt stat -> (Report State, ErrorCode)
+REPORT = {"DELIVRD": (0, 0), "ACCEPTD": (1, 0), "ENROUTE": (1, 0), "EXPIRED": (2, 25),
+          "UNDELIV": (2, 29), "DELETED": (2, 32), "REJECTD": (2, 24), "UNKNOWN": (2, 32)}
+
+
+def gateway_coding(data_coding: int) -> int:
+    return {0: G.CODING_ASCII, 1: G.CODING_ASCII, 8: G.CODING_UCS2,
+            15: G.CODING_GBK}.get(data_coding, G.CODING_BINARY)
+
+
+class SgipFactory(SmscFactory):
+    """One simulated SMG: the SP's binds, and the connection back to the SP."""
+
+    log = Logger()
+
+    def __init__(self, config: Any = None, reactor: Any = None, **kw: Any) -> None:
+        super().__init__(config, reactor=reactor, **kw)
+        c = self.config
+        self.seqs = G.Sequencer(SMG_NODE)
+        self.sp_connect = getattr(c, "sp_connect", None)
+        self.sp_login = (getattr(c, "sp_login", None) or c.system_id or "").encode()
+        self.sp_password = (getattr(c, "sp_password", None) or c.password or "").encode()
+        self.outbox: deque[tuple[int, bytes]] = deque()
+        self.client: SmgClient | None = None
+        self._connecting = False
+        self._retry: Any = None
+
+    def buildProtocol(self, addr: Any) -> "SgipGateway":
+        p = SgipGateway(self)
+        p.factory = self
+        return p
+
+    def next_seq(self) -> tuple:
+        return self.seqs.next(self.wallclock())
+
+    # --- reports and MO ---------------------------------------------------------------------
+    def _receipt_body(self, message_id: bytes, f: Submitted, submit_time: float,
+                      stat: str) -> Any:
+        state, err = REPORT.get(stat, (2, 32))
+        if f.registered_delivery == 0 and state == 0:
+            return None                     # ReportFlag 0: only failures are reported
+        node, stamp, counter = (int(message_id[i:i + 10]) for i in (0, 10, 20))
+        return G.REPORT, G.CODEC.encode_body(G.Report(
+            (0, 0, 0), node, stamp, counter, 0, f.dst, state, err, b""))
+
+    def send_mo(self, source: Any, dest: Any, text_bytes: bytes, data_coding: int = 0,
+                system_id: str | None = None, **_: Any) -> bool:
+        src = source.encode() if isinstance(source, str) else source
+        dst = dest.encode() if isinstance(dest, str) else dest
+        self.counters["mo"] += 1
+        return self.deliver("", [(G.DELIVER, G.CODEC.encode_body(G.Deliver(
+            (0, 0, 0), T.with_86(src), dst, 0, 0, gateway_coding(data_coding), text_bytes,
+            b"")))])
+
+    def deliver(self, system_id: str, bodies: list) -> bool:
+        items = [b for b in bodies if b is not None]
+        if not items:
+            return True
+        self.outbox.extend(items)
+        self.counters["deliver_queued"] += len(items)
+        self._connect()
+        if self.client is not None:
+            self.client.pump()
+        return self.client is not None
+
+    def _connect(self) -> None:
+        if self.client is not None or self._connecting or not self.sp_connect:
+            return
+        if self._retry is not None and self._retry.active():
+            return
+        self._connecting = True
+        ep = endpoints.clientFromString(self.reactor, self.sp_connect)
+        d = ep.connect(_ClientFactory(self))
+
+        def failed(f: Any) -> None:
+            self._connecting = False
+            self.log.warn("smg: cannot connect to the SP at {ep}: {err}; again in 1 s",
+                          ep=self.sp_connect, err=f.getErrorMessage())
+            self._retry = self.reactor.callLater(1.0, self._connect)
+        d.addErrback(failed)
+
+    def client_ready(self, c: "SmgClient") -> None:
+        self._connecting = False
+        self.client = c
+
+    def client_gone(self, c: "SmgClient", retry_s: float) -> None:
+        self._connecting = False
+        if self.client is c:
+            self.client = None
+        if self.outbox and (self._retry is None or not self._retry.active()):
+            self._retry = self.reactor.callLater(retry_s, self._connect)
+
+    def stopFactory(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        super().stopFactory()
+
+
+class _ClientFactory(protocol.ClientFactory):
+    noisy = False
+
+    def __init__(self, smg: SgipFactory) -> None:
+        self.smg = smg
+
+    def buildProtocol(self, addr: Any) -> "SmgClient":
+        return SmgClient(self.smg)
+
+
+class SmgClient(protocol.Protocol):
+    """The simulated SMG's connection to the SP (LoginType 2): Report and Deliver."""
+
+    log = Logger()
+
+    def __init__(self, smg: SgipFactory) -> None:
+        self.smg = smg
+        self.framer = G.CODEC.framer()
+        self.bound = False
+        self.pending: dict[int, tuple[int, bytes]] = {}   # counter -> what it carried
+        self._linger: Any = None
+        self._unbinding = False
+
+    def connectionMade(self) -> None:
+        s = self.smg
+        self.transport.write(G.Bind(seq=s.next_seq(), login_type=G.LOGIN_SMG_TO_SP,
+                                    login_name=s.sp_login[:16],
+                                    login_password=s.sp_password[:16]).encode())
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            frames = self.framer.feed(data)
+        except FramingError:
+            self.transport.loseConnection()
+            return
+        for cid, seq, body in frames:
+            if cid == G.BIND_RESP:
+                result = body[0] if body else G.BAD_PARAMETER
+                if result != G.OK:
+                    self.log.warn("smg: the SP refused our Bind: {r}", r=G.result_name(result))
+                    self.transport.loseConnection()
+                    return
+                self.bound = True
+                self.smg.client_ready(self)
+                self.pump()
+            elif cid in (G.REPORT_RESP, G.DELIVER_RESP):
+                item = self.pending.pop(seq[2], None)
+                if item is not None:
+                    result = body[0] if body else G.BAD_PARAMETER
+                    if result != G.OK:            # the SP could not take it: send it again
+                        self.smg.outbox.append(item)
+                        self.smg.counters["deliver_queued"] += 1
+                self.pump()
+            elif cid == G.UNBIND_RESP:
+                self.transport.loseConnection()
+            elif cid == G.UNBIND:
+                self.transport.write(G.UnbindResp(seq=seq).encode())
+                self.transport.loseConnection()
+
+    def pump(self) -> None:
+        s = self.smg
+        if not self.bound or self._unbinding:
+            return
+        out = []
+        while s.outbox and len(self.pending) < WINDOW:
+            cid, body = s.outbox.popleft()
+            s.counters["deliver_queued"] -= 1
+            s.counters["deliver_sent"] += 1
+            seq = s.next_seq()
+            self.pending[seq[2]] = (cid, body)
+            out.append(G.frame(cid, seq, body))
+        if out:
+            self.transport.write(b"".join(out))
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self._linger = s.reactor.callLater(LINGER_S, self._idle)
+
+    def _idle(self) -> None:
+        self._linger = None
+        if self.pending or self.smg.outbox:
+            self._linger = self.smg.reactor.callLater(LINGER_S, self._idle)
+            return
+        self._unbinding = True
+        self.transport.write(G.Unbind(seq=self.smg.next_seq()).encode())
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        s = self.smg
+        for item in self.pending.values():        # unanswered: send again later
+            s.outbox.appendleft(item)
+            s.counters["deliver_queued"] += 1
+        self.pending.clear()
+        s.client_gone(self, 0.2 if self.bound else 2.0)
+
+
+class SgipGateway(protocol.Protocol):
+    """One SP connection to the simulated SMG (LoginType 1): Bind, Submit, Unbind."""
+
+    log = Logger()
+
+    def __init__(self, factory: SgipFactory) -> None:
+        self.factory = factory
+        self.config = factory.config
+        self.framer = G.CODEC.framer(factory.config.max_pdu_bytes)
+        self.bound = False
+        self.closing = False
+        self.submits = 0
+        self.system_id = ""
+        self._sid_json = '""'
+        self._out: list[bytes] = []
+        self.peer = "?"
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = "%s:%s" % (getattr(peer, "host", peer), getattr(peer, "port", ""))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        f = self.factory
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as e:
+            self.log.warn("smg: {peer} framing error: {err}; closing", peer=self.peer,
+                          err=str(e))
+            frames = e.frames
+            self.closing = True
+        for cid, seq, body in frames:
+            self._frame(cid, seq, body)
+            if self.closing:
+                break
+        f.flush()
+        if self._out:
+            data, self._out = b"".join(self._out), []
+            latency = self.config.latency_ms / 1000.0
+            if latency and not self.closing:
+                f.reactor.callLater(latency, self._late, data)
+            else:
+                self.transport.write(data)
+        if self.closing:
+            self.transport.loseConnection()
+
+    def _late(self, data: bytes) -> None:
+        if self.transport is not None and self.transport.connected:
+            self.transport.write(data)
+
+    def _result(self, cid: int, seq: Any, result: int) -> None:
+        self._out.append(G.frame(cid, seq, bytes((result,)) + b"\0" * 8))
+
+    def _frame(self, cid: int, seq: Any, body: bytes) -> None:
+        if cid == G.SUBMIT and self.bound:
+            self._submit(seq, body)
+        elif cid == G.BIND and not self.bound:
+            self._bind(seq, body)
+        elif cid == G.UNBIND:
+            self._out.append(G.UnbindResp(seq=seq).encode())
+            self.closing = True
+        else:
+            self.log.warn("smg: {peer} command 0x{cid:08X} out of place; closing",
+                          peer=self.peer, cid=cid)
+            self.closing = True
+
+    def _bind(self, seq: Any, body: bytes) -> None:
+        b = G.decode_body(G.BIND, seq, body)
+        c = self.config
+        if isinstance(b, BadPdu):
+            result = b.error
+        elif b.login_type != G.LOGIN_SP_TO_SMG:
+            result = G.BAD_LOGIN_TYPE
+        elif (c.system_id is not None and b.login_name != c.system_id.encode()) or (
+                c.password is not None and not hmac.compare_digest(
+                    b.login_password, c.password.encode())):
+            result = G.BAD_LOGIN
+        else:
+            result = G.OK
+        self._result(G.BIND_RESP, seq, result)
+        if result != G.OK:
+            self.log.info("smg: {peer} Bind refused: {r}", peer=self.peer,
+                          r=G.result_name(result))
+            self.closing = True
+            return
+        self.bound = True
+        self.system_id = b.login_name.decode("latin-1")
+        self._sid_json = json.dumps(self.system_id)
+        self.factory.counters["binds"] += 1
+
+    def _submit(self, seq: Any, body: bytes) -> None:
+        f = self.factory
+        c = self.config
+        f.counters["submits"] += 1
+        self.submits += 1
+        if c.drop_after and self.submits >= c.drop_after:
+            f.counters["dropped"] += 1
+            self.closing = True
+            return
+        st = f.admit(int(f.wallclock()))
+        if st:
+            f.count_stats(1, 0, 1)
+            self._result(G.SUBMIT_RESP, seq, G.NODE_BUSY if st == _RTHROTTLED else st & 0xFF)
+            return
+        sub = G.decode_body(G.SUBMIT, seq, body)
+        if isinstance(sub, BadPdu):
+            f.count_stats(1, 0, 1)
+            self.log.info("smg: {peer} bad Submit: {bad}", peer=self.peer, bad=sub)
+            self._result(G.SUBMIT_RESP, seq, sub.error)
+            return
+        f.count_stats(1, 1, 0)
+        f.counters["accepted"] += 1
+        mid = G.seq_text(seq)
+        if c.record:
+            f.record(mid, self._sid_json, "submit", body)
+        if c.receipts and sub.report_flag in (0, 1, 3):
+            text = sub.message_content
+            if sub.tp_udhi and text:
+                text = text[text[0] + 1:]
+            for user in sub.user_numbers:
+                f.schedule_receipt(self.system_id, mid, Submitted(
+                    0, 0, sub.sp_number, 0, 0, user, 0 if sub.report_flag == 0 else 1,
+                    text[:20]), f.wallclock())
+        self._result(G.SUBMIT_RESP, seq, G.OK)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.bound = False

@@ -1,0 +1,257 @@
+"""`proxyd-smsc --protocol smgp`: China Telecom's SMGW as an SP sees it (SMGP 3.0).
+
+It checks the Login (ClientID against ``--system-id`` and AuthenticatorClient against the
+``--password`` shared secret, when given; Status 21 otherwise) and proves the secret back in
+AuthenticatorServer; answers Submit with a MsgID per destination; sends a status report
+(Deliver, IsReport = 1) for each accepted message whose NeedReport is 1, after
+``--receipt-delay``, with the ``--receipt-stat`` cycle; sends injected MO (the control line
+``MO <source> <dest> <hex> [data_coding] [client id]``) as Deliver; answers Active_Test and Exit.
+
+Everything else is the SMPP simulator's (`SmscFactory`): counters, the receipt queue, the
+receiver registry (a logged-in connection receives the Delivers of its ClientID), recording
+(``"id"`` is the MsgID's 20 hex digits, ``"body"`` the Submit body), stats, and the error
+injection: ``--fail-every`` answers with ``--fail-status`` read as an SMGP Status (e.g. 1,
+system busy), ``--throttle-tps`` with Status 1, ``--drop-after`` closes the connection.
+A malformed Submit is answered with the Status its decoding names.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+from proxyd.links.fixed import BadPdu, FramingError
+from proxyd.links.smgp import pdu as M
+from proxyd.smpp import constants as C
+from proxyd.sim.smsc import ANY_SYSTEM, SmscFactory, Submitted
+
+GATEWAY_CODE = "010061"         # the simulated SMGW's code (6.2.26)
+_RTHROTTLED = C.STATUS["ESME_RTHROTTLED"]
+_ERR = {"DELIVRD": b"000", "ACCEPTD": b"000", "ENROUTE": b"000", "EXPIRED": b"001",
+        "UNDELIV": b"004", "DELETED": b"006", "REJECTD": b"005", "UNKNOWN": b"999"}
+
+
+def gateway_format(data_coding: int) -> int:
+    """An SMPP data_coding given on the control line as an SMGP MsgFormat."""
+    return {0: M.FORMAT_ASCII, 1: M.FORMAT_ASCII, 8: M.FORMAT_UCS2,
+            15: M.FORMAT_GB18030}.get(data_coding, M.FORMAT_BINARY)
+
+
+class SmgpFactory(SmscFactory):
+    """One simulated SMGW."""
+
+    log = Logger()
+
+    def __init__(self, config: Any = None, reactor: Any = None, **kw: Any) -> None:
+        super().__init__(config, reactor=reactor, **kw)
+        self._counter = 0
+
+    def buildProtocol(self, addr: Any) -> "SmgpGateway":
+        p = SmgpGateway(self)
+        p.factory = self
+        return p
+
+    def new_msg_id(self) -> bytes:
+        self._counter += 1
+        mmddhhmm = int(time.strftime("%m%d%H%M", time.localtime(self.wallclock())))
+        return M.make_msg_id(GATEWAY_CODE, mmddhhmm, self._counter)
+
+    def _receipt_body(self, message_id: bytes, f: Submitted, submit_time: float,
+                      stat: str) -> bytes:
+        fmt = "%y%m%d%H%M"
+        content = M.report_content(M.Report(
+            message_id, stat.encode(), _ERR.get(stat, b"999"),
+            time.strftime(fmt, time.localtime(submit_time)).encode(),
+            time.strftime(fmt, time.localtime(self.wallclock())).encode(), text=f.text))
+        return M.CODEC.encode_body(M.Deliver(
+            0, self.new_msg_id(), 1, M.FORMAT_ASCII, self._recv_time(), f.dst, f.src,
+            content, b"", ()))
+
+    def _recv_time(self) -> bytes:
+        return time.strftime("%Y%m%d%H%M%S", time.localtime(self.wallclock())).encode()
+
+    def send_mo(self, source: Any, dest: Any, text_bytes: bytes, data_coding: int = 0,
+                system_id: str | None = None, **_: Any) -> bool:
+        src = source.encode() if isinstance(source, str) else source
+        dst = dest.encode() if isinstance(dest, str) else dest
+        body = M.CODEC.encode_body(M.Deliver(
+            0, self.new_msg_id(), 0, gateway_format(data_coding), self._recv_time(), src, dst,
+            text_bytes, b"", ()))
+        self.counters["mo"] += 1
+        return self.deliver(system_id or ANY_SYSTEM, [body])
+
+
+class SmgpGateway(protocol.Protocol):
+    """One SP connection to the simulated SMGW."""
+
+    log = Logger()
+
+    def __init__(self, factory: SmgpFactory) -> None:
+        self.factory = factory
+        self.config = factory.config
+        self.framer = M.CODEC.framer(factory.config.max_pdu_bytes)
+        self.system_id = ""
+        self._sid_json = '""'
+        self.logged_in = False
+        self.closing = False
+        self.submits = 0
+        self._seq = 0
+        self._out: list[bytes] | None = None
+        self.peer = "?"
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = "%s:%s" % (getattr(peer, "host", peer), getattr(peer, "port", ""))
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.logged_in:
+            self.factory.remove_receiver(self)
+            self.logged_in = False
+
+    def _write(self, data: bytes) -> None:
+        if self._out is not None:
+            self._out.append(data)
+        else:
+            self.factory.flush()
+            self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        f = self.factory
+        self._out = out = []
+        try:
+            try:
+                frames = self.framer.feed(data)
+            except FramingError as e:
+                self.log.warn("smgw: {peer} framing error: {err}; closing", peer=self.peer,
+                              err=str(e))
+                frames = e.frames
+                self.closing = True
+            for cid, seq, body in frames:
+                self._frame(cid, seq, body)
+                if self.closing:
+                    break
+        finally:
+            self._out = None
+            f.flush()
+            if out:
+                self._answer(b"".join(out))
+            if self.closing:
+                self.transport.loseConnection()
+
+    def _answer(self, data: bytes) -> None:
+        latency = self.config.latency_ms / 1000.0
+        if latency and not self.closing:
+            self.factory.reactor.callLater(latency, self._late, data)
+        else:
+            self.transport.write(data)
+
+    def _late(self, data: bytes) -> None:
+        if self.transport is not None and self.transport.connected:
+            self.transport.write(data)
+
+    def _frame(self, cid: int, seq: int, body: bytes) -> None:
+        if cid == M.SUBMIT and self.logged_in:
+            self._submit(seq, body)
+        elif cid == M.LOGIN and not self.logged_in:
+            self._login(seq, body)
+        elif cid == M.ACTIVE_TEST:
+            self._write(M.frame(M.ACTIVE_TEST_RESP, seq))
+        elif cid == M.EXIT:
+            self._write(M.frame(M.EXIT_RESP, seq))
+            self.closing = True
+        elif cid == M.DELIVER_RESP or cid == M.ACTIVE_TEST_RESP:
+            pass
+        else:
+            self.log.warn("smgw: {peer} request 0x{cid:08X} out of place; closing",
+                          peer=self.peer, cid=cid)
+            self.closing = True
+
+    def _login(self, seq: int, body: bytes) -> None:
+        login = M.decode_body(M.LOGIN, seq, body)
+        c = self.config
+        if isinstance(login, BadPdu):
+            status, auth = login.error, b""
+        else:
+            status = M.OK
+            sid = login.client_id.decode("latin-1")
+            secret = (c.password or "").encode()
+            if c.system_id is not None and sid != c.system_id:
+                status = M.AUTH_ERROR
+            elif c.password is not None and not hmac.compare_digest(
+                    login.authenticator,
+                    M.authenticator_client(login.client_id, secret, login.timestamp)):
+                status = M.AUTH_ERROR
+            elif login.version > M.VERSION:
+                status = M.VERSION_TOO_HIGH
+            auth = M.authenticator_server(status, login.authenticator, secret) \
+                if status == M.OK else b""
+        self._write(M.LoginResp(seq=seq, status=status, authenticator=auth.ljust(16, b"\0"),
+                                version=M.VERSION).encode())
+        if status != M.OK:
+            self.log.info("smgw: {peer} Login refused: {st}", peer=self.peer,
+                          st=M.status_name(status))
+            self.closing = True
+            return
+        self.logged_in = True
+        self.system_id = sid
+        self._sid_json = json.dumps(sid)
+        f = self.factory
+        f.counters["binds"] += 1
+        self.log.info("smgw: {peer} logged in as {sid}", peer=self.peer, sid=sid)
+        f.add_receiver(self)
+        f.flush_pending(self)
+
+    def _submit(self, seq: int, body: bytes) -> None:
+        f = self.factory
+        f.counters["submits"] += 1
+        self.submits += 1
+        c = self.config
+        if c.drop_after and self.submits >= c.drop_after:
+            f.counters["dropped"] += 1
+            self.closing = True
+            return
+        st = f.admit(int(f.wallclock()))
+        if st:
+            st = M.SYSTEM_BUSY if st == _RTHROTTLED else st
+            f.count_stats(1, 0, 1)
+            self._write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10, status=st).encode())
+            return
+        sub = M.decode_body(M.SUBMIT, seq, body)
+        if isinstance(sub, BadPdu):
+            f.count_stats(1, 0, 1)
+            self.log.info("smgw: {peer} bad Submit: {bad}", peer=self.peer, bad=sub)
+            self._write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10, status=sub.error).encode())
+            return
+        f.count_stats(1, 1, 0)
+        first = None
+        now = f.wallclock()
+        for dest in sub.dest_term_ids:
+            mid = f.new_msg_id()
+            first = first or mid
+            f.counters["accepted"] += 1
+            if c.record:
+                f.record(M.msg_id_text(mid), self._sid_json, "submit", body)
+            if c.receipts and sub.need_report:
+                udhi = (sub.tlv(M.TP_UDHI, b"\0") or b"\0")[0] & 1
+                text = sub.msg_content
+                if udhi and text:
+                    text = text[text[0] + 1:]
+                f.schedule_receipt(self.system_id, mid, Submitted(
+                    0, 0, sub.src_term_id, 0, 0, dest, 1, text[:20]), now)
+        self._write(M.SubmitResp(seq=seq, msg_id=first, status=M.OK).encode())
+
+    # --- what SmscFactory.deliver calls ---------------------------------------------------------
+    def send_deliver(self, bodies: list[bytes]) -> None:
+        out = []
+        for b in bodies:
+            self._seq = (self._seq + 1) & 0xFFFFFFFF
+            out.append(M.frame(M.DELIVER, self._seq, b))
+        self.factory.counters["deliver_sent"] += len(bodies)
+        self._write(b"".join(out))
+
