@@ -14,6 +14,8 @@ REGISTRY: dict[str, str] = {
     "smpp": "proxyd.links.smpp:Upstream",
     "cmpp3": "proxyd.links.cmpp.link:Cmpp3Link",
     "cmpp2": "proxyd.links.cmpp.link:Cmpp2Link",
+    "smgp": "proxyd.links.smgp.link:SmgpLink",
+    "sgip": "proxyd.links.sgip.link:SgipLink",
 }
 
 

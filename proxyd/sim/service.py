@@ -21,6 +21,8 @@ SIM_FACTORIES: dict[str, str] = {
     "smpp": "proxyd.sim.smsc:SmscFactory",
     "cmpp3": "proxyd.sim.cmpp:Cmpp3Factory",
     "cmpp2": "proxyd.sim.cmpp:Cmpp2Factory",
+    "smgp": "proxyd.sim.smgp:SmgpFactory",
+    "sgip": "proxyd.sim.sgip:SgipFactory",
 }
 
 
@@ -55,6 +57,10 @@ class Options(usage.Options):
         ["stats", None, None, "append per-second submit counts as JSON lines to this file"],
         ["id-format", None, "hex", "message ids: hex or dec"],
         ["id-start", None, None, "first message id (default: from the start time)", int],
+        ["sp-connect", None, None, "sgip: the SP's listener (endpoint string) to connect back "
+         "to with Reports and MO"],
+        ["sp-login", None, None, "sgip: the login presented there (default: --system-id)"],
+        ["sp-password", None, None, "sgip: its password (default: --password)"],
     ]
 
     def postOptions(self) -> None:
@@ -80,6 +86,9 @@ class Options(usage.Options):
                 stats=os.path.abspath(self["stats"]) if self["stats"] else None,
                 id_format=self["id-format"],
                 id_start=self["id-start"],
+                sp_connect=self["sp-connect"],
+                sp_login=self["sp-login"],
+                sp_password=self["sp-password"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -115,6 +115,10 @@ class SmscConfig:
     id_format: str = "hex"                # "hex" or "dec"
     id_start: int | None = None           # first message id (None: derived from start time)
     max_pdu_bytes: int = 65536
+    # --protocol sgip: where the gateway connects back to the SP, and what it presents there
+    sp_connect: str | None = None
+    sp_login: str | None = None           # default: system_id
+    sp_password: str | None = None        # default: password
 
     def __post_init__(self) -> None:
         if self.id_format not in ("hex", "dec"):

@@ -19,6 +19,7 @@ Each Submit's 12-octet sequence number (the node id `node_id`, MMDDHHMMSS, a cou
 operator id of the part: the SMG's Report names the Submit by it. A Report becomes an SMPP
 receipt (State 0 DELIVRD, 1 ENROUTE, 2 UNDELIV; ``err:`` the SGIP ErrorCode), a Deliver an MO;
 each is answered once the delivery side stored it (Result 11, node busy, when it could not).
+Handset numbers come without SGIP's "86" (as clients send them); they go out with it.
 """
 from __future__ import annotations
 
@@ -101,12 +102,12 @@ def inbound(link: "SgipLink", pdu: Any, reply: Any, now: float) -> bool:
             reply(_result(G.REPORT_RESP, pdu.seq, G.OK))     # about an MO we forwarded: none
             return True
         op_id = G.seq_text(G.report_submit_seq(pdu))
-        event = T.receipt_pdu(op_id, pdu.user_number, b"", REPORT_STAT[pdu.state],
+        event = T.receipt_pdu(op_id, T.national(pdu.user_number), b"", REPORT_STAT[pdu.state],
                               b"%03d" % pdu.error_code, now)
         resp = G.REPORT_RESP
     elif cid == G.DELIVER:
-        event = T.mo_pdu(pdu.user_number, pdu.sp_number, pdu.message_coding, pdu.tp_udhi,
-                         pdu.message_content, pdu.tp_pid)
+        event = T.mo_pdu(T.national(pdu.user_number), pdu.sp_number, pdu.message_coding,
+                         pdu.tp_udhi, pdu.message_content, pdu.tp_pid)
         resp = G.DELIVER_RESP
     else:
         return False
