@@ -75,15 +75,15 @@ def test_invalid_combinations_are_refused_with_one_line(doc, line):
 def test_sgip_and_smgp_keys_are_parsed_and_checked():
     # the keys exist whatever the build; a build without the link refuses the protocol
     if factory.available("sgip"):
-        u = parse({"upstream": [up(protocol="sgip", system_id="login", node_id=3012345678,
-                                   sp_listen="tcp:8801", sp_login="gw",
+        u = parse({"upstream": [up(protocol="sgip", system_id="login", password="pw",
+                                   node_id=3012345678, sp_listen="tcp:8801", sp_login="gw",
                                    sp_password="pw")]}).upstreams[0]
         assert (u.node_id, u.sp_listen, u.sp_login, u.window) == (3012345678, "tcp:8801",
                                                                    "gw", PROTOCOL_WINDOW)
-        assert error({"upstream": [up(protocol="sgip", system_id="login",
+        assert error({"upstream": [up(protocol="sgip", system_id="login", password="pw",
                                       sp_listen="tcp:8801")]}).startswith(
             "upstream[0].node_id: required for \"sgip\"")
-        assert error({"upstream": [up(protocol="sgip", system_id="login",
+        assert error({"upstream": [up(protocol="sgip", system_id="login", password="pw",
                                       node_id=1)]}).startswith(
             "upstream[0].sp_listen: required for \"sgip\"")
     else:
