@@ -6,6 +6,7 @@
 Prints, measured in this run: msg/s direct to the simulator and through proxyd at window 10
 and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (ledger on,
 every check on) are added as the features land; their ratio is against the plain run.
+`smgp` and `sgip` rows relay to a simulator of that protocol (issue 18), against `bare`.
 Every configuration runs at once and the rounds measure them in turn; the median round is
 shown, with the spread, and a ratio is the median of the ratios of the rounds (each round
 measures the two one right after the other). "cpu us" is the CPU time (user + system) the
@@ -63,6 +64,16 @@ VARIANTS = {
                  % (HERE.parent / "conf" / "filters"), True),
 }
 
+# operator protocols (issue 18): the "bare" configuration with an upstream speaking that
+# protocol to a simulator of its own (same binds and window as the SMPP row); the ratio is
+# against proxyd-bare (an SMPP upstream) measured in the same rounds
+PROTOCOL_ROWS = {
+    "smgp": ('protocol = "smgp"\nservice_id = "BENCH"\n', ()),
+    "sgip": ('protocol = "sgip"\nservice_id = "BENCH"\nnode_id = 3075512345\n'
+             'sp_listen = "tcp:{sp}:interface=127.0.0.1"\n',
+             ("--sp-connect", "tcp:host=127.0.0.1:port={sp}")),
+}
+
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds used so far by process `pid` (Linux /proc)."""
@@ -90,9 +101,10 @@ def main() -> None:
                     help="another proxyd checkout: its variants run too, as <name>@base")
     a = ap.parse_args()
     if a.only:
-        for k in list(VARIANTS):
-            if k not in a.only.split(","):
-                del VARIANTS[k]
+        for table in (VARIANTS, PROTOCOL_ROWS):
+            for k in list(table):
+                if k not in a.only.split(","):
+                    del table[k]
     tmp = Path(tempfile.mkdtemp(prefix="proxyd-bench-"))
     sim, sim_port, _ = start_sim(tmp, None)
     runs: dict[tuple[str, int], list[dict]] = {}
@@ -128,6 +140,21 @@ def main() -> None:
             measure(port, 2000, 100, receipts=name == "receipts")  # warm up (binds, caches)
             ports["proxyd-" + label] = port
             pids["proxyd-" + label] = procs[-1].p.pid
+        for proto, (keys, sim_args) in PROTOCOL_ROWS.items():
+            sp = free_port()
+            psim, psim_port, _ = start_sim(tmp, None, "--protocol", proto, "--password", "pw",
+                                           *(x.format(sp=sp) for x in sim_args), name=proto)
+            procs.append(psim)
+            port = free_port()
+            text = BASE.format(port=port, sim=psim_port, sid="bench").replace(
+                "window = 200\n", "window = 200\n" + keys.format(sp=sp))
+            cfg = write_config(tmp, text + VARIANTS.get("bare", ("[store]\nurl = \"none\"\n"
+                                                                "[policy]\nenabled = false\n",
+                                                                False))[0], proto + ".toml")
+            procs.append(start_proxyd(tmp, cfg, port, name=proto))
+            measure(port, 2000, 100)
+            ports["proxyd-" + proto] = port
+            pids["proxyd-" + proto] = procs[-1].p.pid
         for _ in range(a.rounds):
             for w in (10, 100):
                 for path, port in ports.items():
@@ -161,7 +188,8 @@ def main() -> None:
     print("%-23s %6s %10s %15s %8s %8s %7s  %s" % ("path", "window", "msg/s", "spread",
                                                    "p50 ms", "p99 ms", "cpu us", "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
-                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
+                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks",
+                "proxyd-smgp": "proxyd-bare", "proxyd-sgip": "proxyd-bare"}
     for path in list(ports):
         if path.endswith("@base"):
             plain = path[:-5]

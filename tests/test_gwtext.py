@@ -97,3 +97,12 @@ def test_numbers():
     assert T.national(b"8613312345678") == b"13312345678"
     assert T.national(b"+8613312345678") == b"13312345678"
     assert T.national(b"10655001") == b"10655001"
+
+
+def test_the_gsm_fast_path_is_exact():
+    from proxyd.text.gsm import decode_gsm
+    same = T._GSM_AS_ASCII
+    assert decode_gsm(same) == same.decode("ascii")
+    # every other octet under 0x80 means something else in GSM 03.38 (or is an escape)
+    for b in set(range(128)) - set(same):
+        assert decode_gsm(bytes((b,))) != chr(b)

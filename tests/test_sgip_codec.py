@@ -160,3 +160,18 @@ def test_unknown_command_and_framing():
         assert "over the limit of 4096" in str(e)
     else:
         raise AssertionError("no FramingError")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(max_size=21), st.binary(max_size=21), st.binary(max_size=21),
+       st.binary(max_size=5), st.integers(0, 4), st.integers(0, 9), st.integers(0, 3),
+       st.integers(0, 1), st.sampled_from([0, 4, 8, 15]), st.binary(max_size=160))
+def test_the_fast_submit_encoder_is_the_codec(sp, charge, user, corp, fee, prio, flag, udhi,
+                                              coding, content):
+    strip = lambda b: b.rstrip(b"\0")  # noqa: E731
+    sp, charge, user, corp = map(strip, (sp, charge, user, corp))
+    body = G.submit_body(sp, charge, user, corp, b"SVC", fee, b"10", prio, b"", b"", flag,
+                         0, udhi, coding, content)
+    assert body == G.CODEC.encode_body(G.Submit(
+        (0, 0, 0), sp, charge, (user,), corp, b"SVC", fee, b"10", b"0", 0, 2, prio, b"", b"",
+        flag, 0, udhi, coding, 0, content, b""))

@@ -228,3 +228,20 @@ def test_encode_refuses_what_does_not_fit():
         assert "msg_id: exactly 10" in str(e)
     else:
         raise AssertionError("short msg_id encoded")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 1), st.integers(0, 3), st.binary(max_size=10), st.binary(max_size=2),
+       st.binary(max_size=6), st.sampled_from(sorted(M.MSG_FORMATS)), st.binary(max_size=17),
+       st.binary(max_size=21), st.binary(max_size=21), st.binary(max_size=140),
+       st.lists(st.tuples(st.sampled_from([M.TP_UDHI, M.PK_TOTAL]), st.integers(0, 255)),
+                max_size=3))
+def test_the_fast_submit_encoder_is_the_codec(need, prio, svc, ft, fc, fmt, vt, src, dst,
+                                              content, tlvs):
+    strip = lambda b: b.rstrip(b"\0")  # noqa: E731
+    svc, ft, fc, vt, src, dst = map(strip, (svc, ft, fc, vt, src, dst))
+    body = M.submit_body(need, prio, svc, ft, fc, fmt, vt, b"", src, dst, content,
+                         b"".join(M.tlv1(t, v) for t, v in tlvs))
+    assert body == M.CODEC.encode_body(M.Submit(
+        0, M.MSG_MT, need, prio, svc, ft, fc, b"", fmt, vt, b"", src, b"", (dst,), content,
+        b"", tuple((t, bytes((v,))) for t, v in tlvs)))

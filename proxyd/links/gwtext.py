@@ -51,7 +51,14 @@ class ContentError(ValueError):
         self.status = status
 
 
+# octets that mean the same character in GSM 03.38 (unpacked) and in ASCII
+_GSM_AS_ASCII = bytes(b for b in range(128) if b in (10, 13) or 0x20 <= b <= 0x7A and (
+    b not in (0x24, 0x40) and not 0x5B <= b <= 0x60))
+
+
 def _reencode(data: bytes, kind: str) -> tuple[int, bytes]:
+    if not data.translate(None, _GSM_AS_ASCII):
+        return FMT_ASCII, data                  # the common case: nothing to change
     text = decode_gsm(data) if kind == "gsm" else data.decode("latin-1")
     if text.isascii():
         return FMT_ASCII, text.encode("ascii")

@@ -367,21 +367,25 @@ class SgipLink(Link):
 
     def submit_part(self, part: tuple, source: bytes | None, on_outcome: Any) -> None:
         pdu, _body = part
+        src = source if source is not None else pdu.source_addr
+        user = T.with_86(pdu.destination_addr)
         try:
             c = T.gateway_content(pdu)
+            if len(src) > 21 or len(user) > 21:
+                raise T.ContentError(_S["ESME_RINVSRCADR"] if len(src) > 21 else
+                                     _S["ESME_RINVDSTADR"], "an address over 21 octets")
         except T.ContentError as e:
             log.info("upstream {name}: part not sent: {why}", name=self.name, why=str(e))
             on_outcome(e.status, None)
             return
         reg = pdu.registered_delivery & 3
-        sub = G.Submit(
-            (0, 0, 0), (source if source is not None else pdu.source_addr)[:21],
-            self._charge, (T.with_86(pdu.destination_addr)[:21],), self._corp_id,
-            self._service_type, self._fee_type, self._fee_value, b"0", 0, 2,
-            min(getattr(pdu, "priority_flag", 0), 9), _sgip_time(pdu, "validity_period"),
-            _sgip_time(pdu, "schedule_delivery_time"), 1 if reg == 1 else 0 if reg == 2 else 2,
-            getattr(pdu, "protocol_id", 0), c.udhi, c.fmt, 0, c.data, b"")
-        self.submit(G.SUBMIT, G.CODEC.encode_body(sub), on_outcome)
+        body = G.submit_body(
+            src, self._charge, user, self._corp_id, self._service_type, self._fee_type,
+            self._fee_value, min(getattr(pdu, "priority_flag", 0), 9),
+            _sgip_time(pdu, "validity_period"), _sgip_time(pdu, "schedule_delivery_time"),
+            1 if reg == 1 else 0 if reg == 2 else 2, getattr(pdu, "protocol_id", 0), c.udhi,
+            c.fmt, c.data)
+        self.submit(G.SUBMIT, body, on_outcome)
 
 
 def _sgip_time(pdu: Any, name: str) -> bytes:

@@ -57,6 +57,7 @@ SUBMIT_STATUS = {
     M.BAD_SERVICE_ID: _S["ESME_RINVSERTYP"],
 }
 _SUBMITFAIL = _S["ESME_RSUBMITFAIL"]
+_UDHI = M.tlv1(M.TP_UDHI, 1)
 
 
 def submit_status(status: int) -> int:
@@ -183,39 +184,35 @@ class SmgpLink(Link):
         self._service_id = _pad(cfg.service_id, 10)
         self._fee_type = _pad(cfg.fee_type or "00", 2)
         self._fee_code = _pad(cfg.fee_code, 6)
-        tlvs = [(M.CHARGE_USER_TYPE, bytes((getattr(cfg, "fee_user_type", 2),)))]
+        tlvs = M.tlv1(M.CHARGE_USER_TYPE, getattr(cfg, "fee_user_type", 2))
         if getattr(cfg, "sp_id", ""):
-            tlvs.append((M.MSG_SRC, _pad(cfg.sp_id, 8).ljust(8, b"\0")))
-        self._tlvs = tuple(tlvs)
+            tlvs += struct.pack(">HH", M.MSG_SRC, 8) + _pad(cfg.sp_id, 8).ljust(8, b"\0")
+        self._tlvs = tlvs
 
     def submit_part(self, part: tuple, source: bytes | None, on_outcome: Any) -> None:
         pdu, _body = part
+        src = source if source is not None else pdu.source_addr
+        dest = pdu.destination_addr
         try:
             c = T.gateway_content(pdu)
+            if len(src) > 21 or len(dest) > 21:
+                raise T.ContentError(_S["ESME_RINVSRCADR"] if len(src) > 21 else
+                                     _S["ESME_RINVDSTADR"], "an address over 21 octets")
         except T.ContentError as e:
             log.info("upstream {name}: part not sent: {why}", name=self.name, why=str(e))
             on_outcome(e.status, None)
             return
         tlvs = self._tlvs
         if c.udhi:
-            tlvs = tlvs + ((M.TP_UDHI, b"\x01"),)
+            tlvs += _UDHI
         if c.pk_total > 1:
-            tlvs = tlvs + ((M.PK_TOTAL, bytes((c.pk_total,))),
-                           (M.PK_NUMBER, bytes((c.pk_number,))))
+            tlvs += M.tlv1(M.PK_TOTAL, c.pk_total) + M.tlv1(M.PK_NUMBER, c.pk_number)
         pid = getattr(pdu, "protocol_id", 0)
         if pid:
-            tlvs = tlvs + ((M.TP_PID, bytes((pid,))),)
-        sub = M.Submit(
-            0, M.MSG_MT, 1 if pdu.registered_delivery & 3 else 0,
-            min(getattr(pdu, "priority_flag", 0), 3), self._service_id, self._fee_type,
-            self._fee_code, b"", c.fmt, getattr(pdu, "validity_period", b"")[:17],
-            getattr(pdu, "schedule_delivery_time", b"")[:17],
-            (source if source is not None else pdu.source_addr)[:21], b"",
-            (pdu.destination_addr[:21],), c.data, b"", tlvs)
-        try:
-            body = M.CODEC.encode_body(sub)
-        except ValueError as e:
-            log.warn("upstream {name}: Submit not encodable: {why}", name=self.name, why=str(e))
-            on_outcome(_SUBMITFAIL, None)
-            return
+            tlvs += M.tlv1(M.TP_PID, pid)
+        body = M.submit_body(
+            1 if pdu.registered_delivery & 3 else 0, min(getattr(pdu, "priority_flag", 0), 3),
+            self._service_id, self._fee_type, self._fee_code, c.fmt,
+            getattr(pdu, "validity_period", b""), getattr(pdu, "schedule_delivery_time", b""),
+            src, dest, c.data, tlvs)
         self.submit(M.SUBMIT, body, on_outcome)

@@ -301,3 +301,28 @@ def parse_report(content: bytes) -> Report | None:
     return Report(mid, f[b"stat"].upper(), f.get(b"err", b"") or b"000",
                   f.get(b"submit date", b""), f.get(b"done date", b""),
                   f.get(b"sub", b""), f.get(b"dlvrd", b""), t.group(1) if t else b"")
+
+
+# --- the hot path -------------------------------------------------------------------------------
+
+_SUBMIT_HEAD = struct.Struct(">BBB10s2s6s6sB17s17s21s21sB21sB")
+_TLV1 = struct.Struct(">HHB")
+
+
+def submit_body(need_report: int, priority: int, service_id: bytes, fee_type: bytes,
+                fee_code: bytes, msg_format: int, valid_time: bytes, at_time: bytes,
+                src_term_id: bytes, dest_term_id: bytes, content: bytes,
+                tlvs: bytes = b"") -> bytes:
+    """The body of an MT Submit to one destination, as `Submit(...).encode()` would make it
+    (one struct call: the relay's hot path); `tlvs` already encoded. Fields longer than
+    their width are cut by struct; content over 255 octets raises ValueError."""
+    if len(content) > 255:
+        raise ValueError("msg_content: at most 255 octets")
+    return _SUBMIT_HEAD.pack(MSG_MT, need_report, priority, service_id, fee_type, fee_code,
+                             b"", msg_format, valid_time, at_time, src_term_id, b"", 1,
+                             dest_term_id, len(content)) + content + b"\0" * 8 + tlvs
+
+
+def tlv1(tag: int, value: int) -> bytes:
+    """An encoded TLV of one octet."""
+    return _TLV1.pack(tag, 1, value)
