@@ -104,7 +104,8 @@ class Layout:
 
         def flush() -> None:
             if members:
-                runs.append(("run", struct.Struct(">" + "".join(fmt)), tuple(members)))
+                strip = tuple(i for i, (_, k) in enumerate(members) if k[0] == "s")
+                runs.append(("run", struct.Struct(">" + "".join(fmt)), tuple(members), strip))
                 fmt.clear()
                 members.clear()
 
@@ -121,6 +122,8 @@ class Layout:
             members.append((name, kind))
         flush()
         self.runs = tuple(runs)
+        # value checks by position in the decoded values (after seq)
+        self.checks = tuple((1 + self.names.index(n), n, ok) for n, ok in self.allowed.items())
 
     def defaults(self) -> list:
         out: list[Any] = []
@@ -231,8 +234,11 @@ class Codec:
                                       % _missing(run, n - p))
                 vals = st.unpack_from(body, p)
                 p += st.size
-                for (name, kind), v in zip(run[2], vals):
-                    values.append(v.rstrip(b"\0") if kind[0] == "s" else v)
+                if run[3]:
+                    vals = list(vals)
+                    for i in run[3]:
+                        vals[i] = vals[i].rstrip(b"\0")
+                values.extend(vals)
             elif k == "v8" or k == "v32":
                 name = run[2]
                 w = 1 if k == "v8" else 4
@@ -268,13 +274,11 @@ class Codec:
             values.append(self.decode_tlvs(body, p) if p < n else ())
         elif p < n:
             raise DecodeError(errors.structure, "%d octets after the last field" % (n - p))
-        if layout.allowed:
-            names = layout.names
-            for name, ok in layout.allowed.items():
-                v = values[1 + names.index(name)]
-                if v not in ok:
-                    raise DecodeError(errors.values.get(name, errors.structure),
-                                      "%s: value %r not allowed" % (name, v))
+        for i, name, ok in layout.checks:
+            v = values[i]
+            if v not in ok:
+                raise DecodeError(errors.values.get(name, errors.structure),
+                                  "%s: value %r not allowed" % (name, v))
         pdu = tuple.__new__(cls, values)
         if layout.check is not None:
             bad = layout.check(pdu)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import struct
 from collections import deque
 from typing import Any
 
@@ -36,6 +37,7 @@ SMG_NODE = 1075501              # 1AAAAX: area 0755, number 1
 WINDOW = 16
 LINGER_S = 1.0                  # idle time before the connect-back connection unbinds
 _RTHROTTLED = C.STATUS["ESME_RTHROTTLED"]
+_RESULT = struct.Struct(">IIIIIB8s")       # a whole response with Result and Reserve
 # receipt stat -> (Report State, ErrorCode)
 REPORT = {"DELIVRD": (0, 0), "ACCEPTD": (1, 0), "ENROUTE": (1, 0), "EXPIRED": (2, 25),
           "UNDELIV": (2, 29), "DELETED": (2, 32), "REJECTD": (2, 24), "UNKNOWN": (2, 32)}
@@ -282,7 +284,7 @@ class SgipGateway(protocol.Protocol):
             self.transport.write(data)
 
     def _result(self, cid: int, seq: Any, result: int) -> None:
-        self._out.append(G.frame(cid, seq, bytes((result,)) + b"\0" * 8))
+        self._out.append(_RESULT.pack(29, cid, seq[0], seq[1], seq[2], result, b""))
 
     def _frame(self, cid: int, seq: Any, body: bytes) -> None:
         if cid == G.SUBMIT and self.bound:
@@ -343,10 +345,11 @@ class SgipGateway(protocol.Protocol):
             return
         f.count_stats(1, 1, 0)
         f.counters["accepted"] += 1
-        mid = G.seq_text(seq)
+        report = c.receipts and sub.report_flag != 2
+        mid = G.seq_text(seq) if c.record or report else b""
         if c.record:
             f.record(mid, self._sid_json, "submit", body)
-        if c.receipts and sub.report_flag in (0, 1, 3):
+        if report:
             text = sub.message_content
             if sub.tp_udhi and text:
                 text = text[text[0] + 1:]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import struct
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ from proxyd.sim.smsc import ANY_SYSTEM, SmscFactory, Submitted
 
 GATEWAY_CODE = "010061"         # the simulated SMGW's code (6.2.26)
 _RTHROTTLED = C.STATUS["ESME_RTHROTTLED"]
+_RESP_OK = struct.Struct(">III10sI")       # a whole Submit_Resp
 _ERR = {"DELIVRD": b"000", "ACCEPTD": b"000", "ENROUTE": b"000", "EXPIRED": b"001",
         "UNDELIV": b"004", "DELETED": b"006", "REJECTD": b"005", "UNKNOWN": b"999"}
 
@@ -49,6 +51,8 @@ class SmgpFactory(SmscFactory):
     def __init__(self, config: Any = None, reactor: Any = None, **kw: Any) -> None:
         super().__init__(config, reactor=reactor, **kw)
         self._counter = 0
+        self._minute = -1
+        self._prefix = b""
 
     def buildProtocol(self, addr: Any) -> "SmgpGateway":
         p = SmgpGateway(self)
@@ -56,9 +60,14 @@ class SmgpFactory(SmscFactory):
         return p
 
     def new_msg_id(self) -> bytes:
-        self._counter += 1
-        mmddhhmm = int(time.strftime("%m%d%H%M", time.localtime(self.wallclock())))
-        return M.make_msg_id(GATEWAY_CODE, mmddhhmm, self._counter)
+        self._counter = n = (self._counter + 1) % 1000000
+        now = self.wallclock()
+        minute = int(now) // 60
+        if minute != self._minute:
+            self._minute = minute
+            self._prefix = M.make_msg_id(GATEWAY_CODE, int(time.strftime(
+                "%m%d%H%M", time.localtime(now))), 0)[:7]
+        return self._prefix + bytes.fromhex("%06d" % n)
 
     def _receipt_body(self, message_id: bytes, f: Submitted, submit_time: float,
                       stat: str) -> bytes:
@@ -230,21 +239,22 @@ class SmgpGateway(protocol.Protocol):
             return
         f.count_stats(1, 1, 0)
         first = None
-        now = f.wallclock()
+        record = c.record
+        report = c.receipts and sub.need_report
         for dest in sub.dest_term_ids:
             mid = f.new_msg_id()
             first = first or mid
             f.counters["accepted"] += 1
-            if c.record:
+            if record:
                 f.record(M.msg_id_text(mid), self._sid_json, "submit", body)
-            if c.receipts and sub.need_report:
+            if report:
                 udhi = (sub.tlv(M.TP_UDHI, b"\0") or b"\0")[0] & 1
                 text = sub.msg_content
                 if udhi and text:
                     text = text[text[0] + 1:]
                 f.schedule_receipt(self.system_id, mid, Submitted(
-                    0, 0, sub.src_term_id, 0, 0, dest, 1, text[:20]), now)
-        self._write(M.SubmitResp(seq=seq, msg_id=first, status=M.OK).encode())
+                    0, 0, sub.src_term_id, 0, 0, dest, 1, text[:20]), f.wallclock())
+        self._write(_RESP_OK.pack(26, M.SUBMIT_RESP, seq, first, 0))
 
     # --- what SmscFactory.deliver calls ---------------------------------------------------------
     def send_deliver(self, bodies: list[bytes]) -> None:
