@@ -317,3 +317,20 @@ def test_sp_listen_against_a_hostile_peer():
     assert not any(x[1].disconnecting for x in held)
     r, rt = _receiver(link)
     assert rt.disconnecting
+
+
+def test_sgip_sequence_numbers_are_the_links_not_the_connections():
+    link, conn, t, ev, clock, bind = _sgip()
+    conn2 = SL.SgipConnection(link)
+    t2 = StringTransport()
+    conn2.makeConnection(t2)
+    (bind2,) = _frames(G.CODEC, t2)
+    for c, tr, b in ((conn, t, bind), (conn2, t2, bind2)):
+        c.dataReceived(G.BindResp(seq=b.seq, result=0).encode())
+    for _ in range(6):                          # spread over both connections
+        link.submit_part(_part(), None, ev.outcome)
+    seqs = [s.seq for s in _frames(G.CODEC, t) + _frames(G.CODEC, t2)]
+    assert len(seqs) == 6 and _frames(G.CODEC, t) == []
+    counters = sorted(s[2] for s in seqs)
+    assert len(set(counters)) == 6 and {s[0] for s in seqs} == {NODE}
+    assert bind2.seq[2] == bind.seq[2] + 1      # one counter for the whole link

@@ -24,11 +24,12 @@ Handset numbers come without SGIP's "86" (as clients send them); they go out wit
 from __future__ import annotations
 
 import hmac
+import random
 import struct
 from typing import Any
 
-from twisted.application import strports
-from twisted.internet import protocol
+from twisted.application import service
+from twisted.internet import endpoints, protocol
 from twisted.logger import Logger
 
 from ...smpp import constants as C
@@ -131,9 +132,16 @@ class SgipConnection(GatewayConnection):
         self._stamp = link.stamp
         self._node = link.cfg.node_id
 
+    def request(self, command_id: int, body: bytes, on_resp: Any) -> None:
+        # the counter is the link's, not the connection's: a Submit's sequence number is
+        # its operator id, unique across the link's connections (3.4)
+        seq = self.link.next_counter()
+        self.core.request(seq, on_resp, self.link.clock.seconds())
+        self.send(self.frame(command_id, seq, body))
+
     def send_login(self, now: float) -> None:
         cfg = self.link.cfg
-        self.send(G.Bind(seq=(self._node, self._stamp(now), self.core.next_seq()),
+        self.send(G.Bind(seq=(self._node, self._stamp(now), self.link.next_counter()),
                          login_type=G.LOGIN_SP_TO_SMG, login_name=_pad(cfg.system_id, 16),
                          login_password=_pad(cfg.password, 16)).encode())
 
@@ -145,7 +153,7 @@ class SgipConnection(GatewayConnection):
         return None                     # see tick: SGIP closes an idle connection instead
 
     def logout_frame(self, seq: Any) -> bytes:
-        return self.frame(G.UNBIND, seq, b"")
+        return self.frame(G.UNBIND, self.link.next_counter(), b"")
 
     def tick(self, now: float) -> None:
         core = self.core
@@ -344,6 +352,55 @@ class SpFactory(protocol.ServerFactory):
         return SpReceiver(self)
 
 
+class SpListener(service.Service):
+    """The `sp_listen` port. A port still held (by the link this one replaces on a reload)
+    is tried again every second until it is free."""
+
+    RETRY_S = 1.0
+
+    def __init__(self, description: str, factory: SpFactory, reactor: Any) -> None:
+        self.description = description
+        self.factory = factory
+        self.reactor = reactor
+        self.port: Any = None
+        self._retry: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        self._retry = None
+        if not self.running:
+            return
+        d = endpoints.serverFromString(self.reactor, self.description).listen(self.factory)
+        name = self.factory.link.name
+
+        def listening(port: Any) -> None:
+            if not self.running:
+                port.stopListening()
+                return
+            self.port = port
+            log.info("upstream {name}: sp_listen on {addr}", name=name, addr=port.getHost())
+
+        def failed(f: Any) -> None:
+            log.warn("upstream {name}: sp_listen {desc}: {err}; trying again", name=name,
+                     desc=self.description, err=f.getErrorMessage())
+            if self.running:
+                self._retry = self.reactor.callLater(self.RETRY_S, self._listen)
+        d.addCallbacks(listening, failed)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        port, self.port = self.port, None
+        for p in list(self.factory.open):
+            p.close()
+        return port.stopListening() if port is not None else None
+
+
 class SgipLink(Link):
     """`[[upstream]] protocol = "sgip"`: the Submit connections and the `sp_listen` side."""
 
@@ -355,8 +412,11 @@ class SgipLink(Link):
         super().__init__(cfg, reactor, on_deliver, queue_wait_s=queue_wait_s,
                          queue_max=queue_max)
         self.stamp = _Stamp()
+        # sequence counter of this link (all its connections); a random start keeps the
+        # ids of several proxyd nodes with the same node_id apart
+        self._counter = random.randrange(1 << 32)
         self.sp_factory = SpFactory(self)
-        strports.service(cfg.sp_listen, self.sp_factory).setServiceParent(self)
+        SpListener(cfg.sp_listen, self.sp_factory, reactor).setServiceParent(self)
         self._corp_id = b"%05d" % (cfg.node_id % 100000) if not getattr(cfg, "sp_id", "") \
             else _pad(cfg.sp_id, 5)
         self._service_type = _pad(cfg.service_id, 10)
@@ -364,6 +424,10 @@ class SgipLink(Link):
         self._fee_value = _pad(cfg.fee_code, 6)
         # who pays (fee_user_type): 2, the SP: ChargeNumber all zeros; 0, the recipient: empty
         self._charge = b"0" * 21 if getattr(cfg, "fee_user_type", 2) == 2 else b""
+
+    def next_counter(self) -> int:
+        n = self._counter = (self._counter + 1) & 0xFFFFFFFF
+        return n
 
     def submit_part(self, part: tuple, source: bytes | None, on_outcome: Any) -> None:
         pdu, _body = part
