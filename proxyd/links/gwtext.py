@@ -105,6 +105,21 @@ def gateway_content(pdu: Any, max_octets: int = 140) -> Content:
     return Content(fmt, out, 1 if udh else 0, total, number)
 
 
+def part_content(pdu: Any, source: bytes, dest: bytes) -> Content:
+    """`gateway_content`, and the addresses checked against the gateways' 21 octets."""
+    if len(source) > 21:
+        raise ContentError(C.STATUS["ESME_RINVSRCADR"], "source over 21 octets")
+    if len(dest) > 21:
+        raise ContentError(C.STATUS["ESME_RINVDSTADR"], "destination over 21 octets")
+    return gateway_content(pdu)
+
+
+def gateway_format(data_coding: int) -> int:
+    """The gateway format for octets given with an SMPP data_coding as they are (the
+    simulators' injected MO): ASCII for 0 and 1, else UCS-2, GBK or binary."""
+    return {0: FMT_ASCII, 1: FMT_ASCII, 8: FMT_UCS2, 15: FMT_GBK}.get(data_coding, FMT_BINARY)
+
+
 def data_coding_of(fmt: int) -> int:
     """The SMPP data_coding of an MO's gateway format (unknown formats read as binary)."""
     return {FMT_ASCII: 0x01, FMT_UCS2: 0x08, FMT_GBK: 0x0F}.get(fmt, 0x04)

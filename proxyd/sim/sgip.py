@@ -31,6 +31,7 @@ from proxyd.links import gwtext as T
 from proxyd.links.fixed import BadPdu, FramingError
 from proxyd.links.sgip import pdu as G
 from proxyd.smpp import constants as C
+from proxyd.sim.gateway import GatewayServer
 from proxyd.sim.smsc import SmscFactory, Submitted
 
 SMG_NODE = 1075501              # 1AAAAX: area 0755, number 1
@@ -41,11 +42,6 @@ _RESULT = struct.Struct(">IIIIIB8s")       # a whole response with Result and Re
 # receipt stat -> (Report State, ErrorCode)
 REPORT = {"DELIVRD": (0, 0), "ACCEPTD": (1, 0), "ENROUTE": (1, 0), "EXPIRED": (2, 25),
           "UNDELIV": (2, 29), "DELETED": (2, 32), "REJECTD": (2, 24), "UNKNOWN": (2, 32)}
-
-
-def gateway_coding(data_coding: int) -> int:
-    return {0: G.CODING_ASCII, 1: G.CODING_ASCII, 8: G.CODING_UCS2,
-            15: G.CODING_GBK}.get(data_coding, G.CODING_BINARY)
 
 
 class SgipFactory(SmscFactory):
@@ -89,7 +85,7 @@ class SgipFactory(SmscFactory):
         dst = dest.encode() if isinstance(dest, str) else dest
         self.counters["mo"] += 1
         return self.deliver("", [(G.DELIVER, G.CODEC.encode_body(G.Deliver(
-            (0, 0, 0), T.with_86(src), dst, 0, 0, gateway_coding(data_coding), text_bytes,
+            (0, 0, 0), T.with_86(src), dst, 0, 0, T.gateway_format(data_coding), text_bytes,
             b"")))])
 
     def deliver(self, system_id: str, bodies: list) -> bool:
@@ -232,67 +228,26 @@ class SmgClient(protocol.Protocol):
         s.client_gone(self, 0.2 if self.bound else 2.0)
 
 
-class SgipGateway(protocol.Protocol):
+class SgipGateway(GatewayServer):
     """One SP connection to the simulated SMG (LoginType 1): Bind, Submit, Unbind."""
 
-    log = Logger()
+    codec = G.CODEC
+    who = "smg"
 
     def __init__(self, factory: SgipFactory) -> None:
-        self.factory = factory
-        self.config = factory.config
-        self.framer = G.CODEC.framer(factory.config.max_pdu_bytes)
+        super().__init__(factory)
         self.bound = False
-        self.closing = False
-        self.submits = 0
-        self.system_id = ""
-        self._sid_json = '""'
-        self._out: list[bytes] = []
-        self.peer = "?"
-
-    def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.peer = "%s:%s" % (getattr(peer, "host", peer), getattr(peer, "port", ""))
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.closing:
-            return
-        f = self.factory
-        try:
-            frames = self.framer.feed(data)
-        except FramingError as e:
-            self.log.warn("smg: {peer} framing error: {err}; closing", peer=self.peer,
-                          err=str(e))
-            frames = e.frames
-            self.closing = True
-        for cid, seq, body in frames:
-            self._frame(cid, seq, body)
-            if self.closing:
-                break
-        f.flush()
-        if self._out:
-            data, self._out = b"".join(self._out), []
-            latency = self.config.latency_ms / 1000.0
-            if latency and not self.closing:
-                f.reactor.callLater(latency, self._late, data)
-            else:
-                self.transport.write(data)
-        if self.closing:
-            self.transport.loseConnection()
-
-    def _late(self, data: bytes) -> None:
-        if self.transport is not None and self.transport.connected:
-            self.transport.write(data)
 
     def _result(self, cid: int, seq: Any, result: int) -> None:
-        self._out.append(_RESULT.pack(29, cid, seq[0], seq[1], seq[2], result, b""))
+        self.write(_RESULT.pack(29, cid, seq[0], seq[1], seq[2], result, b""))
 
-    def _frame(self, cid: int, seq: Any, body: bytes) -> None:
+    def frame(self, cid: int, seq: Any, body: bytes) -> None:
         if cid == G.SUBMIT and self.bound:
             self._submit(seq, body)
         elif cid == G.BIND and not self.bound:
             self._bind(seq, body)
         elif cid == G.UNBIND:
-            self._out.append(G.UnbindResp(seq=seq).encode())
+            self.write(G.UnbindResp(seq=seq).encode())
             self.closing = True
         else:
             self.log.warn("smg: {peer} command 0x{cid:08X} out of place; closing",
@@ -326,13 +281,9 @@ class SgipGateway(protocol.Protocol):
     def _submit(self, seq: Any, body: bytes) -> None:
         f = self.factory
         c = self.config
-        f.counters["submits"] += 1
-        self.submits += 1
-        if c.drop_after and self.submits >= c.drop_after:
-            f.counters["dropped"] += 1
-            self.closing = True
+        st = self.admit()
+        if st < 0:
             return
-        st = f.admit(int(f.wallclock()))
         if st:
             f.count_stats(1, 0, 1)
             self._result(G.SUBMIT_RESP, seq, G.NODE_BUSY if st == _RTHROTTLED else st & 0xFF)

@@ -22,12 +22,13 @@ import struct
 import time
 from typing import Any
 
-from twisted.internet import protocol
 from twisted.logger import Logger
 
-from proxyd.links.fixed import BadPdu, FramingError
+from proxyd.links.fixed import BadPdu
+from proxyd.links.gwtext import gateway_format
 from proxyd.links.smgp import pdu as M
 from proxyd.smpp import constants as C
+from proxyd.sim.gateway import GatewayServer
 from proxyd.sim.smsc import ANY_SYSTEM, SmscFactory, Submitted
 
 GATEWAY_CODE = "010061"         # the simulated SMGW's code (6.2.26)
@@ -35,12 +36,6 @@ _RTHROTTLED = C.STATUS["ESME_RTHROTTLED"]
 _RESP_OK = struct.Struct(">III10sI")       # a whole Submit_Resp
 _ERR = {"DELIVRD": b"000", "ACCEPTD": b"000", "ENROUTE": b"000", "EXPIRED": b"001",
         "UNDELIV": b"004", "DELETED": b"006", "REJECTD": b"005", "UNKNOWN": b"999"}
-
-
-def gateway_format(data_coding: int) -> int:
-    """An SMPP data_coding given on the control line as an SMGP MsgFormat."""
-    return {0: M.FORMAT_ASCII, 1: M.FORMAT_ASCII, 8: M.FORMAT_UCS2,
-            15: M.FORMAT_GB18030}.get(data_coding, M.FORMAT_BINARY)
 
 
 class SmgpFactory(SmscFactory):
@@ -94,85 +89,31 @@ class SmgpFactory(SmscFactory):
         return self.deliver(system_id or ANY_SYSTEM, [body])
 
 
-class SmgpGateway(protocol.Protocol):
+class SmgpGateway(GatewayServer):
     """One SP connection to the simulated SMGW."""
 
-    log = Logger()
+    codec = M.CODEC
+    who = "smgw"
 
     def __init__(self, factory: SmgpFactory) -> None:
-        self.factory = factory
-        self.config = factory.config
-        self.framer = M.CODEC.framer(factory.config.max_pdu_bytes)
-        self.system_id = ""
-        self._sid_json = '""'
+        super().__init__(factory)
         self.logged_in = False
-        self.closing = False
-        self.submits = 0
         self._seq = 0
-        self._out: list[bytes] | None = None
-        self.peer = "?"
-
-    def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.peer = "%s:%s" % (getattr(peer, "host", peer), getattr(peer, "port", ""))
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.logged_in:
             self.factory.remove_receiver(self)
             self.logged_in = False
 
-    def _write(self, data: bytes) -> None:
-        if self._out is not None:
-            self._out.append(data)
-        else:
-            self.factory.flush()
-            self.transport.write(data)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.closing:
-            return
-        f = self.factory
-        self._out = out = []
-        try:
-            try:
-                frames = self.framer.feed(data)
-            except FramingError as e:
-                self.log.warn("smgw: {peer} framing error: {err}; closing", peer=self.peer,
-                              err=str(e))
-                frames = e.frames
-                self.closing = True
-            for cid, seq, body in frames:
-                self._frame(cid, seq, body)
-                if self.closing:
-                    break
-        finally:
-            self._out = None
-            f.flush()
-            if out:
-                self._answer(b"".join(out))
-            if self.closing:
-                self.transport.loseConnection()
-
-    def _answer(self, data: bytes) -> None:
-        latency = self.config.latency_ms / 1000.0
-        if latency and not self.closing:
-            self.factory.reactor.callLater(latency, self._late, data)
-        else:
-            self.transport.write(data)
-
-    def _late(self, data: bytes) -> None:
-        if self.transport is not None and self.transport.connected:
-            self.transport.write(data)
-
-    def _frame(self, cid: int, seq: int, body: bytes) -> None:
+    def frame(self, cid: int, seq: int, body: bytes) -> None:
         if cid == M.SUBMIT and self.logged_in:
             self._submit(seq, body)
         elif cid == M.LOGIN and not self.logged_in:
             self._login(seq, body)
         elif cid == M.ACTIVE_TEST:
-            self._write(M.frame(M.ACTIVE_TEST_RESP, seq))
+            self.write(M.frame(M.ACTIVE_TEST_RESP, seq))
         elif cid == M.EXIT:
-            self._write(M.frame(M.EXIT_RESP, seq))
+            self.write(M.frame(M.EXIT_RESP, seq))
             self.closing = True
         elif cid == M.DELIVER_RESP or cid == M.ACTIVE_TEST_RESP:
             pass
@@ -200,7 +141,7 @@ class SmgpGateway(protocol.Protocol):
                 status = M.VERSION_TOO_HIGH
             auth = M.authenticator_server(status, login.authenticator, secret) \
                 if status == M.OK else b""
-        self._write(M.LoginResp(seq=seq, status=status, authenticator=auth.ljust(16, b"\0"),
+        self.write(M.LoginResp(seq=seq, status=status, authenticator=auth.ljust(16, b"\0"),
                                 version=M.VERSION).encode())
         if status != M.OK:
             self.log.info("smgw: {peer} Login refused: {st}", peer=self.peer,
@@ -218,24 +159,20 @@ class SmgpGateway(protocol.Protocol):
 
     def _submit(self, seq: int, body: bytes) -> None:
         f = self.factory
-        f.counters["submits"] += 1
-        self.submits += 1
         c = self.config
-        if c.drop_after and self.submits >= c.drop_after:
-            f.counters["dropped"] += 1
-            self.closing = True
+        st = self.admit()
+        if st < 0:
             return
-        st = f.admit(int(f.wallclock()))
         if st:
             st = M.SYSTEM_BUSY if st == _RTHROTTLED else st
             f.count_stats(1, 0, 1)
-            self._write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10, status=st).encode())
+            self.write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10, status=st).encode())
             return
         sub = M.decode_body(M.SUBMIT, seq, body)
         if isinstance(sub, BadPdu):
             f.count_stats(1, 0, 1)
             self.log.info("smgw: {peer} bad Submit: {bad}", peer=self.peer, bad=sub)
-            self._write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10, status=sub.error).encode())
+            self.write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10, status=sub.error).encode())
             return
         f.count_stats(1, 1, 0)
         first = None
@@ -254,7 +191,7 @@ class SmgpGateway(protocol.Protocol):
                     text = text[text[0] + 1:]
                 f.schedule_receipt(self.system_id, mid, Submitted(
                     0, 0, sub.src_term_id, 0, 0, dest, 1, text[:20]), f.wallclock())
-        self._write(_RESP_OK.pack(26, M.SUBMIT_RESP, seq, first, 0))
+        self.write(_RESP_OK.pack(26, M.SUBMIT_RESP, seq, first, 0))
 
     # --- what SmscFactory.deliver calls ---------------------------------------------------------
     def send_deliver(self, bodies: list[bytes]) -> None:
@@ -263,5 +200,5 @@ class SmgpGateway(protocol.Protocol):
             self._seq = (self._seq + 1) & 0xFFFFFFFF
             out.append(M.frame(M.DELIVER, self._seq, b))
         self.factory.counters["deliver_sent"] += len(bodies)
-        self._write(b"".join(out))
+        self.write(b"".join(out))
 

@@ -434,10 +434,7 @@ class SgipLink(Link):
         src = source if source is not None else pdu.source_addr
         user = T.with_86(pdu.destination_addr)
         try:
-            c = T.gateway_content(pdu)
-            if len(src) > 21 or len(user) > 21:
-                raise T.ContentError(_S["ESME_RINVSRCADR"] if len(src) > 21 else
-                                     _S["ESME_RINVDSTADR"], "an address over 21 octets")
+            c = T.part_content(pdu, src, user)
         except T.ContentError as e:
             log.info("upstream {name}: part not sent: {why}", name=self.name, why=str(e))
             on_outcome(e.status, None)

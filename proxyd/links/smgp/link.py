@@ -194,10 +194,7 @@ class SmgpLink(Link):
         src = source if source is not None else pdu.source_addr
         dest = pdu.destination_addr
         try:
-            c = T.gateway_content(pdu)
-            if len(src) > 21 or len(dest) > 21:
-                raise T.ContentError(_S["ESME_RINVSRCADR"] if len(src) > 21 else
-                                     _S["ESME_RINVDSTADR"], "an address over 21 octets")
+            c = T.part_content(pdu, src, dest)
         except T.ContentError as e:
             log.info("upstream {name}: part not sent: {why}", name=self.name, why=str(e))
             on_outcome(e.status, None)
