@@ -334,3 +334,21 @@ def test_sgip_sequence_numbers_are_the_links_not_the_connections():
     counters = sorted(s[2] for s in seqs)
     assert len(set(counters)) == 6 and {s[0] for s in seqs} == {NODE}
     assert bind2.seq[2] == bind.seq[2] + 1      # one counter for the whole link
+
+
+def test_nothing_counts_before_the_login_is_answered():
+    # SMGP: a Deliver before the Login_Resp (the gateway has not proved the secret yet)
+    link, conn, t, ev, clock, login = _smgp()
+    report = M.Deliver(seq=5, is_report=1, src_term_id=b"1", dest_term_id=b"2",
+                       msg_content=M.report_content(M.Report(b"\1" * 10, b"DELIVRD", b"000")))
+    conn.dataReceived(report.encode())
+    assert ev.delivered == [] and t.disconnecting and not link.available
+    # SGIP: a Report before the Bind_Resp
+    link, conn, t, ev, clock, bind = _sgip()
+    conn.dataReceived(G.Report(seq=(1, 2, 3), user_number=b"86130", state=0).encode())
+    assert ev.delivered == [] and t.disconnecting and not link.available
+    # a second Login_Resp once logged in changes nothing
+    link, conn, t, ev, clock, login = _smgp()
+    _login_ok(conn, t, login)
+    conn.dataReceived(M.LoginResp(seq=login.seq, status=M.AUTH_ERROR, version=0x30).encode())
+    assert link.available and not t.disconnecting

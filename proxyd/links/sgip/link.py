@@ -181,8 +181,10 @@ class SgipConnection(GatewayConnection):
                      what=pdu)
             self.close()
             return
-        if cid == G.BIND_RESP:
-            if pdu.result == G.OK:
+        if self.core.state == K.LOGIN:
+            if cid != G.BIND_RESP:
+                self.login_refused("0x%08X before the Bind_Resp" % cid)
+            elif pdu.result == G.OK:
                 self.logged_in(now)
             else:
                 self.login_refused(G.result_name(pdu.result))

@@ -30,6 +30,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from ...smpp import constants as C
+from .. import core as K
 from .. import gwtext as T
 from ..fixed import BadPdu
 from ..link import GatewayConnection, Link
@@ -107,14 +108,19 @@ class SmgpConnection(GatewayConnection):
                 log.info("upstream {name}: Submit refused: {st}", name=self.link.name,
                          st=M.status_name(status))
             return
+        if self.core.state == K.LOGIN:
+            # nothing counts before the gateway has proved the secret
+            if cid == M.LOGIN_RESP:
+                self._login_resp(M.decode_body(cid, seq, data[12:]), now)
+            else:
+                self.login_refused("0x%08X before the Login_Resp" % cid)
+            return
         if cid == M.DELIVER:
             self._deliver(seq, data[12:], now)
         elif cid == M.ACTIVE_TEST:
             self.send(_HDR.pack(12, M.ACTIVE_TEST_RESP, seq))
         elif cid == M.ACTIVE_TEST_RESP:
             pass                                    # the core saw the line alive
-        elif cid == M.LOGIN_RESP:
-            self._login_resp(M.decode_body(cid, seq, data[12:]), now)
         elif cid == M.EXIT:
             self.send(_HDR.pack(12, M.EXIT_RESP, seq))
             self.close()
