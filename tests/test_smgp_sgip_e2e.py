@@ -90,19 +90,23 @@ def _client(port: int, got: list) -> smpplib.client.Client:
 
 
 def _send(c, dest: str, text: str, registered: int = 1) -> list:
-    """Send `text` (split by smpplib into UDH parts when long); the submit_sm_resps."""
+    """Send `text` (split by smpplib into UDH parts when long); the submit_sm_resps in the
+    order of the parts (the parts of a long message are answered as they are stored, in
+    any order)."""
     parts, coding, esm = smpplib.gsm.make_parts(text)
     resps: list = []
     c.set_message_sent_handler(lambda pdu: resps.append(pdu))
     c.error_pdu_handler = lambda pdu: None      # a refusal comes to the handler above too
+    seqs = []
     for part in parts:
-        c.send_message(source_addr_ton=0, source_addr_npi=1, source_addr="10690001",
-                       dest_addr_ton=1, dest_addr_npi=1, destination_addr=dest,
-                       short_message=part, data_coding=coding, esm_class=esm,
-                       registered_delivery=registered)
+        seqs.append(c.send_message(
+            source_addr_ton=0, source_addr_npi=1, source_addr="10690001", dest_addr_ton=1,
+            dest_addr_npi=1, destination_addr=dest, short_message=part, data_coding=coding,
+            esm_class=esm, registered_delivery=registered).sequence)
     while len(resps) < len(parts):
         c.read_once()
-    return resps
+    by_seq = {r.sequence: r for r in resps}
+    return [by_seq[s] for s in seqs]
 
 
 def _submits(protocol: str, record) -> list:
@@ -194,9 +198,13 @@ def test_relay_receipts_long_refund_journal_and_mo(stack, protocol):
             r = admin(tmp, cfg, "report", "acme", "--json", check=False)
             return json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
 
-        wait_until(lambda: report().get("parts", {}).get("delivered") == 2
-                   and report()["parts"].get("undelivered") == 1, "receipts journaled", 20)
-        assert report()["ok"], report()
+        def journaled() -> dict | None:
+            r = report()
+            parts = r.get("parts", {})
+            return r if parts.get("delivered") == 2 and parts.get("undelivered") == 1 else None
+
+        final = wait_until(journaled, "receipts journaled", 20)
+        assert final["ok"], final
         assert admin(tmp, cfg, "verify", "acme", check=False).returncode == 0
 
         # MO: a plain one reaches the receiver bind, "退订" (GBK) opts the sender out
