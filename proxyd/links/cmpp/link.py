@@ -95,7 +95,7 @@ def _content(pdu: Any) -> tuple[int, int, int, int, bytes]:
         else:
             fmt, text = 8, s.encode("utf-16-be")
     content = udh + text
-    limit = 159 if fmt == 0 and not udh else 140
+    limit = 159 if fmt == 0 else 140          # the spec: ASCII < 160 octets, else <= 140
     if len(content) > limit:
         raise PartRefused(_S["ESME_RINVMSGLEN"], "Msg_Content of %d octets over CMPP's %d"
                           % (len(content), limit))
