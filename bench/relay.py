@@ -6,6 +6,8 @@
 Prints, measured in this run: msg/s direct to the simulator and through proxyd at window 10
 and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (ledger on,
 every check on) are added as the features land; their ratio is against the plain run.
+`cmpp3` / `cmpp2` are the plain run with a CMPP upstream (a simulator of their own in that
+mode); their ratio is against the SMPP plain run (proxyd-bare) of the same round.
 Every configuration runs at once and the rounds measure them in turn; the median round is
 shown, with the spread, and a ratio is the median of the ratios of the rounds (each round
 measures the two one right after the other). "cpu us" is the CPU time (user + system) the
@@ -42,6 +44,7 @@ name = "sim"
 connect = "tcp:host=127.0.0.1:port={sim}"
 system_id = "{sid}"
 password = "pw"
+protocol = "{proto}"
 binds = 2
 window = 200
 [[account]]
@@ -61,7 +64,13 @@ VARIANTS = {
     # through the receipt map and the durable delivery queue to the (transceiver) client
     "receipts": ('[store]\ndir = "var/{name}"\n[policy]\nfilters_dir = "%s"\n'
                  % (HERE.parent / "conf" / "filters"), True),
+    # "bare" again, the upstream an operator gateway protocol (issue 18): a simulator of
+    # its own in that mode; the ratio is against proxyd-bare (SMPP) of the same round
+    "cmpp3": ('[store]\nurl = "none"\n[policy]\nenabled = false\n', False),
+    "cmpp2": ('[store]\nurl = "none"\n[policy]\nenabled = false\n', False),
 }
+# variant -> the upstream protocol (others: smpp)
+PROTOCOL_OF = {"cmpp3": "cmpp3", "cmpp2": "cmpp2"}
 
 
 def cpu_s(pid: int) -> float:
@@ -97,7 +106,13 @@ def main() -> None:
     sim, sim_port, _ = start_sim(tmp, None)
     runs: dict[tuple[str, int], list[dict]] = {}
     procs = []
+    sims = {"smpp": (sim, sim_port)}
     try:
+        for proto in sorted({PROTOCOL_OF[n] for n in VARIANTS if n in PROTOCOL_OF}):
+            p, port_, _ = start_sim(tmp, None, "--protocol", proto, "--password", "pw",
+                                    name="sim-" + proto)
+            procs.append(p)
+            sims[proto] = (p, port_)
         # every variant runs at once (idle while another is measured), so that the rounds
         # can take them in turn: a slow spell of the machine then hits all of them alike
         ports = {"direct": sim_port}
@@ -105,15 +120,21 @@ def main() -> None:
         runs_of = [(name, name, extra, funds) for name, (extra, funds) in VARIANTS.items()]
         if a.baseline:
             runs_of += [(name + "@base", name, extra, funds)
-                        for name, (extra, funds) in VARIANTS.items()]
-        for label, name, extra, funds in runs_of:
+                        for name, (extra, funds) in VARIANTS.items()
+                        if name not in PROTOCOL_OF]
+        for n, (label, name, extra, funds) in enumerate(runs_of):
             port = free_port()
             tag = label.replace("@", "-")
             # (each with its own system_id at the simulator: receipts go back to the binds
             # of the proxyd that sent the message)
             sid = ("base-" if label.endswith("@base") else "proxyd-") + name
-            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port, sid=sid)
-                               + extra.replace("{name}", tag), "%s.toml" % tag)
+            proto = PROTOCOL_OF.get(name, "smpp")
+            if proto != "smpp":
+                sid = "9%05d" % n                  # a CMPP SP_Id is 6 digits
+            base_cfg = BASE.format(port=port, sim=sims[proto][1], sid=sid, proto=proto)
+            if label.endswith("@base"):           # a checkout that may predate `protocol`
+                base_cfg = base_cfg.replace('protocol = "smpp"\n', "")
+            cfg = write_config(tmp, base_cfg + extra.replace("{name}", tag), "%s.toml" % tag)
             if label.endswith("@base"):
                 base = str(Path(a.baseline).resolve())
                 proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "proxyd",
@@ -161,7 +182,8 @@ def main() -> None:
     print("%-23s %6s %10s %15s %8s %8s %7s  %s" % ("path", "window", "msg/s", "spread",
                                                    "p50 ms", "p99 ms", "cpu us", "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
-                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
+                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks",
+                "proxyd-cmpp3": "proxyd-bare", "proxyd-cmpp2": "proxyd-bare"}
     for path in list(ports):
         if path.endswith("@base"):
             plain = path[:-5]
