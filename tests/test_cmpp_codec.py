@@ -118,6 +118,7 @@ def test_long_message_submit_vector(version, body):
                          8 + 4 + 10 + 1 + 21 + 3 + 6 + 8 + 34 + 21 + 1 + 21 + 1 + 17 + 8)
     sub = L.submit_from_part(CFG, smpp_part(), None)
     assert X.encode_body(sub, version) == body
+    assert L.SubmitEncoder(CFG, version).encode(smpp_part(), None) == body
     assert X.encode(sub, 9, version) == X.HEADER.pack(12 + len(body), X.SUBMIT, 9) + body
     back = X.decode(version, X.SUBMIT, 9, body)
     assert (back.pk_total, back.pk_number, back.tp_udhi, back.msg_content) == (
@@ -254,6 +255,29 @@ def test_text_coding_and_sar_parts_become_cmpp_fields():
     assert e.value.status == C.STATUS["ESME_RINVMSGLEN"]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([X.V3, X.V2]), st.sampled_from([0, 1, 2, 3, 4, 8, 15, 0x11]),
+       st.booleans(), st.binary(max_size=160), st.binary(min_size=1, max_size=22),
+       st.integers(0, 3), st.one_of(st.none(), st.binary(max_size=22)))
+def test_the_fast_encoder_equals_the_codec(version, dc, udhi, payload, dest, reg, source):
+    if udhi:
+        payload = b"\x05\x00\x03\x07\x03\x02" + payload
+    pdu = smpp_part(esm_class=C.ESM_UDHI if udhi else 0, data_coding=dc,
+                    short_message=payload, destination_addr=dest.replace(b"\0", b"1"),
+                    registered_delivery=reg)
+    src = source.replace(b"\0", b"1") if source is not None else None
+
+    def run(f):
+        try:
+            return f()
+        except L.PartRefused as e:
+            return ("refused", e.status)
+
+    fast = run(lambda: L.SubmitEncoder(CFG, version).encode(pdu, src))
+    slow = run(lambda: X.encode_body(L.submit_from_part(CFG, pdu, src), version))
+    assert fast == slow
+
+
 def test_results_and_stats_map_to_smpp():
     assert [submit_status(r) for r in (0, 8, 10, 13, 99)] == [
         0, C.STATUS["ESME_RTHROTTLED"], C.STATUS["ESME_RINVSRCADR"],
@@ -278,3 +302,32 @@ def test_a_report_becomes_a_receipt_with_the_operator_id():
     mo = L.mo_pdu(d._replace(registered_delivery=0, msg_fmt=8, msg_content="退订".encode(
         "utf-16-be")))
     assert (mo.esm_class, mo.data_coding, mo.destination_addr) == (0, 8, b"10690001")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_the_simulators_scan_accepts_exactly_what_decode_accepts(data):
+    version = data.draw(st.sampled_from([X.V3, X.V2]))
+    pdu = data.draw(pdus(version, X.SUBMIT))
+    if data.draw(st.booleans()):
+        udh = data.draw(st.binary(max_size=8))
+        pdu = pdu._replace(tp_udhi=1, msg_content=(bytes((len(udh),)) + udh
+                                                    + pdu.msg_content)[:255])
+    body = bytearray(X.encode_body(pdu, version))
+    # and sometimes one octet changed, or the body cut or stretched
+    how = data.draw(st.sampled_from(["same", "flip", "cut", "grow"]))
+    if how == "flip":
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    elif how == "cut":
+        body = body[:data.draw(st.integers(0, len(body) - 1))]
+    elif how == "grow":
+        body += b"\0"
+    body = bytes(body)
+    full = X.decode(version, X.SUBMIT, 1, body)
+    scan = X.scan_submit(version, body)
+    if isinstance(full, X.BadPdu):
+        assert scan is None
+    else:
+        assert scan == (full.registered_delivery, full.src_id, full.dest_terminal_ids[0],
+                        full.tp_udhi, full.msg_content)

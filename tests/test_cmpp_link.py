@@ -12,6 +12,7 @@ from proxyd.config import parse
 from proxyd.links import core as K
 from proxyd.links.cmpp import codec as X
 from proxyd.links.cmpp.link import Cmpp2Link, Cmpp3Link
+from proxyd.links.link import _ConnFactory
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 
@@ -29,7 +30,7 @@ def make(link_cls=Cmpp3Link, **kw):
     clock.advance(time.mktime((2026, 12, 1, 8, 30, 15, 0, 0, -1)))
     delivered = []
     link = link_cls(cfg, clock, lambda l, pdu, ack: delivered.append((pdu, ack)))
-    conn = link.connection_class(link)
+    conn = _ConnFactory(link).buildProtocol(None)
     t = StringTransport()
     conn.makeConnection(t)
     return link, conn, t, clock, delivered
@@ -159,3 +160,16 @@ def test_a_framing_error_closes_the_connection():
     login(conn, t)
     conn.dataReceived(b"\x00\x00\x00\x05" + b"\0" * 8)
     assert t.disconnecting
+
+
+def test_a_login_never_answered_is_closed_after_the_response_timeout():
+    link, conn, t, clock, _ = make()
+    assert conn in link.conns and not conn.bound
+    clock.advance(4.9)
+    link._tick()
+    assert not t.disconnecting
+    clock.advance(0.2)
+    link._tick()
+    assert t.disconnecting
+    conn.connectionLost(None)
+    assert link.conns == set()

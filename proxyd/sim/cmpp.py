@@ -22,6 +22,7 @@ recording, the control listener's MO and STATS) whose connections speak CMPP:
 from __future__ import annotations
 
 import json
+import struct
 import time
 from typing import Any
 
@@ -118,6 +119,9 @@ class CmppSmscProtocol(protocol.Protocol):
         self._reading = False
         self._late: list[bytes] = []
         self._latency = self.config.latency_ms / 1000.0
+        v3 = self.version == X.V3
+        self._ok = struct.Struct(">IIIQI" if v3 else ">IIIQB").pack    # SUBMIT_RESP, Result 0
+        self._ok_len = 12 if v3 else 9
 
     def connectionMade(self) -> None:
         t = self.transport
@@ -169,7 +173,11 @@ class CmppSmscProtocol(protocol.Protocol):
             self.transport.write(data)
 
     def _frame(self, data: bytes) -> None:
-        cid, seq, pdu = X.decode_frame(self.version, data)
+        _length, cid, seq = X.HEADER.unpack_from(data)
+        if cid == X.SUBMIT and self.bound:
+            self._submit(seq, data)             # the hot path: read at fixed offsets
+            return
+        pdu = X.decode(self.version, cid, seq, data[X.HEADER_LEN:])
         if not self.bound:
             if cid == X.CONNECT:
                 self._connect(seq, pdu, data)
@@ -178,9 +186,7 @@ class CmppSmscProtocol(protocol.Protocol):
                               peer=self.peer, cid=cid)
                 self.closing = True
             return
-        if cid == X.SUBMIT:
-            self._submit(seq, pdu, data)
-        elif cid == X.DELIVER_RESP or cid == X.ACTIVE_TEST_RESP:
+        if cid == X.DELIVER_RESP or cid == X.ACTIVE_TEST_RESP:
             pass
         elif cid == X.ACTIVE_TEST:
             self._out.append(X.frame(X.ACTIVE_TEST_RESP, seq, b"\0"))
@@ -235,7 +241,7 @@ class CmppSmscProtocol(protocol.Protocol):
         f.add_receiver(self)
         f.flush_pending(self)
 
-    def _submit(self, seq: int, pdu: Any, data: bytes) -> None:
+    def _submit(self, seq: int, data: bytes) -> None:
         f = self.factory
         v = self.version
         self.submits += 1
@@ -248,11 +254,14 @@ class CmppSmscProtocol(protocol.Protocol):
             self.closing = True
             return
         answer = self._late if self._latency else self._out
-        if pdu.__class__ is X.BadPdu:
+        body = data[X.HEADER_LEN:]
+        fields = X.scan_submit(v, body)
+        if fields is None:
+            bad = X.decode(v, X.SUBMIT, seq, body)
             self.log.info("smsc: {peer} bad CMPP_SUBMIT: {err}", peer=self.peer,
-                          err=pdu.message)
+                          err=bad.message)
             f.count_stats(1, 0, 1)
-            answer.append(X.encode(X.SubmitResp(msg_id=0, result=pdu.error), seq, v))
+            answer.append(X.encode(X.SubmitResp(msg_id=0, result=bad.error), seq, v))
             return
         st = f.admit(int(f.wallclock()))
         if st:
@@ -265,14 +274,13 @@ class CmppSmscProtocol(protocol.Protocol):
         f.counters["accepted"] += 1
         f.count_stats(1, 1, 0)
         if c.record:
-            f.record(mid_b, self._sid_json, "cmpp_submit", data[X.HEADER_LEN:])
-        if c.receipts and pdu.registered_delivery:
-            content = pdu.msg_content
-            text = content[1 + content[0]:] if pdu.tp_udhi and content else content
+            f.record(mid_b, self._sid_json, "cmpp_submit", body)
+        reg, src_id, dest, udhi, content = fields
+        if c.receipts and reg:
+            text = content[1 + content[0]:] if udhi and content else content
             f.schedule_receipt(self.system_id, mid_b, Submitted(
-                0, 0, pdu.src_id, 0, 0, pdu.dest_terminal_ids[0], 1, text[:20]),
-                f.wallclock())
-        answer.append(X.encode(X.SubmitResp(msg_id=mid, result=0), seq, v))
+                0, 0, src_id, 0, 0, dest, 1, text[:20]), f.wallclock())
+        answer.append(self._ok(X.HEADER_LEN + self._ok_len, X.SUBMIT_RESP, seq, mid, 0))
 
     # --- output ------------------------------------------------------------------------------
     def send_deliver(self, bodies: list[bytes]) -> None:
