@@ -173,3 +173,25 @@ def test_a_login_never_answered_is_closed_after_the_response_timeout():
     assert t.disconnecting
     conn.connectionLost(None)
     assert link.conns == set()
+
+
+def test_cancel_sm_becomes_cmpp_cancel_and_replace_is_refused():
+    link, conn, t, clock, _ = make()
+    login(conn, t)
+    out = []
+    body = P.encode(P.CancelSm(message_id=b"%d" % 0xC0A1E3C003E90007,
+                               source_addr=b"10690001"))[16:]
+    link.submit(C.CANCEL_SM, body, lambda st, mid: out.append(st))
+    [(cid, seq, cancel)] = frames(t)
+    assert (cid, cancel) == (X.CANCEL, X.Cancel(msg_id=0xC0A1E3C003E90007))
+    conn.dataReceived(X.encode(X.CancelResp(success_id=1), seq, X.V3))
+    assert out == [C.STATUS["ESME_RCANCELFAIL"]]
+    link.submit(C.CANCEL_SM, body, lambda st, mid: out.append(st))
+    [(cid, seq, _c)] = frames(t)
+    conn.dataReceived(X.encode(X.CancelResp(success_id=0), seq, X.V3))
+    # replace_sm, and a cancel_sm of an id that is no Msg_Id, never reach the gateway
+    link.submit(C.REPLACE_SM, b"", lambda st, mid: out.append(st))
+    bad = P.encode(P.CancelSm(message_id=b"abc", source_addr=b"1"))[16:]
+    link.submit(C.CANCEL_SM, bad, lambda st, mid: out.append(st))
+    assert out[1:] == [0, C.STATUS["ESME_RINVCMDID"], C.STATUS["ESME_RINVCMDID"]]
+    assert t.value() == b""

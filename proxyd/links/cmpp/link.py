@@ -19,6 +19,7 @@ queue, rate); each connection is a `CmppConnection` over the sans-IO `LinkCore`:
 * CMPP_DELIVER: a status report becomes a deliver_sm receipt (Appendix B text, TLVs
   receipted_message_id and message_state), an MO a deliver_sm, handed to `on_deliver(link,
   pdu, ack)`; `ack(status)` answers the CMPP_DELIVER_RESP once the delivery side stored it;
+* cancel_sm relayed by the gate becomes CMPP_CANCEL; replace_sm is refused (no such PDU);
 * stopping sends CMPP_TERMINATE and closes on its answer (or after `response_timeout_s`).
 """
 from __future__ import annotations
@@ -275,6 +276,9 @@ class CmppConnection(GatewayConnection):
             self.close()
         elif cid == X.TERMINATE_RESP:
             self.close()
+        elif cid == X.CANCEL_RESP:
+            ok = pdu.__class__ is not X.BadPdu and pdu.success_id == 0
+            self.answered(seq, 0 if ok else _S["ESME_RCANCELFAIL"], None)
         elif cid & X.RESP_BIT:
             self.answered(seq, 0 if pdu.__class__ is not X.BadPdu else _RSYSERR, None)
         else:
@@ -345,7 +349,21 @@ class CmppLink(Link):
                      why=str(e))
             on_outcome(_S["ESME_RSUBMITFAIL"], None)
             return
-        self.submit(X.SUBMIT, body, on_outcome)
+        Link.submit(self, X.SUBMIT, body, on_outcome)
+
+    def submit(self, command_id: int, body: bytes, on_resp: OnResp) -> None:
+        """The SMPP requests the gate relays to the link holding a message: cancel_sm
+        becomes CMPP_CANCEL of the operator's Msg_Id (Success_Id 1: ESME_RCANCELFAIL);
+        CMPP has no replace, so replace_sm (and anything else) is ESME_RINVCMDID, which the
+        gate answers with ESME_RREPLACEFAIL / ESME_RCANCELFAIL. (A CMPP request of our own
+        goes through `Link.submit`.)"""
+        if command_id == C.CANCEL_SM:
+            pdu = P.decode_body(C.CANCEL_SM, 0, 0, body)
+            mid = getattr(pdu, "message_id", b"")
+            if mid.isdigit() and int(mid) < 1 << 64:
+                Link.submit(self, X.CANCEL, int(mid).to_bytes(8, "big"), on_resp)
+                return
+        on_resp(_S["ESME_RINVCMDID"], None)
 
 
 class Cmpp3Link(CmppLink):
