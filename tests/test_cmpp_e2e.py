@@ -44,7 +44,7 @@ def _balance(tmp, cfg) -> int:
 def stack(tmp_path):
     procs: list = []
 
-    def start(protocol: str, *sim_args: str, password: str = SECRET) -> dict:
+    def start(protocol: str, *sim_args: str, password: str = SECRET, **sections) -> dict:
         control = free_port()
         sim, sim_port, record = start_sim(
             tmp_path, None, "--protocol", protocol, "--system-id", SP_ID,
@@ -57,7 +57,7 @@ def stack(tmp_path):
                                       "system_id": SP_ID, "password": SECRET,
                                       "service_id": "MTEST", "fee_type": "02",
                                       "fee_code": "10"},
-            account={"password": "pw", "price": PRICE}))
+            account={"password": "pw", "price": PRICE}, **sections))
         node = start_proxyd(tmp_path, cfg, port)
         procs.append(node)
         return dict(sim=sim, record=record, control=control, port=port, cfg=cfg,
@@ -200,3 +200,30 @@ def test_cmpp_wrong_secret_is_refused_and_retried(stack):
     wait_until(lambda: st["node"].text().count("refused the login: status 3") >= 2,
                "two refused logins (reconnect with backoff)", 20)
     assert "logged in" not in st["node"].text()
+
+
+def test_cmpp_report_reaches_the_dlr_url(stack):
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    from .conftemplate import listen
+    from .test_dlr_e2e import Receiver, get
+    hport = free_port()
+    st = stack("cmpp3", "--receipt-stat", "MB:0011",
+               http={"listen": listen(hport), "callback_allow": ["http://127.0.0.1:"]})
+    wait_until(lambda: "upstream cm logged in" in st["node"].text(), "the CMPP login", 20)
+    admin(st["tmp"], st["cfg"], "topup", "acme", "100")
+    rx = Receiver()
+    try:
+        url = "http://127.0.0.1:%d/dlr?type=%%d&id=%%I&fid=%%F&reply=%%A" % rx.port
+        status, body, headers = get(hport, "/cgi-bin/sendsms?" + urlencode({
+            "username": "acme", "password": "pw", "from": "10690001", "to": "13800138123",
+            "text": "over http", "dlr-mask": "3", "dlr-url": url}))
+        assert status == 202, body
+        mid = headers["x-proxyd-message-id"]
+        wait_until(lambda: rx.ok(), "the report at the dlr-url", 20)
+        q = {k: v[0] for k, v in parse_qs(urlsplit(rx.ok()[0][1]).query).items()}
+        [rec] = read_record(st["record"])
+        assert (q["type"], q["id"], q["fid"]) == ("2", mid, rec["id"])   # 2: failed
+        assert "stat:UNDELIV err:MB:0011" in q["reply"] and ("id:%s" % mid) in q["reply"]
+    finally:
+        rx.close()
