@@ -195,3 +195,15 @@ def test_cancel_sm_becomes_cmpp_cancel_and_replace_is_refused():
     link.submit(C.CANCEL_SM, bad, lambda st, mid: out.append(st))
     assert out[1:] == [0, C.STATUS["ESME_RINVCMDID"], C.STATUS["ESME_RINVCMDID"]]
     assert t.value() == b""
+
+
+def test_an_mo_whose_number_does_not_fit_smpp_is_refused_not_cut():
+    link, conn, t, clock, delivered = make()
+    login(conn, t)
+    d = X.Deliver(msg_id=7, dest_id=b"10690001", src_terminal_id=b"8" * 21,
+                  registered_delivery=0, msg_content=b"TD")
+    conn.dataReceived(X.encode(d, 9, X.V3))
+    assert frames(t) == [(X.DELIVER_RESP, 9, X.DeliverResp(msg_id=7, result=X.R_STRUCTURE))]
+    assert delivered == []
+    conn.dataReceived(X.encode(d._replace(src_terminal_id=b"8" * 20), 10, X.V3))
+    assert [p.source_addr for p, _ack in delivered] == [b"8" * 20]

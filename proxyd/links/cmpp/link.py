@@ -181,6 +181,12 @@ class SubmitEncoder:
             self.dest_type, bytes((len(content),)), content, self.tail))
 
 
+def _addr(a: bytes) -> bytes:
+    """An address as an SMPP deliver_sm carries it (at most 20 octets): a longer one (a
+    CMPP 3.0 pseudo-code of up to 32) is left out of a receipt rather than cut."""
+    return a if len(a) <= 20 else b""
+
+
 def receipt_pdu(deliver: Any, report: Any) -> Any:
     """A CMPP status report as the deliver_sm receipt the delivery side takes."""
     state, word, err = report_state(report.stat)
@@ -189,20 +195,24 @@ def receipt_pdu(deliver: Any, report: Any) -> Any:
         mid, b"001" if state == 2 else b"000", report.submit_time, report.done_time,
         word.encode(), err.encode("latin-1"))
     return P.DeliverSm(
-        seq=0, status=0, service_type=deliver.service_id[:5],
-        source_addr_ton=0, source_addr_npi=1, source_addr=report.dest_terminal_id[:20],
-        dest_addr_ton=0, dest_addr_npi=1, destination_addr=deliver.dest_id[:20],
+        seq=0, status=0, service_type=b"",
+        source_addr_ton=0, source_addr_npi=1, source_addr=_addr(report.dest_terminal_id),
+        dest_addr_ton=0, dest_addr_npi=1, destination_addr=_addr(deliver.dest_id),
         esm_class=C.ESM_DELIVERY_RECEIPT, data_coding=0, short_message=text,
         tlvs=((C.TAG_RECEIPTED_MESSAGE_ID, mid + b"\0"),
               (C.TAG_MESSAGE_STATE, bytes((state,)))))
 
 
 def mo_pdu(deliver: Any) -> Any:
-    """A CMPP MO (Deliver without Registered_Delivery) as a deliver_sm."""
+    """A CMPP MO (Deliver without Registered_Delivery) as a deliver_sm; None when an
+    address does not fit SMPP's 20 octets (never cut: a cut number would opt out or
+    answer someone else)."""
+    if len(deliver.src_terminal_id) > 20 or len(deliver.dest_id) > 20:
+        return None
     return P.DeliverSm(
-        seq=0, status=0, service_type=deliver.service_id[:5],
-        source_addr_ton=0, source_addr_npi=1, source_addr=deliver.src_terminal_id[:20],
-        dest_addr_ton=0, dest_addr_npi=1, destination_addr=deliver.dest_id[:20],
+        seq=0, status=0, service_type=b"",
+        source_addr_ton=0, source_addr_npi=1, source_addr=deliver.src_terminal_id,
+        dest_addr_ton=0, dest_addr_npi=1, destination_addr=deliver.dest_id,
         esm_class=C.ESM_UDHI if deliver.tp_udhi else 0, protocol_id=deliver.tp_pid,
         data_coding=FMT_DC.get(deliver.msg_fmt, 4), short_message=deliver.msg_content)
 
@@ -315,6 +325,12 @@ class CmppConnection(GatewayConnection):
             out = receipt_pdu(pdu, report)
         else:
             out = mo_pdu(pdu)
+            if out is None:
+                log.warn("upstream {name}: CMPP MO refused (Result 1): an address over 20 "
+                         "octets", name=self.link.name)
+                self.send(X.encode(X.DeliverResp(msg_id=pdu.msg_id, result=X.R_STRUCTURE),
+                                   seq, version))
+                return
         mid = pdu.msg_id
 
         def ack(status: int) -> None:
