@@ -6,8 +6,7 @@
 Prints, measured in this run: msg/s direct to the simulator and through proxyd at window 10
 and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (ledger on,
 every check on) are added as the features land; their ratio is against the plain run.
-`cmpp3` / `cmpp2` are the plain run with a CMPP upstream (a simulator of their own in that
-mode); their ratio is against the SMPP plain run (proxyd-bare) of the same round.
+`cmpp3` and `cmpp2` rows relay to a simulator of that protocol (issue 18), against `bare`.
 Every configuration runs at once and the rounds measure them in turn; the median round is
 shown, with the spread, and a ratio is the median of the ratios of the rounds (each round
 measures the two one right after the other). "cpu us" is the CPU time (user + system) the
@@ -44,7 +43,6 @@ name = "sim"
 connect = "tcp:host=127.0.0.1:port={sim}"
 system_id = "{sid}"
 password = "pw"
-protocol = "{proto}"
 binds = 2
 window = 200
 [[account]]
@@ -64,13 +62,17 @@ VARIANTS = {
     # through the receipt map and the durable delivery queue to the (transceiver) client
     "receipts": ('[store]\ndir = "var/{name}"\n[policy]\nfilters_dir = "%s"\n'
                  % (HERE.parent / "conf" / "filters"), True),
-    # "bare" again, the upstream an operator gateway protocol (issue 18): a simulator of
-    # its own in that mode; the ratio is against proxyd-bare (SMPP) of the same round
-    "cmpp3": ('[store]\nurl = "none"\n[policy]\nenabled = false\n', False),
-    "cmpp2": ('[store]\nurl = "none"\n[policy]\nenabled = false\n', False),
 }
-# variant -> the upstream protocol (others: smpp)
-PROTOCOL_OF = {"cmpp3": "cmpp3", "cmpp2": "cmpp2"}
+
+# operator protocols (issue 18): the "bare" configuration with an upstream speaking that
+# protocol to a simulator of its own (same binds and window as the SMPP row); the ratio is
+# against proxyd-bare (an SMPP upstream) measured in the same rounds
+PROTOCOL_ROWS = {
+    "cmpp3": ('protocol = "cmpp3"\nservice_id = "BENCH"\n', ()),
+    "cmpp2": ('protocol = "cmpp2"\nservice_id = "BENCH"\n', ()),
+}
+# the system_id of a row's upstream where "bench" does not fit (CMPP: a 6-digit SP_Id)
+PROTOCOL_SID = {"cmpp3": "900003", "cmpp2": "900002"}
 
 
 def cpu_s(pid: int) -> float:
@@ -99,20 +101,15 @@ def main() -> None:
                     help="another proxyd checkout: its variants run too, as <name>@base")
     a = ap.parse_args()
     if a.only:
-        for k in list(VARIANTS):
-            if k not in a.only.split(","):
-                del VARIANTS[k]
+        for table in (VARIANTS, PROTOCOL_ROWS):
+            for k in list(table):
+                if k not in a.only.split(","):
+                    del table[k]
     tmp = Path(tempfile.mkdtemp(prefix="proxyd-bench-"))
     sim, sim_port, _ = start_sim(tmp, None)
     runs: dict[tuple[str, int], list[dict]] = {}
     procs = []
-    sims = {"smpp": (sim, sim_port)}
     try:
-        for proto in sorted({PROTOCOL_OF[n] for n in VARIANTS if n in PROTOCOL_OF}):
-            p, port_, _ = start_sim(tmp, None, "--protocol", proto, "--password", "pw",
-                                    name="sim-" + proto)
-            procs.append(p)
-            sims[proto] = (p, port_)
         # every variant runs at once (idle while another is measured), so that the rounds
         # can take them in turn: a slow spell of the machine then hits all of them alike
         ports = {"direct": sim_port}
@@ -120,21 +117,15 @@ def main() -> None:
         runs_of = [(name, name, extra, funds) for name, (extra, funds) in VARIANTS.items()]
         if a.baseline:
             runs_of += [(name + "@base", name, extra, funds)
-                        for name, (extra, funds) in VARIANTS.items()
-                        if name not in PROTOCOL_OF]
-        for n, (label, name, extra, funds) in enumerate(runs_of):
+                        for name, (extra, funds) in VARIANTS.items()]
+        for label, name, extra, funds in runs_of:
             port = free_port()
             tag = label.replace("@", "-")
             # (each with its own system_id at the simulator: receipts go back to the binds
             # of the proxyd that sent the message)
             sid = ("base-" if label.endswith("@base") else "proxyd-") + name
-            proto = PROTOCOL_OF.get(name, "smpp")
-            if proto != "smpp":
-                sid = "9%05d" % n                  # a CMPP SP_Id is 6 digits
-            base_cfg = BASE.format(port=port, sim=sims[proto][1], sid=sid, proto=proto)
-            if label.endswith("@base"):           # a checkout that may predate `protocol`
-                base_cfg = base_cfg.replace('protocol = "smpp"\n', "")
-            cfg = write_config(tmp, base_cfg + extra.replace("{name}", tag), "%s.toml" % tag)
+            cfg = write_config(tmp, BASE.format(port=port, sim=sim_port, sid=sid)
+                               + extra.replace("{name}", tag), "%s.toml" % tag)
             if label.endswith("@base"):
                 base = str(Path(a.baseline).resolve())
                 proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "proxyd",
@@ -149,6 +140,22 @@ def main() -> None:
             measure(port, 2000, 100, receipts=name == "receipts")  # warm up (binds, caches)
             ports["proxyd-" + label] = port
             pids["proxyd-" + label] = procs[-1].p.pid
+        for proto, (keys, sim_args) in PROTOCOL_ROWS.items():
+            sp = free_port()
+            psim, psim_port, _ = start_sim(tmp, None, "--protocol", proto, "--password", "pw",
+                                           *(x.format(sp=sp) for x in sim_args), name=proto)
+            procs.append(psim)
+            port = free_port()
+            text = BASE.format(port=port, sim=psim_port,
+                               sid=PROTOCOL_SID.get(proto, "bench")).replace(
+                "window = 200\n", "window = 200\n" + keys.format(sp=sp))
+            cfg = write_config(tmp, text + VARIANTS.get("bare", ("[store]\nurl = \"none\"\n"
+                                                                "[policy]\nenabled = false\n",
+                                                                False))[0], proto + ".toml")
+            procs.append(start_proxyd(tmp, cfg, port, name=proto))
+            measure(port, 2000, 100)
+            ports["proxyd-" + proto] = port
+            pids["proxyd-" + proto] = procs[-1].p.pid
         for _ in range(a.rounds):
             for w in (10, 100):
                 for path, port in ports.items():

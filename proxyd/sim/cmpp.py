@@ -44,6 +44,8 @@ class CmppFactory(SmscFactory):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self._seq16 = 0
+        self._id_sec = -1                      # the second of `_id_time`
+        self._id_time = 0                      # its month..second and gateway bits
 
     def buildProtocol(self, addr: Any) -> "CmppSmscProtocol":
         p = CmppSmscProtocol(self)
@@ -51,10 +53,14 @@ class CmppFactory(SmscFactory):
         return p
 
     def new_msg_id(self) -> int:
-        t = time.localtime(self.wallclock())
+        sec = int(self.wallclock())
+        if sec != self._id_sec:
+            t = time.localtime(sec)
+            self._id_sec = sec
+            self._id_time = X.msg_id_pack(t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min,
+                                          t.tm_sec, GATEWAY_ID, 0)
         self._seq16 = (self._seq16 + 1) & 0xFFFF
-        return X.msg_id_pack(t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, GATEWAY_ID,
-                             self._seq16)
+        return self._id_time | self._seq16
 
     def new_id(self) -> bytes:
         return b"%d" % self.new_msg_id()
