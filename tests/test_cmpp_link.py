@@ -207,3 +207,18 @@ def test_an_mo_whose_number_does_not_fit_smpp_is_refused_not_cut():
     assert delivered == []
     conn.dataReceived(X.encode(d._replace(src_terminal_id=b"8" * 20), 10, X.V3))
     assert [p.source_addr for p, _ack in delivered] == [b"8" * 20]
+
+
+def test_unanswered_delivers_past_the_window_pause_reading():
+    link, conn, t, clock, delivered = make()          # window 2
+    login(conn, t)
+    d = X.Deliver(msg_id=7, dest_id=b"10690001", src_terminal_id=b"13900000001",
+                  registered_delivery=0, msg_content=b"hi")
+    conn.dataReceived(X.encode(d, 1, X.V3))
+    assert t.producerState == "producing"
+    conn.dataReceived(X.encode(d, 2, X.V3))
+    assert t.producerState == "paused" and len(delivered) == 2
+    delivered[0][1](0)
+    delivered[0][1](0)                                 # a second ack is ignored
+    assert t.producerState == "producing"
+    assert [s for _c, s, _p in frames(t)] == [1]

@@ -19,6 +19,7 @@ queue, rate); each connection is a `CmppConnection` over the sans-IO `LinkCore`:
 * CMPP_DELIVER: a status report becomes a deliver_sm receipt (Appendix B text, TLVs
   receipted_message_id and message_state), an MO a deliver_sm, handed to `on_deliver(link,
   pdu, ack)`; `ack(status)` answers the CMPP_DELIVER_RESP once the delivery side stored it;
+  with `window` Delivers unanswered the connection stops reading until answers catch up;
 * cancel_sm relayed by the gate becomes CMPP_CANCEL; replace_sm is refused (no such PDU);
 * stopping sends CMPP_TERMINATE and closes on its answer (or after `response_timeout_s`).
 """
@@ -231,6 +232,8 @@ class CmppConnection(GatewayConnection):
         self._resp_len = X.HEADER_LEN + (12 if v3 else 9)
         self._login_seq = -1
         self._auth = b""
+        self._unacked = 0                   # the gateway's Delivers not yet answered
+        self._paused = False
 
     # --- GatewayConnection ----------------------------------------------------------------
     def send_login(self, now: float) -> None:
@@ -332,10 +335,25 @@ class CmppConnection(GatewayConnection):
                                    seq, version))
                 return
         mid = pdu.msg_id
+        self._unacked += 1
+        if self._unacked >= self.core.cfg.window and not self._paused and \
+                self.transport is not None:
+            # the gateway's window is ours too (W): stop reading until answers catch up
+            self._paused = True
+            self.transport.pauseProducing()
+        done = [False]
 
         def ack(status: int) -> None:
+            if done[0]:
+                return
+            done[0] = True
+            self._unacked -= 1
             self.send(X.encode(X.DeliverResp(msg_id=mid, result=deliver_result(status)),
                                seq, version))
+            if self._paused and self._unacked < self.core.cfg.window and \
+                    self.transport is not None:
+                self._paused = False
+                self.transport.resumeProducing()
 
         self.link.on_deliver(self.link, out, ack)
 
