@@ -222,3 +222,12 @@ def test_unanswered_delivers_past_the_window_pause_reading():
     delivered[0][1](0)                                 # a second ack is ignored
     assert t.producerState == "producing"
     assert [s for _c, s, _p in frames(t)] == [1]
+
+
+def test_nothing_counts_before_the_login_is_answered():
+    link, conn, t, clock, delivered = make()
+    frames(t)
+    d = X.Deliver(msg_id=7, dest_id=b"10690001", src_terminal_id=b"13900000001",
+                  registered_delivery=0, msg_content=b"TD")
+    conn.dataReceived(X.encode(d, 1, X.V3))
+    assert t.disconnecting and delivered == [] and not conn.bound and t.value() == b""

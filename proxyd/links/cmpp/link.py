@@ -265,6 +265,11 @@ class CmppConnection(GatewayConnection):
                 self.answered(seq, submit_status(result), None)
             return
         pdu = X.decode(self.version, cid, seq, data[X.HEADER_LEN:])
+        if self.core.state == K.LOGIN and cid != X.CONNECT_RESP:
+            # nothing the gateway says counts before it accepted the login
+            self.login_refused("%s before the CMPP_CONNECT_RESP"
+                               % X.COMMAND_NAMES.get(cid, "0x%08x" % cid))
+            return
         if cid == X.SUBMIT_RESP:
             if pdu.__class__ is X.BadPdu:
                 log.warn("upstream {name}: bad CMPP_SUBMIT_RESP: {err}", name=self.link.name,
