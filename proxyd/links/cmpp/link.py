@@ -40,7 +40,7 @@ from proxyd.text.udh import concat_udh, parse_concat, split_udh
 from .. import core as K
 from ..link import GatewayConnection, Link, OnResp
 from . import codec as X
-from .status import deliver_result, report_state, submit_status
+from .status import deliver_result, report_state, result_name, submit_status
 
 log = Logger(namespace="proxyd.upstream")
 _S = C.STATUS
@@ -262,7 +262,7 @@ class CmppConnection(GatewayConnection):
             if result == 0:
                 self.answered(seq, 0, b"%d" % msg_id)
             else:
-                self.answered(seq, submit_status(result), None)
+                self._refused(seq, result)
             return
         pdu = X.decode(self.version, cid, seq, data[X.HEADER_LEN:])
         if self.core.state == K.LOGIN and cid != X.CONNECT_RESP:
@@ -278,7 +278,7 @@ class CmppConnection(GatewayConnection):
             elif pdu.result == 0:
                 self.answered(seq, 0, b"%d" % pdu.msg_id)
             else:
-                self.answered(seq, submit_status(pdu.result), None)
+                self._refused(seq, pdu.result)
         elif cid == X.DELIVER:
             self._deliver(seq, data, pdu)
         elif cid == X.ACTIVE_TEST:
@@ -304,6 +304,12 @@ class CmppConnection(GatewayConnection):
                      name=self.link.name, cid=cid)
 
     # --- frames -----------------------------------------------------------------------------
+    def _refused(self, seq: int, result: int) -> None:
+        if result != 8:         # flow control comes in bursts: the status says it
+            log.info("upstream {name}: CMPP_SUBMIT refused: {r}", name=self.link.name,
+                     r=result_name(result))
+        self.answered(seq, submit_status(result), None)
+
     def _connect_resp(self, seq: int, pdu: Any, now: float) -> None:
         if seq != self._login_seq or self.core.state != K.LOGIN:
             return
