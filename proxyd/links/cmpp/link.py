@@ -85,7 +85,7 @@ def _content(pdu: Any) -> tuple[int, int, int, int, bytes]:
             raise PartRefused(_S["ESME_RINVESMCLASS"], "UDH: %s" % e) from None
         if concat is not None:
             total, number = concat[1], concat[2]
-    else:
+    elif pdu.tlvs:
         ref = pdu.tlv(C.TAG_SAR_MSG_REF_NUM)
         tot = pdu.tlv(C.TAG_SAR_TOTAL_SEGMENTS)
         seq = pdu.tlv(C.TAG_SAR_SEGMENT_SEQNUM)
@@ -142,7 +142,10 @@ def submit_from_part(cfg: Any, pdu: Any, source: bytes | None) -> Any:
 
 
 def _pad(v: bytes, n: int) -> bytes:
-    return v + b"\0" * (n - len(v))
+    return v.ljust(n, b"\0")
+
+
+_NO_TIMES = b"\0" * 34              # ValId_Time and At_Time both empty
 
 
 class SubmitEncoder:
@@ -171,14 +174,16 @@ class SubmitEncoder:
             raise PartRefused(_S["ESME_RINVSRCADR"], "Src_Id over 21 octets")
         if not dest or len(dest) > 21:
             raise PartRefused(_S["ESME_RINVDSTADR"], "Dest_terminal_Id empty or over 21 octets")
-        validity = getattr(pdu, "validity_period", b"")[:17]
-        at = getattr(pdu, "schedule_delivery_time", b"")[:17]
+        validity = getattr(pdu, "validity_period", b"")
+        at = getattr(pdu, "schedule_delivery_time", b"")
+        times = (validity[:17].ljust(17, b"\0") + at[:17].ljust(17, b"\0")
+                 if validity or at else _NO_TIMES)
         return b"".join((
             b"\0\0\0\0\0\0\0\0",
             bytes((total, number, 1 if pdu.registered_delivery & 3 else 0,
                    getattr(pdu, "priority_flag", 0) & 0xFF)),
             self.static1, bytes((getattr(pdu, "protocol_id", 0), udhi, fmt)), self.static2,
-            _pad(validity, 17), _pad(at, 17), _pad(src, 21), b"\x01", _pad(dest, self.term),
+            times, src.ljust(21, b"\0"), b"\x01", dest.ljust(self.term, b"\0"),
             self.dest_type, bytes((len(content),)), content, self.tail))
 
 
