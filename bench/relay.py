@@ -189,14 +189,15 @@ def main() -> None:
     print("%-23s %6s %10s %15s %8s %8s %7s  %s" % ("path", "window", "msg/s", "spread",
                                                    "p50 ms", "p99 ms", "cpu us", "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
-                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks",
-                "proxyd-cmpp3": "proxyd-bare", "proxyd-cmpp2": "proxyd-bare"}
+                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
     for path in list(ports):
         if path.endswith("@base"):
             plain = path[:-5]
             prev = baseline.get(plain, "direct")
             baseline[path] = prev + "@base" if prev != "direct" else "direct"
             baseline[plain] = path              # this checkout against the baseline's
+    for proto in PROTOCOL_ROWS:                 # operator protocols: against the SMPP row
+        baseline["proxyd-" + proto] = "proxyd-bare"
     for r in results:
         base = by.get((baseline.get(r["path"], "direct"), r["window"]))
         ratio = ""
