@@ -105,3 +105,13 @@ def test_mo_active_test_query_cancel_terminate():
                                             (X.CANCEL_RESP, 7), (X.TERMINATE_RESP, 8)]
     assert out[1][2].time == b"20261201" and out[2][2].success_id == 1
     assert t.disconnecting
+
+
+def test_receipt_stats_take_gateway_codes():
+    import pytest
+
+    from proxyd.sim.smsc import parse_receipt_stat
+    assert parse_receipt_stat("DELIVRD:2,MB:0011,DB:0100:2") == (
+        "DELIVRD", "DELIVRD", "MB:0011", "DB:0100", "DB:0100")
+    with pytest.raises(ValueError, match="receipt stat 'MB:1' is not one of"):
+        parse_receipt_stat("MB:1:1")
