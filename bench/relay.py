@@ -6,7 +6,8 @@
 Prints, measured in this run: msg/s direct to the simulator and through proxyd at window 10
 and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (ledger on,
 every check on) are added as the features land; their ratio is against the plain run.
-`smgp` and `sgip` rows relay to a simulator of that protocol (issue 18), against `bare`.
+`cmpp3`, `cmpp2`, `smgp` and `sgip` rows relay to a simulator of that protocol (issue 18),
+against `bare`.
 Every configuration runs at once and the rounds measure them in turn; the median round is
 shown, with the spread, and a ratio is the median of the ratios of the rounds (each round
 measures the two one right after the other). "cpu us" is the CPU time (user + system) the
@@ -68,11 +69,15 @@ VARIANTS = {
 # protocol to a simulator of its own (same binds and window as the SMPP row); the ratio is
 # against proxyd-bare (an SMPP upstream) measured in the same rounds
 PROTOCOL_ROWS = {
+    "cmpp3": ('protocol = "cmpp3"\nservice_id = "BENCH"\n', ()),
+    "cmpp2": ('protocol = "cmpp2"\nservice_id = "BENCH"\n', ()),
     "smgp": ('protocol = "smgp"\nservice_id = "BENCH"\n', ()),
     "sgip": ('protocol = "sgip"\nservice_id = "BENCH"\nnode_id = 3075512345\n'
              'sp_listen = "tcp:{sp}:interface=127.0.0.1"\n',
              ("--sp-connect", "tcp:host=127.0.0.1:port={sp}")),
 }
+# the system_id of a row's upstream where "bench" does not fit (CMPP: a 6-digit SP_Id)
+PROTOCOL_SID = {"cmpp3": "900003", "cmpp2": "900002"}
 
 
 def cpu_s(pid: int) -> float:
@@ -146,7 +151,8 @@ def main() -> None:
                                            *(x.format(sp=sp) for x in sim_args), name=proto)
             procs.append(psim)
             port = free_port()
-            text = BASE.format(port=port, sim=psim_port, sid="bench").replace(
+            text = BASE.format(port=port, sim=psim_port,
+                               sid=PROTOCOL_SID.get(proto, "bench")).replace(
                 "window = 200\n", "window = 200\n" + keys.format(sp=sp))
             cfg = write_config(tmp, text + VARIANTS.get("bare", ("[store]\nurl = \"none\"\n"
                                                                 "[policy]\nenabled = false\n",
@@ -188,14 +194,15 @@ def main() -> None:
     print("%-23s %6s %10s %15s %8s %8s %7s  %s" % ("path", "window", "msg/s", "spread",
                                                    "p50 ms", "p99 ms", "cpu us", "ratio"))
     baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
-                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks",
-                "proxyd-smgp": "proxyd-bare", "proxyd-sgip": "proxyd-bare"}
+                "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
     for path in list(ports):
         if path.endswith("@base"):
             plain = path[:-5]
             prev = baseline.get(plain, "direct")
             baseline[path] = prev + "@base" if prev != "direct" else "direct"
             baseline[plain] = path              # this checkout against the baseline's
+    for proto in PROTOCOL_ROWS:                 # operator protocols: against the SMPP row
+        baseline["proxyd-" + proto] = "proxyd-bare"
     for r in results:
         base = by.get((baseline.get(r["path"], "direct"), r["window"]))
         ratio = ""

@@ -321,8 +321,9 @@ def _check_protocol(w: str, u: UpstreamConfig) -> None:
         return
     if u.bind != "transceiver":
         raise ConfigError("%s.bind: SMPP only; %s links always send and receive" % (w, p))
-    if u.source_addr_ton >= 0 or u.source_addr_npi >= 0:
-        key = "source_addr_ton" if u.source_addr_ton >= 0 else "source_addr_npi"
+    if u.source_addr_ton >= 0 or u.source_addr_npi >= 0 or u.system_type:
+        key = ("source_addr_ton" if u.source_addr_ton >= 0 else "source_addr_npi"
+               if u.source_addr_npi >= 0 else "system_type")
         raise ConfigError("%s.%s: SMPP only, not for %r" % (w, key, p))
     if not u.system_id:
         raise ConfigError("%s.system_id: required for %r" % (w, p))

@@ -58,6 +58,8 @@ def test_unknown_protocol_is_refused_naming_the_key():
      "upstream[0].bind: SMPP only; cmpp3 links always send and receive"),
     (up(protocol="cmpp3", source_addr_ton=1),
      "upstream[0].source_addr_ton: SMPP only, not for 'cmpp3'"),
+    (up(protocol="cmpp2", system_type="VMA"),
+     "upstream[0].system_type: SMPP only, not for 'cmpp2'"),
     (up(protocol="cmpp3", fee_user_type=4),
      "upstream[0].fee_user_type: must be 0 to 3, got 4"),
     (up(system_id="proxyd", password="secret", service_id="X"),

@@ -55,7 +55,9 @@ class _ConnFactory(protocol.Factory):
         self.link = link
 
     def buildProtocol(self, addr: Any) -> Any:
-        return self.link.connection_class(self.link)
+        conn = self.link.connection_class(self.link)
+        self.link.conns.add(conn)
+        return conn
 
 
 class Link(service.MultiService):
@@ -73,7 +75,8 @@ class Link(service.MultiService):
         self.on_deliver = on_deliver
         self.queue_wait_s = queue_wait_s
         self.queue_max = queue_max
-        self.binds: list[Any] = []
+        self.binds: list[Any] = []            # logged in (bound) connections
+        self.conns: set[Any] = set()           # every connection, bound or not (timers)
         self.waiting: deque[Waiting] = deque()
         self.on_state: list[Callable[[Any], None]] = []
         endpoint = endpoints.clientFromString(reactor, cfg.connect)
@@ -115,6 +118,7 @@ class Link(service.MultiService):
         self.dispatch()
 
     def bind_lost(self, b: Any, was_bound: bool, inflight: int) -> None:
+        self.conns.discard(b)
         if b in self.binds:
             self.binds.remove(b)
         if was_bound:
@@ -179,7 +183,7 @@ class Link(service.MultiService):
 
     def _tick(self) -> None:
         now = self.clock.seconds()
-        for b in list(self.binds):
+        for b in list(self.conns):          # the bound ones, and those still logging in
             b.tick(now)
         if self.waiting:
             self.dispatch()

@@ -67,6 +67,8 @@ class SmgpFactory(SmscFactory):
     def _receipt_body(self, message_id: bytes, f: Submitted, submit_time: float,
                       stat: str) -> bytes:
         fmt = "%y%m%d%H%M"
+        if stat not in _ERR:                # a CMPP-style gateway code: undeliverable here
+            stat = "UNDELIV"
         content = M.report_content(M.Report(
             message_id, stat.encode(), _ERR.get(stat, b"999"),
             time.strftime(fmt, time.localtime(submit_time)).encode(),

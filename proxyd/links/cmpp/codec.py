@@ -355,6 +355,38 @@ def decode_report(version: int, content: bytes) -> Any:
         return BadPdu(DELIVER, 0, e.error, e.message)
 
 
+# --- a CMPP_SUBMIT read for the simulator's hot path ----------------------------------------
+# offsets of the fixed part: Pk_total 8, Pk_number 9, Registered_Delivery 10, Fee_UserType
+# 22, then TP_pId / TP_udhi / Msg_Fmt after Fee_terminal_Id (and its type octet in 3.0),
+# Src_Id, DestUsr_tl
+_SCAN = {V3: (56, 57, 58, 107, 128, 32, 1, 20), V2: (44, 45, 46, 95, 116, 21, 0, 8)}
+
+
+def scan_submit(version: int, body: bytes) -> tuple[int, bytes, bytes, int, bytes] | None:
+    """(Registered_Delivery, Src_Id, first Dest_terminal_Id, TP_udhi, Msg_Content) of a
+    CMPP_SUBMIT body that `decode` accepts, read at fixed offsets; None for any body it
+    would refuse (decode it then for the precise error)."""
+    _pid, udhi_at, fmt_at, src_at, dests_at, term, dtype, tail = _SCAN[version]
+    n = len(body)
+    if n <= dests_at:
+        return None
+    count = body[dests_at]
+    p = dests_at + 1 + count * term + dtype
+    if not 1 <= count <= MAX_DESTS or p >= n:
+        return None
+    ln = body[p]
+    if p + 1 + ln + tail != n:
+        return None
+    total, number, reg = body[8], body[9], body[10]
+    udhi = body[udhi_at]
+    content = body[p + 1:p + 1 + ln]
+    if not (1 <= number <= total and reg <= 1 and body[22] <= 3 and udhi <= 1
+            and body[fmt_at] in MSG_FMTS) or (udhi and content and content[0] + 1 > ln):
+        return None
+    return (reg, body[src_at:src_at + 21].rstrip(b"\0"),
+            body[dests_at + 1:dests_at + 1 + term].rstrip(b"\0"), udhi, content)
+
+
 # --- Msg_Id ---------------------------------------------------------------------------------
 def msg_id_pack(month: int, day: int, hour: int, minute: int, second: int, gateway: int,
                 seq: int) -> int:

@@ -19,10 +19,13 @@ queue, rate); each connection is a `CmppConnection` over the sans-IO `LinkCore`:
 * CMPP_DELIVER: a status report becomes a deliver_sm receipt (Appendix B text, TLVs
   receipted_message_id and message_state), an MO a deliver_sm, handed to `on_deliver(link,
   pdu, ack)`; `ack(status)` answers the CMPP_DELIVER_RESP once the delivery side stored it;
+  with `window` Delivers unanswered the connection stops reading until answers catch up;
+* cancel_sm relayed by the gate becomes CMPP_CANCEL; replace_sm is refused (no such PDU);
 * stopping sends CMPP_TERMINATE and closes on its answer (or after `response_timeout_s`).
 """
 from __future__ import annotations
 
+import struct
 import time
 from typing import Any
 
@@ -31,16 +34,19 @@ from twisted.logger import Logger
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.text.codec import decode_text
+from proxyd.text.gsm import GSM_BASIC
 from proxyd.text.udh import concat_udh, parse_concat, split_udh
 
 from .. import core as K
 from ..link import GatewayConnection, Link, OnResp
 from . import codec as X
-from .status import deliver_result, report_state, submit_status
+from .status import deliver_result, report_state, result_name, submit_status
 
 log = Logger(namespace="proxyd.upstream")
 _S = C.STATUS
 _RSYSERR = _S["ESME_RSYSERR"]
+
+_HEADER = X.HEADER.unpack_from
 
 CONNECT_STATUS = {1: "message structure error", 2: "invalid source address (SP_Id)",
                   3: "authentication failed", 4: "version too high"}
@@ -49,6 +55,12 @@ CONNECT_STATUS = {1: "message structure error", 2: "invalid source address (SP_I
 _FMT_SAME = {8: 8, 15: 15, 2: 4, 4: 4, 1: 0}
 # Msg_Fmt -> data_coding of the deliver_sm handed to clients
 FMT_DC = {0: 1, 3: 4, 4: 4, 8: 8, 15: 15}
+
+
+# octets that are the same character in GSM 03.38 (unpacked) and in ASCII: text made of
+# these alone goes as Msg_Fmt 0 without decoding (the common case, checked at C speed)
+_GSM_IS_ASCII = bytes(b for b in range(0x80) if GSM_BASIC[b] == chr(b))
+_ASCII = bytes(range(0x80))
 
 
 class PartRefused(ValueError):
@@ -73,7 +85,7 @@ def _content(pdu: Any) -> tuple[int, int, int, int, bytes]:
             raise PartRefused(_S["ESME_RINVESMCLASS"], "UDH: %s" % e) from None
         if concat is not None:
             total, number = concat[1], concat[2]
-    else:
+    elif pdu.tlvs:
         ref = pdu.tlv(C.TAG_SAR_MSG_REF_NUM)
         tot = pdu.tlv(C.TAG_SAR_TOTAL_SEGMENTS)
         seq = pdu.tlv(C.TAG_SAR_SEGMENT_SEQNUM)
@@ -86,6 +98,9 @@ def _content(pdu: Any) -> tuple[int, int, int, int, bytes]:
     fmt = _FMT_SAME.get(dc)
     if fmt is not None:
         text = payload
+    elif (dc == 0 and not payload.translate(None, _GSM_IS_ASCII)) or \
+            (dc == 3 and not payload.translate(None, _ASCII)):
+        fmt, text = 0, payload
     else:
         s = decode_text(payload, dc)
         if s is None:
@@ -95,7 +110,7 @@ def _content(pdu: Any) -> tuple[int, int, int, int, bytes]:
         else:
             fmt, text = 8, s.encode("utf-16-be")
     content = udh + text
-    limit = 159 if fmt == 0 and not udh else 140
+    limit = 159 if fmt == 0 else 140          # the spec: ASCII < 160 octets, else <= 140
     if len(content) > limit:
         raise PartRefused(_S["ESME_RINVMSGLEN"], "Msg_Content of %d octets over CMPP's %d"
                           % (len(content), limit))
@@ -126,6 +141,58 @@ def submit_from_part(cfg: Any, pdu: Any, source: bytes | None) -> Any:
         dest_terminal_ids=(dest,), dest_terminal_type=0, msg_content=content, link_id=b"")
 
 
+def _pad(v: bytes, n: int) -> bytes:
+    return v.ljust(n, b"\0")
+
+
+_NO_TIMES = b"\0" * 34              # ValId_Time and At_Time both empty
+
+
+class SubmitEncoder:
+    """`submit_from_part` + `codec.encode_body` for the hot path: the same octets, with the
+    fields fixed by the config encoded once (tests hold the two equal)."""
+
+    __slots__ = ("term", "static1", "static2", "dest_type", "tail")
+
+    def __init__(self, cfg: Any, version: int) -> None:
+        v3 = version == X.V3
+        self.term = 32 if v3 else 21
+        sp = (cfg.msg_src or cfg.sp_id or cfg.system_id).encode()
+        self.static1 = (_pad(cfg.service_id.encode(), 10) + bytes((cfg.fee_user_type,))
+                        + b"\0" * self.term + (b"\0" if v3 else b""))
+        self.static2 = (_pad(sp, 6) + _pad((cfg.fee_type or "01").encode(), 2)
+                        + _pad((cfg.fee_code or "0").encode(), 6))
+        self.dest_type = b"\0" if v3 else b""
+        self.tail = b"\0" * (20 if v3 else 8)
+
+    def encode(self, pdu: Any, source: bytes | None) -> bytes:
+        """The CMPP_SUBMIT body of one judged SMPP part (raises PartRefused)."""
+        fmt, udhi, total, number, content = _content(pdu)
+        src = source if source is not None else pdu.source_addr
+        dest = pdu.destination_addr
+        if len(src) > 21:
+            raise PartRefused(_S["ESME_RINVSRCADR"], "Src_Id over 21 octets")
+        if not dest or len(dest) > 21:
+            raise PartRefused(_S["ESME_RINVDSTADR"], "Dest_terminal_Id empty or over 21 octets")
+        validity = getattr(pdu, "validity_period", b"")
+        at = getattr(pdu, "schedule_delivery_time", b"")
+        times = (validity[:17].ljust(17, b"\0") + at[:17].ljust(17, b"\0")
+                 if validity or at else _NO_TIMES)
+        return b"".join((
+            b"\0\0\0\0\0\0\0\0",
+            bytes((total, number, 1 if pdu.registered_delivery & 3 else 0,
+                   getattr(pdu, "priority_flag", 0) & 0xFF)),
+            self.static1, bytes((getattr(pdu, "protocol_id", 0), udhi, fmt)), self.static2,
+            times, src.ljust(21, b"\0"), b"\x01", dest.ljust(self.term, b"\0"),
+            self.dest_type, bytes((len(content),)), content, self.tail))
+
+
+def _addr(a: bytes) -> bytes:
+    """An address as an SMPP deliver_sm carries it (at most 20 octets): a longer one (a
+    CMPP 3.0 pseudo-code of up to 32) is left out of a receipt rather than cut."""
+    return a if len(a) <= 20 else b""
+
+
 def receipt_pdu(deliver: Any, report: Any) -> Any:
     """A CMPP status report as the deliver_sm receipt the delivery side takes."""
     state, word, err = report_state(report.stat)
@@ -134,20 +201,24 @@ def receipt_pdu(deliver: Any, report: Any) -> Any:
         mid, b"001" if state == 2 else b"000", report.submit_time, report.done_time,
         word.encode(), err.encode("latin-1"))
     return P.DeliverSm(
-        seq=0, status=0, service_type=deliver.service_id[:5],
-        source_addr_ton=0, source_addr_npi=1, source_addr=report.dest_terminal_id[:20],
-        dest_addr_ton=0, dest_addr_npi=1, destination_addr=deliver.dest_id[:20],
+        seq=0, status=0, service_type=b"",
+        source_addr_ton=0, source_addr_npi=1, source_addr=_addr(report.dest_terminal_id),
+        dest_addr_ton=0, dest_addr_npi=1, destination_addr=_addr(deliver.dest_id),
         esm_class=C.ESM_DELIVERY_RECEIPT, data_coding=0, short_message=text,
         tlvs=((C.TAG_RECEIPTED_MESSAGE_ID, mid + b"\0"),
               (C.TAG_MESSAGE_STATE, bytes((state,)))))
 
 
 def mo_pdu(deliver: Any) -> Any:
-    """A CMPP MO (Deliver without Registered_Delivery) as a deliver_sm."""
+    """A CMPP MO (Deliver without Registered_Delivery) as a deliver_sm; None when an
+    address does not fit SMPP's 20 octets (never cut: a cut number would opt out or
+    answer someone else)."""
+    if len(deliver.src_terminal_id) > 20 or len(deliver.dest_id) > 20:
+        return None
     return P.DeliverSm(
-        seq=0, status=0, service_type=deliver.service_id[:5],
-        source_addr_ton=0, source_addr_npi=1, source_addr=deliver.src_terminal_id[:20],
-        dest_addr_ton=0, dest_addr_npi=1, destination_addr=deliver.dest_id[:20],
+        seq=0, status=0, service_type=b"",
+        source_addr_ton=0, source_addr_npi=1, source_addr=deliver.src_terminal_id,
+        dest_addr_ton=0, dest_addr_npi=1, destination_addr=deliver.dest_id,
         esm_class=C.ESM_UDHI if deliver.tp_udhi else 0, protocol_id=deliver.tp_pid,
         data_coding=FMT_DC.get(deliver.msg_fmt, 4), short_message=deliver.msg_content)
 
@@ -161,8 +232,13 @@ class CmppConnection(GatewayConnection):
     def __init__(self, link: "CmppLink") -> None:
         super().__init__(link)
         self.version = link.version
+        v3 = self.version == X.V3
+        self._resp = struct.Struct(">QI" if v3 else ">QB").unpack_from
+        self._resp_len = X.HEADER_LEN + (12 if v3 else 9)
         self._login_seq = -1
         self._auth = b""
+        self._unacked = 0                   # the gateway's Delivers not yet answered
+        self._paused = False
 
     # --- GatewayConnection ----------------------------------------------------------------
     def send_login(self, now: float) -> None:
@@ -185,7 +261,20 @@ class CmppConnection(GatewayConnection):
         return X.frame(X.TERMINATE, seq)
 
     def handle_frame(self, data: bytes, now: float) -> None:
-        cid, seq, pdu = X.decode_frame(self.version, data)
+        _length, cid, seq = _HEADER(data)
+        if cid == X.SUBMIT_RESP and len(data) == self._resp_len:     # the hot path
+            msg_id, result = self._resp(data, X.HEADER_LEN)
+            if result == 0:
+                self.answered(seq, 0, b"%d" % msg_id)
+            else:
+                self._refused(seq, result)
+            return
+        pdu = X.decode(self.version, cid, seq, data[X.HEADER_LEN:])
+        if self.core.state == K.LOGIN and cid != X.CONNECT_RESP:
+            # nothing the gateway says counts before it accepted the login
+            self.login_refused("%s before the CMPP_CONNECT_RESP"
+                               % X.COMMAND_NAMES.get(cid, "0x%08x" % cid))
+            return
         if cid == X.SUBMIT_RESP:
             if pdu.__class__ is X.BadPdu:
                 log.warn("upstream {name}: bad CMPP_SUBMIT_RESP: {err}", name=self.link.name,
@@ -194,7 +283,7 @@ class CmppConnection(GatewayConnection):
             elif pdu.result == 0:
                 self.answered(seq, 0, b"%d" % pdu.msg_id)
             else:
-                self.answered(seq, submit_status(pdu.result), None)
+                self._refused(seq, pdu.result)
         elif cid == X.DELIVER:
             self._deliver(seq, data, pdu)
         elif cid == X.ACTIVE_TEST:
@@ -210,6 +299,9 @@ class CmppConnection(GatewayConnection):
             self.close()
         elif cid == X.TERMINATE_RESP:
             self.close()
+        elif cid == X.CANCEL_RESP:
+            ok = pdu.__class__ is not X.BadPdu and pdu.success_id == 0
+            self.answered(seq, 0 if ok else _S["ESME_RCANCELFAIL"], None)
         elif cid & X.RESP_BIT:
             self.answered(seq, 0 if pdu.__class__ is not X.BadPdu else _RSYSERR, None)
         else:
@@ -217,6 +309,12 @@ class CmppConnection(GatewayConnection):
                      name=self.link.name, cid=cid)
 
     # --- frames -----------------------------------------------------------------------------
+    def _refused(self, seq: int, result: int) -> None:
+        if result != 8:         # flow control comes in bursts: the status says it
+            log.info("upstream {name}: CMPP_SUBMIT refused: {r}", name=self.link.name,
+                     r=result_name(result))
+        self.answered(seq, submit_status(result), None)
+
     def _connect_resp(self, seq: int, pdu: Any, now: float) -> None:
         if seq != self._login_seq or self.core.state != K.LOGIN:
             return
@@ -246,11 +344,32 @@ class CmppConnection(GatewayConnection):
             out = receipt_pdu(pdu, report)
         else:
             out = mo_pdu(pdu)
+            if out is None:
+                log.warn("upstream {name}: CMPP MO refused (Result 1): an address over 20 "
+                         "octets", name=self.link.name)
+                self.send(X.encode(X.DeliverResp(msg_id=pdu.msg_id, result=X.R_STRUCTURE),
+                                   seq, version))
+                return
         mid = pdu.msg_id
+        self._unacked += 1
+        if self._unacked >= self.core.cfg.window and not self._paused and \
+                self.transport is not None:
+            # the gateway's window is ours too (W): stop reading until answers catch up
+            self._paused = True
+            self.transport.pauseProducing()
+        done = [False]
 
         def ack(status: int) -> None:
+            if done[0]:
+                return
+            done[0] = True
+            self._unacked -= 1
             self.send(X.encode(X.DeliverResp(msg_id=mid, result=deliver_result(status)),
                                seq, version))
+            if self._paused and self._unacked < self.core.cfg.window and \
+                    self.transport is not None:
+                self._paused = False
+                self.transport.resumeProducing()
 
         self.link.on_deliver(self.link, out, ack)
 
@@ -262,11 +381,14 @@ class CmppLink(Link):
     version = X.V3
     protocol_name = "cmpp3"
 
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.encoder = SubmitEncoder(self.cfg, self.version)
+
     def submit_part(self, part: tuple, source: bytes | None, on_outcome: OnResp) -> None:
         pdu, _body = part
         try:
-            sub = submit_from_part(self.cfg, pdu, source)
-            body = X.encode_body(sub, self.version)
+            body = self.encoder.encode(pdu, source)
         except PartRefused as e:
             log.warn("upstream {name}: part refused for CMPP: {why}", name=self.name,
                      why=str(e))
@@ -277,7 +399,21 @@ class CmppLink(Link):
                      why=str(e))
             on_outcome(_S["ESME_RSUBMITFAIL"], None)
             return
-        self.submit(X.SUBMIT, body, on_outcome)
+        Link.submit(self, X.SUBMIT, body, on_outcome)
+
+    def submit(self, command_id: int, body: bytes, on_resp: OnResp) -> None:
+        """The SMPP requests the gate relays to the link holding a message: cancel_sm
+        becomes CMPP_CANCEL of the operator's Msg_Id (Success_Id 1: ESME_RCANCELFAIL);
+        CMPP has no replace, so replace_sm (and anything else) is ESME_RINVCMDID, which the
+        gate answers with ESME_RREPLACEFAIL / ESME_RCANCELFAIL. (A CMPP request of our own
+        goes through `Link.submit`.)"""
+        if command_id == C.CANCEL_SM:
+            pdu = P.decode_body(C.CANCEL_SM, 0, 0, body)
+            mid = getattr(pdu, "message_id", b"")
+            if mid.isdigit() and int(mid) < 1 << 64:
+                Link.submit(self, X.CANCEL, int(mid).to_bytes(8, "big"), on_resp)
+                return
+        on_resp(_S["ESME_RINVCMDID"], None)
 
 
 class Cmpp3Link(CmppLink):

@@ -37,6 +37,17 @@ SUBMIT_STATUS: dict[int, int] = {
 }
 
 
+RESULT_NAMES = {1: "message structure error", 2: "command id error", 3: "duplicate sequence",
+                4: "message length error", 5: "fee code error", 6: "over the maximum length",
+                7: "Service_Id error", 8: "flow control", 9: "charged number not served here",
+                10: "Src_Id error", 11: "Msg_src error", 12: "Fee_terminal_Id error",
+                13: "Dest_terminal_Id error"}
+
+
+def result_name(result: int) -> str:
+    return "Result %d (%s)" % (result, RESULT_NAMES.get(result, "other error"))
+
+
 def submit_status(result: int) -> int:
     return SUBMIT_STATUS.get(result, _S["ESME_RSUBMITFAIL"])
 
