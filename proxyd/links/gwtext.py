@@ -68,8 +68,14 @@ def _reencode(data: bytes, kind: str) -> tuple[int, bytes]:
 def gateway_content(pdu: Any, max_octets: int = 140) -> Content:
     """The content of one judged part (a submit_sm/data_sm value) in gateway terms; raises
     `ContentError` when it cannot be carried."""
-    data = pdu.payload
     dc = pdu.data_coding
+    if not pdu.tlvs and not pdu.esm_class & C.ESM_UDHI:
+        # the common case (one part, no TLVs): short_message as it is, or as ASCII
+        data = getattr(pdu, "short_message", b"")
+        if len(data) <= max_octets and (dc == 0 or dc == 1) and \
+                not data.translate(None, _GSM_AS_ASCII):
+            return Content(FMT_ASCII, data, 0, 1, 1)
+    data = pdu.payload
     total = number = 1
     udh = b""
     if pdu.esm_class & C.ESM_UDHI:

@@ -24,7 +24,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from proxyd.links.fixed import BadPdu
+from proxyd.links.fixed import BadPdu, DecodeError
 from proxyd.links.gwtext import gateway_format
 from proxyd.links.smgp import pdu as M
 from proxyd.smpp import constants as C
@@ -36,6 +36,40 @@ _RTHROTTLED = C.STATUS["ESME_RTHROTTLED"]
 _RESP_OK = struct.Struct(">III10sI")       # a whole Submit_Resp
 _ERR = {"DELIVRD": b"000", "ACCEPTD": b"000", "ENROUTE": b"000", "EXPIRED": b"001",
         "UNDELIV": b"004", "DELETED": b"006", "REJECTD": b"005", "UNKNOWN": b"999"}
+
+
+_MSG_TYPES = (M.MSG_MO, M.MSG_MT, M.MSG_P2P)
+
+
+def scan_submit(body: bytes) -> tuple | None:
+    """(need_report, src_term_id, dest_term_ids, msg_content, tp_udhi) of a Submit body read
+    at fixed offsets, or None where `M.decode_body` would find it malformed (the simulator's
+    hot path; the full decode then names the error)."""
+    n = len(body)
+    if n < 105 or body[0] not in _MSG_TYPES or body[1] > 1 or body[2] > 3 or \
+            body[27] not in M.MSG_FORMATS:
+        return None
+    count = body[104]
+    q = 105 + 21 * count
+    if not 1 <= count <= 100 or q >= n:
+        return None
+    length = body[q]
+    end = q + 1 + length + 8
+    if length > 160 or (length > 140 and body[27] != M.FORMAT_ASCII) or end > n:
+        return None
+    udhi = 0
+    if end < n:
+        try:
+            tlvs = M.CODEC.decode_tlvs(body, end)
+        except DecodeError:
+            return None
+        for tag, value in tlvs:
+            if tag == M.TP_UDHI:
+                udhi = value[0] & 1
+                break
+    return (body[1], body[62:83].rstrip(b"\0"),
+            tuple(body[p:p + 21].rstrip(b"\0") for p in range(105, q, 21)),
+            body[q + 1:q + 1 + length], udhi)
 
 
 class SmgpFactory(SmscFactory):
@@ -170,29 +204,29 @@ class SmgpGateway(GatewayServer):
             f.count_stats(1, 0, 1)
             self.write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10, status=st).encode())
             return
-        sub = M.decode_body(M.SUBMIT, seq, body)
-        if isinstance(sub, BadPdu):
+        sub = scan_submit(body)
+        if sub is None:
+            bad = M.decode_body(M.SUBMIT, seq, body)
             f.count_stats(1, 0, 1)
-            self.log.info("smgw: {peer} bad Submit: {bad}", peer=self.peer, bad=sub)
-            self.write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10, status=sub.error).encode())
+            self.log.info("smgw: {peer} bad Submit: {bad}", peer=self.peer, bad=bad)
+            self.write(M.SubmitResp(seq=seq, msg_id=b"\0" * 10,
+                                    status=getattr(bad, "error", M.BAD_STRUCTURE)).encode())
             return
+        need_report, src, dests, content, udhi = sub
         f.count_stats(1, 1, 0)
         first = None
         record = c.record
-        report = c.receipts and sub.need_report
-        for dest in sub.dest_term_ids:
+        report = c.receipts and need_report
+        for dest in dests:
             mid = f.new_msg_id()
             first = first or mid
             f.counters["accepted"] += 1
             if record:
                 f.record(M.msg_id_text(mid), self._sid_json, "submit", body)
             if report:
-                udhi = (sub.tlv(M.TP_UDHI, b"\0") or b"\0")[0] & 1
-                text = sub.msg_content
-                if udhi and text:
-                    text = text[text[0] + 1:]
+                text = content[content[0] + 1:] if udhi and content else content
                 f.schedule_receipt(self.system_id, mid, Submitted(
-                    0, 0, sub.src_term_id, 0, 0, dest, 1, text[:20]), f.wallclock())
+                    0, 0, src, 0, 0, dest, 1, text[:20]), f.wallclock())
         self.write(_RESP_OK.pack(26, M.SUBMIT_RESP, seq, first, 0))
 
     # --- what SmscFactory.deliver calls ---------------------------------------------------------

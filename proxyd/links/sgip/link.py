@@ -455,4 +455,4 @@ def _sgip_time(pdu: Any, name: str) -> bytes:
     """SMPP absolute time "YYMMDDhhmmsstnnp" is SGIP's format; relative times are left
     to the SMSC's default (empty)."""
     v = getattr(pdu, name, b"")
-    return v if len(v) == 16 and not v.endswith(b"R") else b""
+    return v if v and len(v) == 16 and not v.endswith(b"R") else b""
