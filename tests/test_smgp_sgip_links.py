@@ -352,3 +352,35 @@ def test_nothing_counts_before_the_login_is_answered():
     _login_ok(conn, t, login)
     conn.dataReceived(M.LoginResp(seq=login.seq, status=M.AUTH_ERROR, version=0x30).encode())
     assert link.available and not t.disconnecting
+
+
+def test_the_gateways_delivers_are_windowed_and_answered_once():
+    link, conn, t, ev, clock, login = _smgp(window=3)
+    _login_ok(conn, t, login)
+
+    def mo(seq, src=b"13800138000"):
+        return M.Deliver(seq=seq, msg_id=M.make_msg_id("010061", 12011201, seq),
+                         src_term_id=src, dest_term_id=b"10690001", msg_content=b"hi").encode()
+    conn.dataReceived(mo(1) + mo(2))
+    assert t.producerState == "producing"
+    conn.dataReceived(mo(3))                    # window (3) unanswered: reading pauses
+    assert t.producerState == "paused" and len(ev.delivered) == 3
+    ack = ev.delivered[0][1]
+    ack(0)
+    ack(0)                                      # a second call sends nothing
+    assert t.producerState == "producing"
+    assert [r.seq for r in _frames(M.CODEC, t)] == [1]
+    # an MO whose number does not fit SMPP's 20 octets is refused, never cut
+    conn.dataReceived(mo(4, src=b"1" * 21))
+    assert _frames(M.CODEC, t) == [M.DeliverResp(seq=4, msg_id=M.make_msg_id(
+        "010061", 12011201, 4), status=M.BAD_SRC_TERM_ID)]
+    assert len(ev.delivered) == 3
+    # SGIP's sp_listen side the same
+    link, conn, t, ev, clock, bind = _sgip(window=2)
+    r, rt = _receiver(link)
+    d = [G.Deliver(seq=(1, 1, i), user_number=b"8613800138000", sp_number=b"10690001",
+                   message_content=b"x").encode() for i in range(2, 4)]
+    r.dataReceived(_bind(r) + d[0] + d[1])
+    assert rt.producerState == "paused" and len(ev.delivered) == 2
+    ev.delivered[1][1](0)
+    assert rt.producerState == "producing"

@@ -161,8 +161,10 @@ def receipt_pdu(operator_id: bytes, source: bytes, dest: bytes, stat: bytes, err
     sm = (b"id:%s sub:001 dlvrd:%s submit date:%s done date:%s stat:%s err:%s text:%s"
           % (operator_id, b"001" if delivered else b"000", submit_date[:10] or _date(now),
              done_date[:10] or _date(now), stat, err, text[:20]))
-    return P.DeliverSm(source_addr_ton=1, source_addr_npi=1, source_addr=source[:20],
-                       dest_addr_npi=1, destination_addr=dest[:20],
+    # (a number over SMPP's 20 octets, e.g. a pseudo-code, is left out, never cut)
+    return P.DeliverSm(source_addr_ton=1, source_addr_npi=1,
+                       source_addr=source if len(source) <= 20 else b"", dest_addr_npi=1,
+                       destination_addr=dest if len(dest) <= 20 else b"",
                        esm_class=C.ESM_DELIVERY_RECEIPT, short_message=sm[:255],
                        tlvs=((C.TAG_RECEIPTED_MESSAGE_ID, operator_id + b"\0"),
                              (C.TAG_MESSAGE_STATE, bytes((state,)))))

@@ -36,6 +36,7 @@ from ...smpp import constants as C
 from .. import core as K
 from .. import gwtext as T
 from ..fixed import BadPdu, FramingError, UnknownPdu
+from ..inflow import Inflow
 from ..link import GatewayConnection, Link
 from . import pdu as G
 
@@ -94,9 +95,9 @@ class _Stamp:
         return self.value
 
 
-def inbound(link: "SgipLink", pdu: Any, reply: Any, now: float) -> bool:
+def inbound(link: "SgipLink", pdu: Any, reply: Any, now: float, inflow: Inflow) -> bool:
     """A Deliver or Report from the SMG (on either kind of connection) to the delivery side;
-    `reply(data)` sends its answer. False if `pdu` is neither."""
+    `reply(data)` sends its answer, counted in `inflow`. False if `pdu` is neither."""
     cid = pdu.command_id
     if cid == G.REPORT:
         if pdu.report_type != 0:
@@ -107,6 +108,11 @@ def inbound(link: "SgipLink", pdu: Any, reply: Any, now: float) -> bool:
                               b"%03d" % pdu.error_code, now)
         resp = G.REPORT_RESP
     elif cid == G.DELIVER:
+        if len(T.national(pdu.user_number)) > 20 or len(pdu.sp_number) > 20:
+            log.warn("upstream {name}: MO refused (Result 6): an address over SMPP's 20 octets",
+                     name=link.name)
+            reply(_result(G.DELIVER_RESP, pdu.seq, G.BAD_NUMBER))
+            return True
         event = T.mo_pdu(T.national(pdu.user_number), pdu.sp_number, pdu.message_coding,
                          pdu.tp_udhi, pdu.message_content, pdu.tp_pid)
         resp = G.DELIVER_RESP
@@ -114,10 +120,10 @@ def inbound(link: "SgipLink", pdu: Any, reply: Any, now: float) -> bool:
         return False
     seq = pdu.seq
 
-    def ack(status: int) -> None:
+    def answer(status: int) -> None:
         reply(_result(resp, seq, G.OK if status == 0 else G.NODE_BUSY))
 
-    link.on_deliver(link, event, ack)
+    link.on_deliver(link, event, inflow.ack(answer))
     return True
 
 
@@ -131,6 +137,7 @@ class SgipConnection(GatewayConnection):
         super().__init__(link)
         self._stamp = link.stamp
         self._node = link.cfg.node_id
+        self.inflow = Inflow(self, link.cfg.window)
 
     def request(self, command_id: int, body: bytes, on_resp: Any) -> None:
         # the counter is the link's, not the connection's: a Submit's sequence number is
@@ -193,7 +200,7 @@ class SgipConnection(GatewayConnection):
             self.close()
         elif cid == G.UNBIND_RESP:
             self.close()
-        elif inbound(self.link, pdu, self.send, now):
+        elif inbound(self.link, pdu, self.send, now, self.inflow):
             pass
         elif cid & G.RESP:
             pass                                    # an answer nobody waits for: dropped
@@ -213,6 +220,7 @@ class SpReceiver(protocol.Protocol):
         self.peer = "?"
         self._timer: Any = None
         self._out: list[bytes] | None = None
+        self.inflow = Inflow(self, self.link.cfg.window)
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -325,7 +333,7 @@ class SpReceiver(protocol.Protocol):
             log.info("upstream {name}: UserRpt: {user} condition {c}", name=name,
                      user=pdu.user_number[-4:].decode("latin-1"), c=pdu.user_condition)
             self.send(_result(G.USERRPT_RESP, seq, G.OK))
-        elif inbound(self.link, pdu, self.send, now):
+        elif inbound(self.link, pdu, self.send, now, self.inflow):
             pass
         elif cid & G.RESP:
             pass

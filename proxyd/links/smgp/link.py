@@ -33,6 +33,7 @@ from ...smpp import constants as C
 from .. import core as K
 from .. import gwtext as T
 from ..fixed import BadPdu
+from ..inflow import Inflow
 from ..link import GatewayConnection, Link
 from . import pdu as M
 
@@ -79,6 +80,7 @@ class SmgpConnection(GatewayConnection):
     def __init__(self, link: "SmgpLink") -> None:
         super().__init__(link)
         self._auth = b""
+        self.inflow = Inflow(self, link.cfg.window)
 
     def send_login(self, now: float) -> None:
         cfg = self.link.cfg
@@ -165,16 +167,22 @@ class SmgpConnection(GatewayConnection):
             pdu = T.receipt_pdu(M.msg_id_text(r.msg_id), d.src_term_id, d.dest_term_id,
                                 r.stat, r.err, now, r.submit_date, r.done_date, r.text)
         else:
+            if len(d.src_term_id) > 20 or len(d.dest_term_id) > 20:
+                log.warn("upstream {name}: MO refused (Status 46): an address over SMPP's 20 "
+                         "octets", name=self.link.name)
+                self.send(M.DeliverResp(seq=seq, msg_id=msg_id,
+                                        status=M.BAD_SRC_TERM_ID).encode())
+                return
             udhi = d.tlv(M.TP_UDHI, b"\0") or b"\0"
             pid = d.tlv(M.TP_PID, b"\0") or b"\0"
             pdu = T.mo_pdu(d.src_term_id, d.dest_term_id, d.msg_format, udhi[0] & 1,
                            d.msg_content, pid[0])
 
-        def ack(status: int) -> None:
+        def answer(status: int) -> None:
             self.send(M.DeliverResp(seq=seq, msg_id=msg_id,
                                     status=M.OK if status == 0 else M.SYSTEM_BUSY).encode())
 
-        self.link.on_deliver(self.link, pdu, ack)
+        self.link.on_deliver(self.link, pdu, self.inflow.ack(answer))
 
 
 class SmgpLink(Link):
