@@ -8,39 +8,21 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
-import smpplib.client
-import smpplib.consts
 import smpplib.gsm
 
 from proxyd.links.sgip import pdu as G
 from proxyd.links.smgp import pdu as M
 
 from .conftemplate import config_text
+from .test_cmpp_e2e import _balance, _client, _control
 from .procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, \
     write_config
 
 CLIENT_ID, SECRET = "10690001", "smgp-secret"
 PRICE = 5
 SP_NODE = 3075512345
-
-
-def _control(port: int, line: str) -> str:
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(line.encode() + b"\n")
-    out = b""
-    while not out.endswith(b"\n"):
-        chunk = s.recv(1000)
-        assert chunk
-        out += chunk
-    s.close()
-    return out.decode()
-
-
-def _balance(tmp, cfg) -> int:
-    return int(admin(tmp, cfg, "balance", "acme").stdout.split()[-1])
 
 
 @pytest.fixture
@@ -79,14 +61,6 @@ def stack(tmp_path):
     yield start
     for p in reversed(procs):
         p.stop()
-
-
-def _client(port: int, got: list) -> smpplib.client.Client:
-    c = smpplib.client.Client("127.0.0.1", port, timeout=15, allow_unknown_opt_params=True)
-    c.set_message_received_handler(lambda pdu: got.append(pdu))
-    c.connect()
-    c.bind_transceiver(system_id="acme", password="pw")
-    return c
 
 
 def _send(c, dest: str, text: str, registered: int = 1) -> list:
