@@ -6,6 +6,8 @@
 Prints, measured in this run: msg/s direct to the simulator and through proxyd at window 10
 and 100, p50/p99 latency, and the ratio proxyd/direct. Further configurations (ledger on,
 every check on) are added as the features land; their ratio is against the plain run.
+`cmpp3`, `cmpp2`, `smgp` and `sgip` rows relay to a simulator of that protocol (issue 18),
+against `bare`.
 Every configuration runs at once and the rounds measure them in turn; the median round is
 shown, with the spread, and a ratio is the median of the ratios of the rounds (each round
 measures the two one right after the other). "cpu us" is the CPU time (user + system) the
@@ -63,6 +65,20 @@ VARIANTS = {
                  % (HERE.parent / "conf" / "filters"), True),
 }
 
+# operator protocols (issue 18): the "bare" configuration with an upstream speaking that
+# protocol to a simulator of its own (same binds and window as the SMPP row); the ratio is
+# against proxyd-bare (an SMPP upstream) measured in the same rounds
+PROTOCOL_ROWS = {
+    "cmpp3": ('protocol = "cmpp3"\nservice_id = "BENCH"\n', ()),
+    "cmpp2": ('protocol = "cmpp2"\nservice_id = "BENCH"\n', ()),
+    "smgp": ('protocol = "smgp"\nservice_id = "BENCH"\n', ()),
+    "sgip": ('protocol = "sgip"\nservice_id = "BENCH"\nnode_id = 3075512345\n'
+             'sp_listen = "tcp:{sp}:interface=127.0.0.1"\n',
+             ("--sp-connect", "tcp:host=127.0.0.1:port={sp}")),
+}
+# the system_id of a row's upstream where "bench" does not fit (CMPP: a 6-digit SP_Id)
+PROTOCOL_SID = {"cmpp3": "900003", "cmpp2": "900002"}
+
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds used so far by process `pid` (Linux /proc)."""
@@ -90,9 +106,10 @@ def main() -> None:
                     help="another proxyd checkout: its variants run too, as <name>@base")
     a = ap.parse_args()
     if a.only:
-        for k in list(VARIANTS):
-            if k not in a.only.split(","):
-                del VARIANTS[k]
+        for table in (VARIANTS, PROTOCOL_ROWS):
+            for k in list(table):
+                if k not in a.only.split(","):
+                    del table[k]
     tmp = Path(tempfile.mkdtemp(prefix="proxyd-bench-"))
     sim, sim_port, _ = start_sim(tmp, None)
     runs: dict[tuple[str, int], list[dict]] = {}
@@ -128,6 +145,22 @@ def main() -> None:
             measure(port, 2000, 100, receipts=name == "receipts")  # warm up (binds, caches)
             ports["proxyd-" + label] = port
             pids["proxyd-" + label] = procs[-1].p.pid
+        for proto, (keys, sim_args) in PROTOCOL_ROWS.items():
+            sp = free_port()
+            psim, psim_port, _ = start_sim(tmp, None, "--protocol", proto, "--password", "pw",
+                                           *(x.format(sp=sp) for x in sim_args), name=proto)
+            procs.append(psim)
+            port = free_port()
+            text = BASE.format(port=port, sim=psim_port,
+                               sid=PROTOCOL_SID.get(proto, "bench")).replace(
+                "window = 200\n", "window = 200\n" + keys.format(sp=sp))
+            cfg = write_config(tmp, text + VARIANTS.get("bare", ("[store]\nurl = \"none\"\n"
+                                                                "[policy]\nenabled = false\n",
+                                                                False))[0], proto + ".toml")
+            procs.append(start_proxyd(tmp, cfg, port, name=proto))
+            measure(port, 2000, 100)
+            ports["proxyd-" + proto] = port
+            pids["proxyd-" + proto] = procs[-1].p.pid
         for _ in range(a.rounds):
             for w in (10, 100):
                 for path, port in ports.items():
@@ -168,6 +201,8 @@ def main() -> None:
             prev = baseline.get(plain, "direct")
             baseline[path] = prev + "@base" if prev != "direct" else "direct"
             baseline[plain] = path              # this checkout against the baseline's
+    for proto in PROTOCOL_ROWS:                 # operator protocols: against the SMPP row
+        baseline["proxyd-" + proto] = "proxyd-bare"
     for r in results:
         base = by.get((baseline.get(r["path"], "direct"), r["window"]))
         ratio = ""

@@ -60,6 +60,44 @@ class UpstreamConfig:
     accounts: tuple[str, ...] = ()
     priority: int = 0
     weight: int = 1
+    # operator protocols (issue 18; docs: README "Operator protocols"). `window` defaults
+    # to 16 (the gateways' W) when protocol is not "smpp" and the key is not given.
+    protocol: str = "smpp"        # smpp | cmpp2 | cmpp3 | sgip | smgp
+    sp_id: str = ""               # CMPP Msg_src / SGIP corp id / SMGP: the SP's enterprise code
+    service_id: str = ""          # CMPP Service_Id, SGIP ServiceType, SMGP ServiceID
+    fee_type: str = ""            # CMPP FeeType "01".."03", SGIP FeeType, SMGP FeeType
+    fee_code: str = ""            # fee in fen (CMPP FeeCode, SGIP FeeValue, SMGP FeeCode)
+    fee_user_type: int = 2        # CMPP/SGIP/SMGP: who pays (2: the SP)
+    msg_src: str = ""             # CMPP Msg_src (default: system_id)
+    node_id: int = 0              # SGIP: the SP's node number (1..4294967295)
+    sp_listen: str = ""           # SGIP: endpoint where the gateway connects back
+    sp_login: str = ""            # SGIP: login the gateway presents there (default system_id)
+    sp_password: str = ""         # SGIP: its password (default: password)
+    keepalive_tries: int = 3      # non-SMPP: unanswered keepalives (N) before reconnecting
+
+
+PROTOCOLS = ("smpp", "cmpp2", "cmpp3", "sgip", "smgp")
+PROTOCOL_WINDOW = 16              # default `window` of the operator gateways (CMPP's W)
+# defaults of keys not given, per operator protocol: the specifications' W and C timers
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cmpp2": {"window": PROTOCOL_WINDOW, "enquire_link_s": 180.0},
+    "cmpp3": {"window": PROTOCOL_WINDOW, "enquire_link_s": 180.0},
+    "sgip": {"window": PROTOCOL_WINDOW},
+    "smgp": {"window": PROTOCOL_WINDOW, "enquire_link_s": 180.0},
+}
+# field widths of the wire formats (octets), for the one-line refusals at start
+_OPERATOR_WIDTHS = {
+    "cmpp2": {"system_id": 6, "sp_id": 6, "msg_src": 6, "service_id": 10, "fee_type": 2,
+              "fee_code": 6},
+    "cmpp3": {"system_id": 6, "sp_id": 6, "msg_src": 6, "service_id": 10, "fee_type": 2,
+              "fee_code": 6},
+    "sgip": {"system_id": 16, "password": 16, "sp_id": 5, "service_id": 10, "fee_type": 1,
+             "fee_code": 6, "sp_login": 16, "sp_password": 16},
+    "smgp": {"system_id": 8, "sp_id": 8, "service_id": 10, "fee_type": 2, "fee_code": 6},
+}
+_SGIP_ONLY = ("node_id", "sp_listen", "sp_login", "sp_password")
+_CMPP_ONLY = ("msg_src",)
+_OPERATOR_ONLY = ("sp_id", "service_id", "fee_type", "fee_code")
 
 
 @dataclass(frozen=True)
@@ -267,6 +305,73 @@ def _check_caps(section: str, total: int, per_address: int) -> None:
                           "(%d), got %d" % (section, section, total, per_address))
 
 
+def _check_protocol(w: str, u: UpstreamConfig) -> None:
+    """The keys of an upstream's wire protocol: widths, and keys of another protocol."""
+    p = u.protocol
+    if p not in PROTOCOLS:
+        raise ConfigError("%s.protocol: must be one of %s, got %r"
+                          % (w, ", ".join('"%s"' % x for x in PROTOCOLS), p))
+    from .links.factory import available
+    if not available(p):
+        raise ConfigError("%s.protocol: %r is not built into this version of proxyd" % (w, p))
+    _positive(w + ".keepalive_tries", u.keepalive_tries)
+    if p == "smpp":
+        if len(u.system_id) > 15:
+            raise ConfigError("%s.system_id: at most 15 characters" % w)
+        if len(u.password) > 8:
+            raise ConfigError("%s.password: SMPP 3.4 allows at most 8 characters" % w)
+        for key in _OPERATOR_ONLY + _CMPP_ONLY + _SGIP_ONLY:
+            if getattr(u, key):
+                raise ConfigError("%s.%s: only for the operator protocols (cmpp2, cmpp3, "
+                                  "sgip, smgp), not \"smpp\"" % (w, key))
+        return
+    if u.bind != "transceiver":
+        raise ConfigError("%s.bind: SMPP only; %s links always send and receive" % (w, p))
+    if u.source_addr_ton >= 0 or u.source_addr_npi >= 0 or u.system_type:
+        key = ("source_addr_ton" if u.source_addr_ton >= 0 else "source_addr_npi"
+               if u.source_addr_npi >= 0 else "system_type")
+        raise ConfigError("%s.%s: SMPP only, not for %r" % (w, key, p))
+    if not u.system_id:
+        raise ConfigError("%s.system_id: required for %r" % (w, p))
+    for key, width in _OPERATOR_WIDTHS[p].items():
+        v = getattr(u, key)
+        if len(v.encode("utf-8")) > width:
+            raise ConfigError("%s.%s: at most %d octets for %r, got %r"
+                              % (w, key, width, p, v if key not in ("password", "sp_password")
+                                 else "***"))
+    for key in ("fee_type", "fee_code"):
+        v = getattr(u, key)
+        if v and not v.isdigit():
+            raise ConfigError("%s.%s: must be digits, got %r" % (w, key, v))
+    if not 0 <= u.fee_user_type <= 3:
+        raise ConfigError("%s.fee_user_type: must be 0 to 3, got %r" % (w, u.fee_user_type))
+    if p.startswith("cmpp") and not u.system_id.isdigit():
+        raise ConfigError("%s.system_id: the CMPP SP_Id is 6 digits, got %r" % (w, u.system_id))
+    if not p.startswith("cmpp"):
+        for key in _CMPP_ONLY:
+            if getattr(u, key):
+                raise ConfigError("%s.%s: only for protocol \"cmpp2\" or \"cmpp3\"" % (w, key))
+    if p == "sgip":
+        if not 1 <= u.node_id <= 0xFFFFFFFF:
+            raise ConfigError("%s.node_id: required for \"sgip\": the SP's node number, "
+                              "1 to 4294967295, got %r" % (w, u.node_id))
+        if not u.sp_listen or ":" not in u.sp_listen:
+            raise ConfigError("%s.sp_listen: required for \"sgip\": the endpoint string where "
+                              "the gateway connects back, e.g. \"tcp:8801\", got %r"
+                              % (w, u.sp_listen))
+    else:
+        for key in _SGIP_ONLY:
+            if getattr(u, key):
+                raise ConfigError("%s.%s: only for protocol \"sgip\"" % (w, key))
+
+
+def _protocol_defaults(u: UpstreamConfig, table: dict) -> UpstreamConfig:
+    """The operator protocols' own defaults (`PROTOCOL_DEFAULTS`) for keys not given."""
+    changes = {k: v for k, v in PROTOCOL_DEFAULTS.get(u.protocol, {}).items()
+               if k not in table}
+    return dataclasses.replace(u, **changes) if changes else u
+
+
 def _check(cfg: Config) -> None:
     s = cfg.smpp
     _positive("smpp.window", s.window)
@@ -314,10 +419,7 @@ def _check(cfg: Config) -> None:
             if not known_carrier(c):
                 raise ConfigError("%s.carriers: unknown carrier %r (e.g. \"China Mobile\", "
                                   "\"中国联通\", \"telecom\")" % (w, c))
-        if len(u.system_id) > 15:
-            raise ConfigError("%s.system_id: at most 15 characters" % w)
-        if len(u.password) > 8:
-            raise ConfigError("%s.password: SMPP 3.4 allows at most 8 characters" % w)
+        _check_protocol(w, u)
         if ":" not in u.connect:
             raise ConfigError("%s.connect: must be a Twisted endpoint string such as "
                               "\"tcp:host=127.0.0.1:port=2776\", got %r" % (w, u.connect))
@@ -513,8 +615,9 @@ def parse(data: dict, path: str = "") -> Config:
         elif key == "upstream":
             if not isinstance(value, list):
                 raise ConfigError("upstream: must be an array of tables ([[upstream]])")
-            kwargs["upstreams"] = tuple(_build(UpstreamConfig, "upstream[%d]" % i, t)
-                                        for i, t in enumerate(value))
+            kwargs["upstreams"] = tuple(
+                _protocol_defaults(_build(UpstreamConfig, "upstream[%d]" % i, t), t)
+                for i, t in enumerate(value))
         elif key == "account":
             if not isinstance(value, list):
                 raise ConfigError("account: must be an array of tables ([[account]])")

@@ -45,7 +45,8 @@ from .monitor import Monitor
 from .policy import Policy
 from .links.routing import Router
 from .smpp.server import ClientFactory
-from .links.smpp import Upstream
+from .links.factory import build_link
+from .links.link import Link
 from .store.client import Store
 from .store.embedded import EmbeddedServer
 from .store.ledger import Ledger, LedgerSweeper
@@ -84,7 +85,7 @@ class ProxydService(service.MultiService):
         self.registry = Registry(cfg)
         self.hasher = Hasher(reactor, cfg.auth.hash_threads, cfg.auth.max_verifying)
         self.hasher.setServiceParent(self)
-        self.upstreams: list[Upstream] = []
+        self.upstreams: list[Link] = []
         self.sessions: set = set()      # the client sessions of this node (ClientFactory's)
         self.router = Router(self.upstreams)
         self.policy = self._policy(cfg)
@@ -245,9 +246,9 @@ class ProxydService(service.MultiService):
             svc.setName("%s:%s" % (kind, listen))
             svc.setServiceParent(self.front)
 
-    def _add_upstream(self, ucfg: Any, cfg: Any) -> Upstream:
-        up = Upstream(ucfg, self.reactor, self.receipts.on_deliver,
-                      queue_wait_s=cfg.relay.queue_wait_s)
+    def _add_upstream(self, ucfg: Any, cfg: Any) -> Link:
+        up = build_link(ucfg, self.reactor, self.receipts.on_deliver,
+                        queue_wait_s=cfg.relay.queue_wait_s)
         up.setServiceParent(self)
         self.upstreams.append(up)
         return up
@@ -325,7 +326,7 @@ class ProxydService(service.MultiService):
         del old
         return True
 
-    def _retire(self, up: Upstream) -> None:
+    def _retire(self, up: Link) -> None:
         """Take an upstream out of routing, let its in-flight requests finish, then stop it."""
         if up in self.upstreams:
             self.upstreams.remove(up)

@@ -19,6 +19,9 @@ Receipts and MO come back from a link as events handed to the delivery side
 protocol whose reports look different normalises them into that shape in its adapter.
 
 The SMPP link is `proxyd.links.smpp.Upstream`; `routing.py` picks a link for each part.
+Every link is built by `factory.build_link` from its `[[upstream]] protocol`; the machinery
+they share (connections, backoff, wait queue, rate) is `link.Link`, and the sans-IO window,
+timers and framing of the gateway protocols (CMPP, SGIP, SMGP) are `core.LinkCore`.
 """
 from __future__ import annotations
 

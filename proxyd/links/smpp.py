@@ -14,30 +14,21 @@ stored the receipt.
 from __future__ import annotations
 
 import random
-from collections import deque
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
-from twisted.application import internet, service
-from twisted.internet import endpoints, protocol
-from twisted.internet.task import LoopingCall
+from twisted.internet import protocol
 from twisted.logger import Logger
 
 from proxyd.smpp import constants as C
 from proxyd.smpp import pdu as P
 from proxyd.smpp import session as S
 
+from .link import Link, OnResp, Waiting
+
 log = Logger(namespace="proxyd.upstream")
 _S = C.STATUS
 
-OnResp = Callable[[int, "bytes | None"], None]
-
-
-class Waiting(NamedTuple):
-    """A request waiting for a free window, until `deadline`."""
-    deadline: float
-    command_id: int
-    body: bytes
-    on_resp: OnResp
+__all__ = ["Upstream", "UpstreamBind", "Waiting", "OnResp"]
 
 
 class UpstreamBind(protocol.Protocol, S.SessionHandler):
@@ -163,108 +154,12 @@ class UpstreamBind(protocol.Protocol, S.SessionHandler):
             self.session.unbind(self.upstream.clock.seconds(), wait=True)
 
 
-class _BindFactory(protocol.Factory):
-    noisy = False
+class Upstream(Link):
+    """One operator account over SMPP: `binds` connections (`UpstreamBind`) and a short wait
+    queue (the shared machinery is `proxyd.links.link.Link`)."""
 
-    def __init__(self, upstream: "Upstream") -> None:
-        self.upstream = upstream
-
-    def buildProtocol(self, addr: Any) -> UpstreamBind:
-        return UpstreamBind(self.upstream)
-
-
-class Upstream(service.MultiService):
-    """One operator account: `binds` connections and a short wait queue."""
-
-    def __init__(self, cfg: Any, reactor: Any, on_deliver: Callable[..., None],
-                 queue_wait_s: float = 0.5, queue_max: int = 10000) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.name = cfg.name
-        self.clock = reactor
-        self.on_deliver = on_deliver
-        self.queue_wait_s = queue_wait_s
-        self.queue_max = queue_max
-        self.binds: list[UpstreamBind] = []
-        self.waiting: deque[Waiting] = deque()
-        self._rr = 0
-        self.on_state: list[Callable[["Upstream"], None]] = []
-        endpoint = endpoints.clientFromString(reactor, cfg.connect)
-        policy = internet.backoffPolicy(initialDelay=0.2, maxDelay=cfg.reconnect_max_s,
-                                        factor=2.0)
-        self.services_ = []
-        for _ in range(cfg.binds):
-            cs = internet.ClientService(endpoint, _BindFactory(self), retryPolicy=policy,
-                                        clock=reactor)
-            cs.setServiceParent(self)
-            self.services_.append(cs)
-        self._ticker = LoopingCall(self._tick)
-        self._ticker.clock = reactor
-        # operator rate: a token bucket shared by all binds of this upstream (per node)
-        self.tps = cfg.tps
-        self.bucket_max = max(1.0, cfg.tps / 10.0)
-        self.tokens = self.bucket_max
-        self._refilled = reactor.seconds()
-
-    # --- state ----------------------------------------------------------------------------
-    def bound_count(self) -> int:
-        return sum(1 for b in self.binds if b.bound)
-
-    @property
-    def available(self) -> bool:
-        for b in self.binds:
-            if b.bound:
-                return True
-        return False
-
-    def free_window(self) -> int:
-        return sum(b.free for b in self.binds)
-
-    def bind_ready(self, b: UpstreamBind) -> None:
-        if b not in self.binds:
-            self.binds.append(b)
-        for cb in self.on_state:
-            cb(self)
-        self.dispatch()
-
-    def bind_lost(self, b: UpstreamBind, was_bound: bool, inflight: int) -> None:
-        if b in self.binds:
-            self.binds.remove(b)
-        if was_bound:
-            log.warn("upstream {name} connection lost ({n} in flight answered with errors)",
-                     name=self.name, n=inflight)
-            for cb in self.on_state:
-                cb(self)
-        if not self.available:
-            # nothing can carry what waits: answer now rather than at the deadline
-            waiting, self.waiting = self.waiting, deque()
-            for w in waiting:
-                w.on_resp(_S["ESME_RMSGQFUL"], None)
-
-    # --- requests -------------------------------------------------------------------------
-    def _pick(self) -> UpstreamBind | None:
-        best = None
-        best_free = 0
-        for b in self.binds:
-            f = b.free
-            if f > best_free:
-                best, best_free = b, f
-        return best
-
-    def _take(self) -> bool:
-        """One token of the operator's rate, if there is one now (always, without tps)."""
-        if not self.tps:
-            return True
-        now = self.clock.seconds()
-        tokens = self.tokens + (now - self._refilled) * self.tps
-        self._refilled = now
-        if tokens > self.bucket_max:
-            tokens = self.bucket_max
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
-            return True
-        self.tokens = tokens
-        return False
+    connection_class = UpstreamBind
+    protocol_name = "smpp"
 
     def submit_part(self, part: tuple, source: bytes | None, on_outcome: OnResp) -> None:
         """The operator-link interface (`proxyd.links.OperatorLink`): send one wire part
@@ -285,45 +180,3 @@ class Upstream(service.MultiService):
             body = P.encode(pdu._replace(**changes))[P.HEADER_LEN:]
         self.submit(pdu.command_id, body, on_outcome)
 
-    def submit(self, command_id: int, body: bytes, on_resp: OnResp) -> None:
-        if not self.waiting:
-            b = self._pick()
-            if b is not None and self._take():
-                b.request(command_id, body, on_resp)
-                return
-        if not self.available or len(self.waiting) >= self.queue_max or self.queue_wait_s <= 0:
-            on_resp(_S["ESME_RMSGQFUL"], None)
-            return
-        self.waiting.append(Waiting(self.clock.seconds() + self.queue_wait_s, command_id, body,
-                                    on_resp))
-
-    def dispatch(self) -> None:
-        waiting = self.waiting
-        while waiting:
-            b = self._pick()
-            if b is None or not self._take():
-                return
-            w = waiting.popleft()
-            b.request(w.command_id, w.body, w.on_resp)
-
-    def _tick(self) -> None:
-        now = self.clock.seconds()
-        for b in list(self.binds):
-            b.tick(now)
-        if self.waiting:
-            self.dispatch()
-        waiting = self.waiting
-        status = _S["ESME_RTHROTTLED"] if self.tps and self.free_window() else _S["ESME_RMSGQFUL"]
-        while waiting and waiting[0].deadline <= now:
-            waiting.popleft().on_resp(status, None)
-
-    def startService(self) -> None:
-        super().startService()
-        self._ticker.start(0.05 if self.tps else 0.1, now=False)
-
-    def stopService(self) -> Any:
-        if self._ticker.running:
-            self._ticker.stop()
-        for b in list(self.binds):
-            b.unbind()
-        return super().stopService()

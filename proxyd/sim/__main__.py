@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
             reactor.stop()
 
     ep = endpoints.serverFromString(reactor, options["listen"])
-    ep.listen(smsc).addCallbacks(listening, failed, callbackArgs=("smpp",),
-                                 errbackArgs=("smpp",))
+    what = options["protocol"]
+    ep.listen(smsc).addCallbacks(listening, failed, callbackArgs=(what,),
+                                 errbackArgs=(what,))
     if options["control"]:
         cep = endpoints.serverFromString(reactor, options["control"])
         cep.listen(ControlFactory(smsc)).addCallbacks(

@@ -1,6 +1,7 @@
 """`twistd proxyd-smsc` (via the plugin) and `python -m proxyd.sim`: options and service tree."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import Any
@@ -14,10 +15,21 @@ from proxyd.sim.smsc import SmscConfig, SmscFactory, parse_receipt_stat, parse_s
 
 DEFAULT_LISTEN = "tcp:2776:interface=127.0.0.1"
 
+# --protocol -> the factory class playing that operator gateway ("module:Class"), built as
+# ``cls(config, reactor=reactor)``; one line per protocol
+SIM_FACTORIES: dict[str, str] = {
+    "smpp": "proxyd.sim.smsc:SmscFactory",
+    "cmpp3": "proxyd.sim.cmpp:Cmpp3Factory",
+    "cmpp2": "proxyd.sim.cmpp:Cmpp2Factory",
+    "smgp": "proxyd.sim.smgp:SmgpFactory",
+    "sgip": "proxyd.sim.sgip:SgipFactory",
+}
+
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = ("An SMPP 3.4 SMSC simulator: accepts binds, answers submit_sm/data_sm with "
+    longdesc = ("An operator gateway simulator (SMPP 3.4 SMSC, or with --protocol CMPP 3.0/2.0 "
+                "ISMG, ...): accepts binds, answers submit_sm/data_sm with "
                 "message ids, sends delivery receipts and injected MO messages, and fails, "
                 "delays, throttles or drops on demand.")
     optFlags = [
@@ -25,7 +37,8 @@ class Options(usage.Options):
         ["no-receipts", None, "never send delivery receipts"],
     ]
     optParameters = [
-        ["listen", "l", DEFAULT_LISTEN, "SMPP listener (Twisted endpoint string)"],
+        ["protocol", "p", "smpp", "the gateway to play: " + " | ".join(SIM_FACTORIES)],
+        ["listen", "l", DEFAULT_LISTEN, "listener (Twisted endpoint string)"],
         ["control", None, None, "optional control listener (endpoint string): a line "
          "protocol, 'MO <source> <dest> <hex text> [data_coding] [system_id]' and 'STATS'"],
         ["system-id", None, None, "only this system_id may bind (default: any)"],
@@ -44,9 +57,16 @@ class Options(usage.Options):
         ["stats", None, None, "append per-second submit counts as JSON lines to this file"],
         ["id-format", None, "hex", "message ids: hex or dec"],
         ["id-start", None, None, "first message id (default: from the start time)", int],
+        ["sp-connect", None, None, "sgip: the SP's listener (endpoint string) to connect back "
+         "to with Reports and MO"],
+        ["sp-login", None, None, "sgip: the login presented there (default: --system-id)"],
+        ["sp-password", None, None, "sgip: its password (default: --password)"],
     ]
 
     def postOptions(self) -> None:
+        if self["protocol"] not in SIM_FACTORIES:
+            raise usage.UsageError("--protocol: one of %s, not %r"
+                                   % (", ".join(SIM_FACTORIES), self["protocol"]))
         if self["receipts"] and self["no-receipts"]:
             raise usage.UsageError("--receipts and --no-receipts are exclusive")
         try:
@@ -66,6 +86,9 @@ class Options(usage.Options):
                 stats=os.path.abspath(self["stats"]) if self["stats"] else None,
                 id_format=self["id-format"],
                 id_start=self["id-start"],
+                sp_connect=self["sp-connect"],
+                sp_login=self["sp-login"],
+                sp_password=self["sp-password"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
@@ -110,8 +133,15 @@ class ControlFactory(protocol.ServerFactory):
         return p
 
 
+def factory_class(protocol_name: str) -> type:
+    module, _, name = SIM_FACTORIES[protocol_name].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def make_factory(options: Options, reactor: Any = None) -> SmscFactory:
-    return SmscFactory(options.config, reactor=reactor)
+    """The simulated gateway of `--protocol` (every mode shares SmscFactory's counters,
+    receipt queue, receivers, error injection and control commands)."""
+    return factory_class(options["protocol"])(options.config, reactor=reactor)
 
 
 def makeService(options: Options) -> service.IService:

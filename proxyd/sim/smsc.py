@@ -26,6 +26,7 @@ that saw submits: ``{"t": <second>, "submits": n, "accepted": a, "rejected": r}`
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -61,6 +62,12 @@ BIND_MODES = {C.BIND_TRANSMITTER: "transmitter", C.BIND_RECEIVER: "receiver",
               C.BIND_TRANSCEIVER: "transceiver"}
 
 ANY_SYSTEM = "*"  # key of MO messages queued for whichever receiver binds first
+# a gateway's own report code (CMPP "MB:0011", "DB:0100", ...): undeliverable in SMPP terms
+OPERATOR_CODE = re.compile(r"^[A-Z]{2}:[0-9A-Z]{4}$")
+
+
+def known_stat(name: str) -> bool:
+    return name in MESSAGE_STATE or OPERATOR_CODE.match(name) is not None
 
 
 def parse_receipt_stat(spec: str) -> tuple[str, ...]:
@@ -74,11 +81,14 @@ def parse_receipt_stat(spec: str) -> tuple[str, ...]:
         item = item.strip()
         if not item:
             continue
-        name, _, weight = item.partition(":")
+        if OPERATOR_CODE.match(item.upper()) or ":" not in item:
+            name, weight = item, ""              # "DELIVRD", "MB:0011"
+        else:
+            name, _, weight = item.rpartition(":")  # "DELIVRD:8", "MB:0011:2"
         name = name.strip().upper()
-        if name not in MESSAGE_STATE:
-            raise ValueError("receipt stat %r is not one of %s" % (
-                name, ", ".join(sorted(MESSAGE_STATE))))
+        if not known_stat(name):
+            raise ValueError("receipt stat %r is not one of %s, or a gateway code like "
+                             "MB:0011" % (name, ", ".join(sorted(MESSAGE_STATE))))
         n = int(weight) if weight else 1
         if n < 0:
             raise ValueError("receipt stat weight must be >= 0: %r" % item)
@@ -115,6 +125,10 @@ class SmscConfig:
     id_format: str = "hex"                # "hex" or "dec"
     id_start: int | None = None           # first message id (None: derived from start time)
     max_pdu_bytes: int = 65536
+    # --protocol sgip: where the gateway connects back to the SP, and what it presents there
+    sp_connect: str | None = None
+    sp_login: str | None = None           # default: system_id
+    sp_password: str | None = None        # default: password
 
     def __post_init__(self) -> None:
         if self.id_format not in ("hex", "dec"):
@@ -127,7 +141,7 @@ class SmscConfig:
         if not self.receipt_stat:
             raise ValueError("receipt_stat: empty")
         for s in self.receipt_stat:
-            if s not in MESSAGE_STATE:
+            if not known_stat(s):
                 raise ValueError("receipt stat %r unknown" % s)
 
 
@@ -379,7 +393,7 @@ class SmscFactory(protocol.ServerFactory):
             stat.encode(), b"000" if stat in ("DELIVRD", "ACCEPTD", "ENROUTE") else b"001",
             f.text)
         tlvs = (_tlv(C.TAG_RECEIPTED_MESSAGE_ID, message_id + b"\0")
-                + _tlv(C.TAG_MESSAGE_STATE, bytes((MESSAGE_STATE[stat],))))
+                + _tlv(C.TAG_MESSAGE_STATE, bytes((MESSAGE_STATE.get(stat, 5),))))
         # a receipt goes from the recipient back to the sender: addresses swapped
         return deliver_sm_body(f.dst, f.dst_ton, f.dst_npi, f.src, f.src_ton, f.src_npi,
                                C.ESM_DELIVERY_RECEIPT, 0, sm, tlvs)
