@@ -44,6 +44,7 @@ from .links.routing import Router
 from .smpp.server import ClientFactory
 from .links.smpp import Upstream
 from .store.client import Store
+from .store.clock import apply_test_skew
 from .store.embedded import EmbeddedServer
 from .store.ledger import Ledger, LedgerSweeper
 from .store.optout import OptOut, OptOutMirror
@@ -389,6 +390,7 @@ def makeService(options: Any, reactor: Any = None) -> service.IService:
         reactor = _reactor
     cfg = options["cfg"] if "cfg" in options else config_mod.load(options["config"])
     try:
+        apply_test_skew(reactor)
         return ProxydService(cfg, reactor)
     except (ValueError, OSError) as e:     # word lists, store binary, endpoint strings
         sys.stderr.write("proxyd: config error: %s\n" % e)
