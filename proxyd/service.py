@@ -178,7 +178,9 @@ class ProxydService(service.MultiService):
                                  lease_parts=sc.lease_parts, lease_ttl_s=sc.lease_ttl_s,
                                  lease_idle_s=sc.lease_idle_s,
                                  record_delay_s=sc.record_delay_s,
-                                 optout_mirror=self.optout_mirror)
+                                 optout_mirror=self.optout_mirror,
+                                 outcome_log=sc.outcome_log,
+                                 outcome_fsync_s=sc.outcome_fsync_s)
             self.optout = OptOut(store, self.optout_mirror)
             LedgerSweeper(self.ledger, sc.reservation_max_age_s, sc.sweep_interval_s,
                           reactor=reactor).setServiceParent(self.front)
@@ -239,7 +241,7 @@ class ProxydService(service.MultiService):
         self.upstreams.append(up)
         return up
 
-    def _start_front(self, store: Any) -> None:
+    def _start_front(self, store: Any) -> Any:
         self._build(store)
         # everything made so far (modules, config, automata) lives as long as the process:
         # out of the collector's sight, so that its full passes only walk what traffic made
@@ -249,7 +251,15 @@ class ProxydService(service.MultiService):
                  n=len(self.cfg.accounts), u=len(self.cfg.upstreams),
                  listen=", ".join(self.cfg.smpp.listen),
                  store=mask_url(self.cfg.store.url))
-        self.front.setServiceParent(self)
+        if self.ledger is None:
+            self.front.setServiceParent(self)
+            return None
+        # what a killed node's outcome log holds goes to the store before new traffic
+        d = self.ledger.replay_outcome_log()
+        d.addErrback(lambda f: log.failure("outcome log: replay failed (kept for the next "
+                                           "start)", f))
+        d.addCallback(lambda _: self.front.setServiceParent(self))
+        return d
 
     def _fatal(self, f: Any) -> None:
         log.failure("proxyd cannot start: the store is unavailable", f)
@@ -379,6 +389,9 @@ class ProxydService(service.MultiService):
         d.addCallback(stop_upstreams)
         d.addCallback(release_leases)
         d.addErrback(lambda f: log.failure("error while returning leases", f))
+        d.addCallback(lambda _: self.ledger.close_outcome_log()
+                      if self.ledger is not None else None)
+        d.addErrback(lambda f: log.failure("error while closing the outcome log", f))
         d.addCallback(stop_store)
         d.addErrback(lambda f: log.failure("error while stopping", f))
         return d

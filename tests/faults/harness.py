@@ -75,6 +75,7 @@ class Load:
     connections: int = 0
     bind_refusals: int = 0
     paused: bool = False
+    unsent: int = 0
     retries: dict = field(default_factory=dict)   # status -> "try later" answers
 
     def key(self, i: int) -> bytes:
@@ -98,6 +99,7 @@ class Load:
                 time.sleep(0.1)
                 continue
             self._pump(s, todo, end)
+        self.unsent = len(todo)
 
     def _bind(self) -> socket.socket | None:
         try:
@@ -323,7 +325,9 @@ def audit(tmp: Path, cfg: Path, loads: list[Load], records: list[Path], *,
     answered = sum(len(ld.answers) for ld in loads)
     lost = sum(len(ld.lost) for ld in loads)
     assert answered + lost == sent, \
-        "requests neither answered nor lost with a connection: %d" % (sent - answered - lost)
+        "requests neither answered nor lost with a connection: %d %s" % (
+            sent - answered - lost, [(ld.unsent, ld.connections, ld.retries,
+                                      ld.bind_refusals) for ld in loads])
     assert lost <= lost_max, "%d requests lost with their connection (at most %d)" % (
         lost, lost_max)
     texts = held(*records)

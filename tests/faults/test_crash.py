@@ -39,7 +39,7 @@ def test_proxyd_kill9_under_load_and_restart(tmp_path):
         assert load.connections >= 2 and load.statuses("restarted").get(0), \
             "traffic did not resume after the restart"
         audit(tmp_path, cfg, [load], [record], lost_max=WINDOW,
-              uncharged_max=UPSTREAM_IN_FLIGHT, ok_uncharged_max=UPSTREAM_IN_FLIGHT)
+              uncharged_max=UPSTREAM_IN_FLIGHT, ok_uncharged_max=0)
     finally:
         proxyd.stop()
         sim.stop()
