@@ -11,7 +11,8 @@ import pytest
 from twisted.internet import defer, reactor, task
 
 from proxyd.store.ledger import Ledger
-from proxyd.store.ledger.ops import LEASED, SETTLE, Queued, pack_group, pack_part, pack_settle
+from proxyd.store.ledger.ops import (LEASED, SETTLE, Queued, pack_group, pack_leased,
+                                     pack_part, pack_settle)
 from proxyd.store.ledger.wal import OutcomeLog, Replay, dead_segments, replay
 from tests.test_lease import admit
 from tests.procs import wait_until
@@ -58,6 +59,13 @@ def test_what_a_killed_node_leaves_to_replay(tmp_path):
     wal.ack("t1")
     wal.call("t2", "acme", [settle_q("d")])
     wal.part("acme", "e", False, "up=op status=ESME_RSUBMITFAIL")
+    # sent on the lease: f and g with no record at all, h whose reservation left ('l'),
+    # i whose outcome came
+    wal.sent("acme", ["f", "g"], 5, "138")
+    wal.sent("acme", ["h", "i"], 5, "139")
+    wal.call("t3", "acme", [Queued(LEASED, pack_leased(5, "n1", "139", ["h"]), None, ["h"])])
+    wal.ack("t3")
+    wal.part("acme", "i", True, "up=op id=Ui", 5, "139")
     # a live node's segment is never taken
     assert read_all(tmp_path) == []
     kill(wal)
@@ -66,7 +74,9 @@ def test_what_a_killed_node_leaves_to_replay(tmp_path):
     assert r.node == "n1" and r.bad == 0
     assert calls == [("t2", "acme", pack_settle("C", "d", "up=op id=U"))]
     assert parts == [("a", "acme", "C", "up=op id=Ua", 5, "13800138000"),
-                     ("e", "acme", "R", "up=op status=ESME_RSUBMITFAIL", 0, "")]
+                     ("e", "acme", "R", "up=op status=ESME_RSUBMITFAIL", 0, ""),
+                     ("i", "acme", "C", "up=op id=Ui", 5, "139"),
+                     ("f", "acme", "U", "", 5, "138"), ("g", "acme", "U", "", 5, "138")]
 
 
 def test_a_torn_last_record_and_odd_text_are_safe(tmp_path):
@@ -122,6 +132,8 @@ class TestReplay(LedgerTestBase):
         # m1: admitted on the lease, relayed, OK; killed before any record of it left
         entry = led.admit_leased(self.a, ["m1"], 5, "")
         led.settle_leased(entry, 0, "up=op id=U1", True)
+        # m2: admitted on the lease and relayed, no outcome yet, no record either
+        self.assertIsNotNone(led.admit_leased(self.a, ["m2"], 5, "", "13900000000"))
         led.batcher._lq.clear()
         led.batcher._flush_call.cancel()
         led.batcher._flush_call = None
@@ -132,10 +144,13 @@ class TestReplay(LedgerTestBase):
         led.leases._tick_call.cancel()
         # the next process replays: m1 reserved and committed, m0 untouched
         calls, parts = yield replay(led.access, d)
-        self.assertEqual((calls, parts), (0, 1))
+        self.assertEqual((calls, parts), (0, 2))
         self.assertEqual(os.listdir(d), [])
         rep = yield led.entries(self.a, 10)
-        self.assertEqual(sorted((e["msg_id"], e["op"]) for e in rep if e["msg_id"]),
-                         [("m0", "commit"), ("m0", "reserve"),
-                          ("m1", "commit"), ("m1", "reserve")])
+        self.assertEqual(sorted((e["msg_id"], e["op"], e["note"]) for e in rep
+                                if e["msg_id"]),
+                         [("m0", "commit", "up=op id=U0"), ("m0", "reserve", ""),
+                          ("m1", "commit", "up=op id=U1"), ("m1", "reserve", ""),
+                          ("m2", "refund", "outcome unknown"),
+                          ("m2", "reserve", "to=13900000000")])
         self.assertEqual((yield led.balance(self.a)), 990)

@@ -102,6 +102,7 @@ class Batcher:
         `record_delay_s`, with the outcomes that come meanwhile."""
         n = len(msg_ids)
         entry = LeasedMessage(price, to, msg_ids, [None] * n, now, n, account)
+        self.wal.sent(account, msg_ids, price, to)
         q = self._lq.get(account)
         if q is None:
             q = self._lq[account] = []

@@ -23,6 +23,7 @@ calls is deleted. A clean shutdown leaves none. File format, one record a line, 
 separated by \\x1f (newlines inside a call's operations escaped as \\x1c):
 
     N node                                 the segment's writer (its lease's name)
+    S account price to id,id,...           a message admitted on the lease, being relayed
     P account msg_id C|R note price to     an outcome (price 0: not admitted on a lease)
     C token account ops                    a batch call about to be sent
     A token                                its answer came (or it was given up)
@@ -38,8 +39,9 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from proxyd.store.ledger.access import StoreAccess, text
-from proxyd.store.ledger.ops import (LEASED, SEP, SETTLE, BadBatch, Group, Queued, Settle,
-                                     pack_group, pack_part, pack_settle, parse_ops)
+from proxyd.store.journal import UNKNOWN_OUTCOME
+from proxyd.store.ledger.ops import (LEASED, SEP, SETTLE, BadBatch, Group, Leased, Queued,
+                                     Settle, pack_group, pack_part, pack_settle, parse_ops)
 
 log = Logger()
 
@@ -49,6 +51,9 @@ _NL = str.maketrans({"\n": "\x1c", "\x1c": " "})
 
 class NoLog:
     """No outcome log (`outcome_log = ""`): every call does nothing."""
+
+    def sent(self, account: str, msg_ids: Sequence[str], price: int, to: str) -> None:
+        pass
 
     def part(self, account: str, msg_id: str, commit: bool, note: str, price: int = 0,
              to: str = "") -> None:
@@ -102,6 +107,7 @@ class OutcomeLog(NoLog):
         self._syncing = False
         self._dirty = False
         self._parts: dict[str, _Segment] = {}     # msg_id -> segment of its P line
+        self._sent: dict[str, _Segment] = {}      # msg_id -> segment of its S line
         self._tokens: dict[str, _Segment] = {}    # token -> segment of its C line
         self._old: list[_Segment] = []            # rotated out, not deleted yet
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -126,6 +132,26 @@ class OutcomeLog(NoLog):
         seg.pos = end
         self._dirty = True
 
+    def sent(self, account: str, msg_ids: Sequence[str], price: int, to: str) -> None:
+        """A message admitted on the lease (its reservation not written yet), before it is
+        relayed: if the node dies before its reservation or outcome is written, the replay
+        records it as reserved and refunded, "outcome unknown" (the operator may hold it)."""
+        if not to.isprintable():
+            to = "".join(c if c.isprintable() else " " for c in to)
+        self._put("S\x1f%s\x1f%d\x1f%s\x1f%s\n" % (account, price, to, ",".join(msg_ids)))
+        seg = self.seg
+        seg.pending += len(msg_ids)
+        sent = self._sent
+        for m in msg_ids:
+            sent[m] = seg
+
+    def _done(self, d: dict, m: str) -> None:
+        old = d.pop(m, None)
+        if old is not None:
+            old.pending -= 1
+            if old.pending == 0 and old is not self.seg:
+                self._retire(old)
+
     def part(self, account: str, msg_id: str, commit: bool, note: str, price: int = 0,
              to: str = "") -> None:
         """The outcome of one part (before its client answer goes out)."""
@@ -136,10 +162,12 @@ class OutcomeLog(NoLog):
         self._put("P\x1f%s\x1f%s\x1f%s\x1f%s\x1f%d\x1f%s\n" % (
             account, msg_id, "C" if commit else "R", note, price, to))
         seg = self.seg
-        old = self._parts.get(msg_id)
-        if old is None:
-            seg.pending += 1
-            self._parts[msg_id] = seg
+        if msg_id in self._parts:
+            self._done(self._parts, msg_id)
+        seg.pending += 1
+        self._parts[msg_id] = seg
+        if msg_id in self._sent:        # the outcome says more than "sent"
+            self._done(self._sent, msg_id)
 
     def call(self, token: str, account: str, chunk: Sequence[Queued]) -> None:
         """A batch call about to be sent with `token`: its money records (reservations of
@@ -148,7 +176,8 @@ class OutcomeLog(NoLog):
         this log's to replay on their own."""
         if token in self._tokens:       # sent again after a failure: logged already
             return
-        ids: list[str] = []
+        ids: list[str] = []         # outcomes carried
+        reserved: list[str] = []    # reservations carried (of leased messages)
         packed = []
         for q in chunk:
             if q.kind == SETTLE:
@@ -158,6 +187,8 @@ class OutcomeLog(NoLog):
                 packed.append(q.packed)
                 if q.packed[0] == "g":
                     ids.extend(q.info)
+                else:
+                    reserved.extend(q.info)
         ops = SEP.join(packed)
         if "\n" in ops:
             ops = ops.translate(_NL)
@@ -165,13 +196,15 @@ class OutcomeLog(NoLog):
         seg = self.seg
         seg.pending += 1
         self._tokens[token] = seg
-        parts = self._parts
+        parts, sent = self._parts, self._sent
         for m in ids:
-            old = parts.pop(m, None)
-            if old is not None:
-                old.pending -= 1
-                if old.pending == 0 and old is not self.seg:
-                    self._retire(old)
+            if m in parts:
+                self._done(parts, m)
+            if m in sent:
+                self._done(sent, m)
+        for m in reserved:
+            if m in sent:
+                self._done(sent, m)
 
     def ack(self, token: str) -> None:
         seg = self._tokens.pop(token, None)
@@ -238,7 +271,7 @@ class OutcomeLog(NoLog):
         if nothing is left to replay, else keep them (the next start replays them)."""
         if self._sync_call is not None and self._sync_call.active():
             self._sync_call.cancel()
-        left = len(self._tokens) + len(self._parts)
+        left = len(self._tokens) + len(self._parts) + len(self._sent)
         for seg in self._old + [self.seg]:
             if left:
                 seg.mm.flush()
@@ -263,6 +296,7 @@ class Replay:
         self.calls: dict[str, tuple[str, str]] = {}     # token -> (account, ops), in order
         self.acked: set[str] = set()
         self.parts: dict[str, tuple] = {}               # msg_id -> (account, C|R, note, price, to)
+        self.sent: dict[str, tuple] = {}                # msg_id -> (account, price, to)
         self.bad = 0
 
     def read(self, data: bytes) -> "Replay":
@@ -279,6 +313,9 @@ class Replay:
                 self.parts[f[2]] = (f[1], f[3], f[4], int(f[5]), f[6])
             elif kind == "C" and len(f) >= 4:
                 self.calls[f[1]] = (f[2], US.join(f[3:]).replace("\x1c", "\n"))
+            elif kind == "S" and len(f) == 5 and f[2].isdigit():
+                for m in f[4].split(","):
+                    self.sent[m] = (f[1], int(f[2]), f[3])
             elif kind == "A" and len(f) == 2:
                 self.acked.add(f[1])
             elif kind == "N" and len(f) == 2:
@@ -289,8 +326,10 @@ class Replay:
 
     def todo(self) -> tuple[list[tuple[str, str, str]], list[tuple]]:
         """(calls not answered: (token, account, ops); outcomes no call carried:
-        (msg_id, account, C|R, note, price, to))."""
+        (msg_id, account, C|R, note, price, to), then the messages sent on the lease that
+        neither a call nor an outcome carried, as (msg_id, account, "U", "", price, to))."""
         carried: set[str] = set()
+        reserved: set[str] = set()
         for account, ops in self.calls.values():
             try:
                 for op in parse_ops(ops):
@@ -298,10 +337,14 @@ class Replay:
                         carried.add(op.msg_id)
                     elif isinstance(op, Group):
                         carried.update(p.msg_id for p in op.parts)
+                    elif isinstance(op, Leased):
+                        reserved.update(op.ids)
             except BadBatch:
                 self.bad += 1
         calls = [(t, a, o) for t, (a, o) in self.calls.items() if t not in self.acked]
         parts = [(m, *v) for m, v in self.parts.items() if m not in carried]
+        parts += [(m, a, "U", "", price, to) for m, (a, price, to) in self.sent.items()
+                  if m not in carried and m not in reserved and m not in self.parts]
         return calls, parts
 
 
@@ -346,6 +389,16 @@ def replay(access: StoreAccess, dir: str) -> Any:
                 _log_missing(account, text(reply))
                 n_calls += 1
             for msg_id, account, o, note, price, to in parts:
+                if o == "U":
+                    # relayed on the lease, no record and no outcome: the operator may hold
+                    # it; journaled as reserved and refunded, "outcome unknown"
+                    g = pack_group(price, r.node, [pack_part(msg_id, to, False,
+                                                             UNKNOWN_OUTCOME)])
+                    keys, argv = access.args(account, g)
+                    _log_missing(account, text((yield access.evalsha("batch", keys, argv,
+                                                                     ordered=True))))
+                    n_parts += 1
+                    continue
                 keys, argv = access.args(account, pack_settle(o, msg_id, note))
                 reply = text((yield access.evalsha("batch", keys, argv, ordered=True)))
                 if reply == "-1" and price > 0:
