@@ -144,7 +144,7 @@ class ProxydService(service.MultiService):
         def connect(target: str) -> defer.Deferred:
             return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor,
                                  on_latency=self.metrics.store_latency,
-                                 ca_file=scfg.ca_file)
+                                 ca_file=scfg.ca_file, replicas_ack=scfg.replicas_ack)
 
         def attempt(target: str, tries: int = 0) -> defer.Deferred:
             d = connect(target)

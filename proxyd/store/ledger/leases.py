@@ -145,6 +145,9 @@ class Leases:
         ask = LeaseAsk(self.reactor.seconds(), want, price)
         d.addCallbacks(self._answered, self._refused, callbackArgs=(account, ask),
                        errbackArgs=(account,))
+        if ask.want and account in self._asking and self._asking[account] is d:
+            # a refill nobody waits for: a failure is logged by the batcher, not raised
+            d.addErrback(lambda f: None)
         self.batcher.queue_op(account, LEASE, pack_lease(
             self.node, price, want, int(self.lease_ttl_s * 1000), release), d, ask)
         return d
