@@ -266,11 +266,26 @@ class OutcomeLog(NoLog):
                                       "outcome log: msync failed: {err}",
                                       err=f.getErrorMessage())))
 
-    def close(self) -> defer.Deferred:
-        """At shutdown, after the ledger's last calls were answered: delete every segment
-        if nothing is left to replay, else keep them (the next start replays them)."""
+    def close(self, wait_s: float = 5.0) -> defer.Deferred:
+        """At shutdown: wait (up to `wait_s`) for the answers of the calls still out, then
+        delete every segment if nothing is left to replay, else keep them (the next start
+        replays them: a call the store did but whose answer never came is safe to send
+        again only while the store remembers its token)."""
         if self._sync_call is not None and self._sync_call.active():
             self._sync_call.cancel()
+        done: defer.Deferred = defer.Deferred()
+        end = self.reactor.seconds() + wait_s
+
+        def check() -> None:
+            if self._tokens and self.reactor.seconds() < end:
+                self.reactor.callLater(0.05, check)
+            else:
+                self._close_now()
+                done.callback(None)
+        check()
+        return done
+
+    def _close_now(self) -> None:
         left = len(self._tokens) + len(self._parts) + len(self._sent)
         for seg in self._old + [self.seg]:
             if left:
@@ -282,7 +297,6 @@ class OutcomeLog(NoLog):
         if left:
             log.warn("outcome log: {n} records not confirmed by the store are kept in {dir} "
                      "(replayed at the next start)", n=left, dir=self.dir)
-        return defer.succeed(None)
 
 
 # --- replay at start ---------------------------------------------------------------------------
