@@ -162,12 +162,16 @@ class OutcomeLog(NoLog):
         self._put("P\x1f%s\x1f%s\x1f%s\x1f%s\x1f%d\x1f%s\n" % (
             account, msg_id, "C" if commit else "R", note, price, to))
         seg = self.seg
-        if msg_id in self._parts:
-            self._done(self._parts, msg_id)
+        parts = self._parts
+        if msg_id in parts:
+            self._done(parts, msg_id)
         seg.pending += 1
-        self._parts[msg_id] = seg
-        if msg_id in self._sent:        # the outcome says more than "sent"
-            self._done(self._sent, msg_id)
+        parts[msg_id] = seg
+        old = self._sent.pop(msg_id, None)     # the outcome says more than "sent"
+        if old is not None:
+            old.pending -= 1
+            if not old.pending and old is not seg:
+                self._retire(old)
 
     def call(self, token: str, account: str, chunk: Sequence[Queued]) -> None:
         """A batch call about to be sent with `token`: its money records (reservations of
@@ -251,19 +255,21 @@ class OutcomeLog(NoLog):
         os.close(seg.fd)
 
     def _sync(self) -> None:
-        """msync in a thread (never on the reactor), every `fsync_s`."""
+        """fsync in a thread (never on the reactor), every `fsync_s`."""
         self._sync_call = self.reactor.callLater(self.fsync_s, self._sync)
         if self._syncing or not self._dirty:
             return
         self._dirty = False
         self._syncing = True
-        mm = self.seg.mm
+        # fsync of the file writes the map's dirty pages too (one page cache), and unlike
+        # mmap.flush it lets the reactor run meanwhile (the GIL is released)
+        fd = self.seg.fd
 
         def done(_: Any) -> None:
             self._syncing = False
-        threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), mm.flush
+        threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), os.fsync, fd
                                   ).addCallbacks(done, lambda f: done(log.warn(
-                                      "outcome log: msync failed: {err}",
+                                      "outcome log: fsync failed: {err}",
                                       err=f.getErrorMessage())))
 
     def close(self, wait_s: float = 5.0) -> defer.Deferred:
