@@ -55,7 +55,6 @@ def test_proxyd_kill9_under_load_and_restart(tmp_path):
         stop_orphan_store(store)
 
 
-@pytest.mark.slow
 def test_embedded_store_kill9_under_load(tmp_path):
     """The embedded store is killed with -9 (appendfsync always) and restarted by proxyd:
     submits meanwhile are answered ESME_RSYSERR, nothing hangs, traffic resumes, every

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftemplate import sim_upstream
 from tests.procs import free_port, start_proxyd, start_sim, wait_until, write_config
 
@@ -46,6 +48,7 @@ def test_operator_drops_the_connection_mid_window(tmp_path):
         sim.stop()
 
 
+@pytest.mark.slow
 def test_operator_stalls_past_response_timeout(tmp_path):
     """Operator "op" goes silent (a stalled TCP proxy) for 3 s, response_timeout_s = 1;
     "op2" is healthy. Parts in flight on op time out: answered ESME_RSYSERR and refunded,

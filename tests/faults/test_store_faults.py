@@ -23,6 +23,7 @@ def start_node(tmp, cfg, port: int, name: str, env: dict | None = None) -> Proc:
     return proc
 
 
+@pytest.mark.slow
 def test_store_stalls_5s_under_load(tmp_path):
     """The store goes silent for 5 s (timeout_s = 1): every submit still gets an answer —
     ESME_RSYSERR during the stall, within timeout_s, not a hang — and OK again after it.
@@ -62,7 +63,6 @@ def test_store_stalls_5s_under_load(tmp_path):
         sim.stop()
 
 
-@pytest.mark.slow
 def test_two_nodes_30s_apart_share_one_store(tmp_path):
     """Two nodes, one 30 s behind the other (PROXYD_TEST_CLOCK_SKEW_S), leases of 10 s and a
     sweeper for reservations older than 3 s on both: neither takes the other's live lease
