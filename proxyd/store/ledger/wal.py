@@ -138,6 +138,22 @@ class OutcomeLog(NoLog):
         records it as reserved and refunded, "outcome unknown" (the operator may hold it)."""
         if not to.isprintable():
             to = "".join(c if c.isprintable() else " " for c in to)
+        seg = self.seg
+        if len(msg_ids) == 1:
+            m = msg_ids[0]
+            data = ("S\x1f%s\x1f%d\x1f%s\x1f%s\n" % (account, price, to, m)).encode(
+                "utf-8", "surrogateescape")
+            end = seg.pos + len(data)
+            if end <= seg.size:         # (`_put`, inlined: per message)
+                seg.mm[seg.pos:end] = data
+                seg.pos = end
+                self._dirty = True
+            else:
+                self._put(data.decode("utf-8", "surrogateescape"))
+                seg = self.seg
+            seg.pending += 1
+            self._sent[m] = seg
+            return
         self._put("S\x1f%s\x1f%d\x1f%s\x1f%s\n" % (account, price, to, ",".join(msg_ids)))
         seg = self.seg
         seg.pending += len(msg_ids)
@@ -159,9 +175,18 @@ class OutcomeLog(NoLog):
             note = "".join(c if c.isprintable() else " " for c in note)
         if not to.isprintable():
             to = "".join(c if c.isprintable() else " " for c in to)
-        self._put("P\x1f%s\x1f%s\x1f%s\x1f%s\x1f%d\x1f%s\n" % (
-            account, msg_id, "C" if commit else "R", note, price, to))
+        data = ("P\x1f%s\x1f%s\x1f%s\x1f%s\x1f%d\x1f%s\n" % (
+            account, msg_id, "C" if commit else "R", note, price, to)).encode(
+                "utf-8", "surrogateescape")
         seg = self.seg
+        end = seg.pos + len(data)
+        if end <= seg.size:             # (`_put`, inlined: per outcome)
+            seg.mm[seg.pos:end] = data
+            seg.pos = end
+            self._dirty = True
+        else:
+            self._put(data.decode("utf-8", "surrogateescape"))
+            seg = self.seg
         parts = self._parts
         if msg_id in parts:
             self._done(parts, msg_id)
