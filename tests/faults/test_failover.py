@@ -26,8 +26,9 @@ def test_primary_killed_under_load_sentinel_failover(tmp_path):
         "url": ha.url, "replicas_ack": 1, "timeout_s": 1.0,
         # (longer than the failover: the sweeper must not refund what is being retried)
         "reservation_max_age_s": 30}))
-    node = start_node(tmp_path, cfg, port, "proxyd")
+    node = None
     try:
+        node = start_node(tmp_path, cfg, port, "proxyd")
         bound(node)
         topup(tmp_path, cfg)
         load = Load(port, 4000, b"f-").start()
@@ -53,6 +54,7 @@ def test_primary_killed_under_load_sentinel_failover(tmp_path):
         print("failover: %d OK, %d ESME_RSYSERR, %d held, %d charged"
               % (a.ok, unknown, a.held, a.charged))
     finally:
-        node.stop()
+        if node is not None:
+            node.stop()
         ha.stop()
         sim.stop()
