@@ -57,6 +57,9 @@ max_binds = 8
 VARIANTS = {
     "bare": ('[store]\nurl = "none"\n[policy]\nenabled = false\n', False),
     "ledger": ('[store]\ndir = "var/{name}"\n[policy]\nenabled = false\n', True),
+    # the same without the outcome log (issue 17): what the write-ahead records cost
+    "nolog": ('[store]\ndir = "var/{name}"\noutcome_log = ""\n[policy]\nenabled = false\n',
+              True),
     "checks": ('[store]\ndir = "var/{name}"\n[policy]\nfilters_dir = "%s"\n'
                % (HERE.parent / "conf" / "filters"), True),
     # every check, and registered_delivery=1: each message also brings a receipt back
@@ -193,7 +196,8 @@ def main() -> None:
           "is the median of the rounds' ratios)" % (a.count, a.rounds))
     print("%-23s %6s %10s %15s %8s %8s %7s  %s" % ("path", "window", "msg/s", "spread",
                                                    "p50 ms", "p99 ms", "cpu us", "ratio"))
-    baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-bare",
+    baseline = {"proxyd-bare": "direct", "proxyd-ledger": "proxyd-nolog",
+                "proxyd-nolog": "proxyd-bare",
                 "proxyd-checks": "proxyd-ledger", "proxyd-receipts": "proxyd-checks"}
     for path in list(ports):
         if path.endswith("@base"):

@@ -212,6 +212,15 @@ def open_store(cfg: Config) -> tuple[Any, Callable[[], None]]:
             client = valkey.Valkey(unix_socket_path=path, socket_timeout=st.timeout_s,
                                    socket_connect_timeout=st.timeout_s,
                                    decode_responses=True)
+        elif st.url.startswith("sentinel://"):
+            # the primary the sentinels name now (as the daemon does)
+            from valkey.sentinel import Sentinel
+
+            from proxyd.store.client import parse_sentinel
+            opts = parse_sentinel(st.url)
+            client = Sentinel(opts["sentinels"], socket_timeout=st.timeout_s).master_for(
+                opts["service"], socket_timeout=st.timeout_s, password=opts["password"],
+                username=opts["username"], db=opts["db"] or 0, decode_responses=True)
         else:
             tls: dict[str, Any] = {}
             if st.url.startswith("rediss://"):

@@ -146,6 +146,9 @@ class StoreConfig:
     lease_idle_s: float = 0.5      # a lease unused for this long is given back
     record_delay_s: float = 0.005  # reservations of leased admits are written within this
     optout_cache: bool = True      # opt-out sets kept in memory, current through pub/sub
+    outcome_log: str = "var/outcomes"  # node-local write-ahead log of outcomes ("" = none)
+    outcome_fsync_s: float = 1.0   # the outcome log is fsynced this often (in a thread)
+    replicas_ack: int = 0          # money/journal writes wait for WAIT N replicas (0: none)
 
 
 @dataclass(frozen=True)
@@ -485,12 +488,17 @@ def _check(cfg: Config) -> None:
         raise ConfigError("store.maxmemory: must be a size such as \"512mb\" or \"2gb\", "
                           "got %r" % cfg.store.maxmemory)
     _positive("store.pool_size", cfg.store.pool_size)
+    _positive("store.outcome_fsync_s", cfg.store.outcome_fsync_s, 0.01)
+    _positive("store.replicas_ack", cfg.store.replicas_ack, 0)
+    if cfg.store.replicas_ack and cfg.store.url in ("embedded", "none"):
+        raise ConfigError("store.replicas_ack: needs a store with replicas (a redis:// or "
+                          "sentinel:// url), not %r" % cfg.store.url)
     _positive("store.retention_days", cfg.store.retention_days)
     _positive("store.receipt_ttl_s", cfg.store.receipt_ttl_s, 60)
     if not (cfg.store.url in ("embedded", "none") or cfg.store.url.startswith(
-            ("redis://", "rediss://", "unix://"))):
-        raise ConfigError("store.url: must be \"embedded\", \"none\", redis://, rediss:// or unix://, "
-                          "got %r" % mask_url(cfg.store.url))
+            ("redis://", "rediss://", "unix://", "sentinel://"))):
+        raise ConfigError("store.url: must be \"embedded\", \"none\", redis://, rediss://, "
+                          "unix:// or sentinel://, got %r" % mask_url(cfg.store.url))
     if cfg.store.ca_file:
         if not cfg.store.url.startswith("rediss://"):
             raise ConfigError("store.ca_file: only used with a rediss:// url")

@@ -48,6 +48,7 @@ from .smpp.server import ClientFactory
 from .links.factory import build_link
 from .links.link import Link
 from .store.client import Store
+from .store.clock import apply_test_skew
 from .store.embedded import EmbeddedServer
 from .store.ledger import Ledger, LedgerSweeper
 from .store.optout import OptOut, OptOutMirror
@@ -149,7 +150,7 @@ class ProxydService(service.MultiService):
         def connect(target: str) -> defer.Deferred:
             return Store.connect(target, scfg.pool_size, scfg.timeout_s, self.reactor,
                                  on_latency=self.metrics.store_latency,
-                                 ca_file=scfg.ca_file)
+                                 ca_file=scfg.ca_file, replicas_ack=scfg.replicas_ack)
 
         def attempt(target: str, tries: int = 0) -> defer.Deferred:
             d = connect(target)
@@ -183,7 +184,9 @@ class ProxydService(service.MultiService):
                                  lease_parts=sc.lease_parts, lease_ttl_s=sc.lease_ttl_s,
                                  lease_idle_s=sc.lease_idle_s,
                                  record_delay_s=sc.record_delay_s,
-                                 optout_mirror=self.optout_mirror)
+                                 optout_mirror=self.optout_mirror,
+                                 outcome_log=sc.outcome_log,
+                                 outcome_fsync_s=sc.outcome_fsync_s)
             self.optout = OptOut(store, self.optout_mirror)
             LedgerSweeper(self.ledger, sc.reservation_max_age_s, sc.sweep_interval_s,
                           reactor=reactor).setServiceParent(self.front)
@@ -253,7 +256,7 @@ class ProxydService(service.MultiService):
         self.upstreams.append(up)
         return up
 
-    def _start_front(self, store: Any) -> None:
+    def _start_front(self, store: Any) -> Any:
         self._build(store)
         # everything made so far (modules, config, automata) lives as long as the process:
         # out of the collector's sight, so that its full passes only walk what traffic made
@@ -263,7 +266,15 @@ class ProxydService(service.MultiService):
                  n=len(self.cfg.accounts), u=len(self.cfg.upstreams),
                  listen=", ".join(self.cfg.smpp.listen),
                  store=mask_url(self.cfg.store.url))
-        self.front.setServiceParent(self)
+        if self.ledger is None:
+            self.front.setServiceParent(self)
+            return None
+        # what a killed node's outcome log holds goes to the store before new traffic
+        d = self.ledger.replay_outcome_log()
+        d.addErrback(lambda f: log.failure("outcome log: replay failed (kept for the next "
+                                           "start)", f))
+        d.addCallback(lambda _: self.front.setServiceParent(self))
+        return d
 
     def _fatal(self, f: Any) -> None:
         log.failure("proxyd cannot start: the store is unavailable", f)
@@ -395,6 +406,9 @@ class ProxydService(service.MultiService):
         d.addCallback(stop_upstreams)
         d.addCallback(release_leases)
         d.addErrback(lambda f: log.failure("error while returning leases", f))
+        d.addCallback(lambda _: self.ledger.close_outcome_log()
+                      if self.ledger is not None else None)
+        d.addErrback(lambda f: log.failure("error while closing the outcome log", f))
         d.addCallback(stop_store)
         d.addErrback(lambda f: log.failure("error while stopping", f))
         return d
@@ -406,6 +420,7 @@ def makeService(options: Any, reactor: Any = None) -> service.IService:
         reactor = _reactor
     cfg = options["cfg"] if "cfg" in options else config_mod.load(options["config"])
     try:
+        apply_test_skew(reactor)
         return ProxydService(cfg, reactor)
     except (ValueError, OSError) as e:     # word lists, store binary, endpoint strings
         sys.stderr.write("proxyd: config error: %s\n" % e)

@@ -5,7 +5,16 @@
 * a filesystem path of a unix socket (the embedded server: ``socket_path_for(dir)``),
 * ``unix:///path/to/socket[?db=N&password=PW]``,
 * ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://...`` (TLS: the server's
-  certificate and host name are verified, against ``ca_file`` if given; `proxyd.store.tls`).
+  certificate and host name are verified, against ``ca_file`` if given; `proxyd.store.tls`),
+* ``sentinel://[[user]:password@]host:port[,host:port...]/service[?db=N]``: the primary of
+  `service` as Valkey/Redis Sentinel names it, asked again before every connection, so a
+  failover is followed (every connection to the old primary is dropped when it changes).
+
+``replicas_ack`` N > 0: every ordered script call (the ledger's money and journal writes)
+is followed, on the same connection, by ``WAIT N timeout``; its answer comes only once N
+replicas have the write, else the call fails with StoreUnavailable (and the ledger sends it
+again, with its token, so never twice): an acknowledged charge survives the loss of the
+primary.
 
 Every call is bounded by ``timeout_s`` and every way of not getting an answer (timeout,
 connection refused, connection lost, server loading or read-only) raises the one exception
@@ -57,8 +66,38 @@ _UNAVAILABLE_ERRORS = (txredisapi.ConnectionError, net_error.ConnectError,
                        ConnectionError, OSError)
 
 
+def parse_sentinel(target: str) -> dict[str, Any]:
+    """``sentinel://[[user]:password@]host:port[,host:port...]/service[?db=N]``: the
+    password (and user) are the data servers'; the sentinels are asked without one."""
+    rest = target[len("sentinel://"):]
+    rest, _, query = rest.partition("?")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at:
+        hosts, userinfo = rest, ""
+    hosts, _, service = hosts.partition("/")
+    service = unquote(service.strip("/"))
+    username, _, password = userinfo.partition(":") if ":" in userinfo else ("", "", "")
+    sentinels = []
+    for h in hosts.split(","):
+        host, _, port = h.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("sentinel:// store url: want host:port[,host:port...], got %r"
+                             % mask_url(target))
+        sentinels.append((host.strip("[]"), int(port)))
+    if not service:
+        raise ValueError("sentinel:// store url needs the service name: "
+                         "sentinel://host:26379,host2:26379/mymaster")
+    q = parse_qs(query)
+    return {"sentinels": sentinels, "service": service,
+            "password": unquote(password) if password else None,
+            "username": unquote(username) or None,
+            "db": int(q["db"][0]) if "db" in q else None}
+
+
 def parse_target(target: str) -> dict[str, Any]:
     """Split a store address into connection arguments (see the module docstring)."""
+    if target.startswith("sentinel://"):
+        return parse_sentinel(target)
     if "://" not in target:
         return {"unix": os.path.abspath(target), "password": None, "username": None,
                 "db": None}
@@ -94,7 +133,8 @@ class Store:
 
     def __init__(self, handler: Any, reactor: Any, timeout_s: float, target: str,
                  on_latency: Callable[[float], None] | None = None,
-                 tls: StoreTLS | None = None) -> None:
+                 tls: StoreTLS | None = None, sentinel: Any = None,
+                 replicas_ack: int = 0) -> None:
         self._handler = handler
         self._factory = handler._factory
         self._pin: Any = None
@@ -106,6 +146,10 @@ class Store:
         self._scripts: dict[str, tuple[str, str]] = {}  # name -> (source, sha1)
         self._on_latency = on_latency   # callable(seconds) per round trip (metrics)
         self._loading: dict[str, defer.Deferred] = {}
+        self.sentinel = sentinel         # sentinel://: the txredisapi.Sentinel asked
+        self.replicas_ack = replicas_ack
+        # WAIT's own timeout: what is left of the call's after a round trip
+        self._wait_ms = max(1, int(timeout_s * 1000 * 0.8))
 
     # -- making and closing ---------------------------------------------------------------
 
@@ -113,7 +157,7 @@ class Store:
     def lazy(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
              reactor: Any = None, reconnect_max_s: float = 2.0,
              on_latency: Callable[[float], None] | None = None,
-             ca_file: str = "") -> "Store":
+             ca_file: str = "", replicas_ack: int = 0) -> "Store":
         """A Store that starts connecting now and keeps reconnecting; until a connection
         is up its calls fail at once with StoreUnavailable. Raises StoreError on a bad
         `target` or `ca_file`. A rediss:// server must show a certificate that chains to
@@ -131,7 +175,16 @@ class Store:
         common = dict(dbid=opts["db"], poolsize=pool_size, reconnect=True,
                       password=opts["password"], connectTimeout=timeout_s,
                       convertNumbers=False, username=opts["username"])
-        if "unix" in opts:
+        sentinel = None
+        if "sentinels" in opts:
+            sentinel = txredisapi.Sentinel(opts["sentinels"], connectTimeout=timeout_s,
+                                           convertNumbers=False)
+            sentinel.discovery_timeout = timeout_s
+            handler = sentinel.master_for(opts["service"], dbid=opts["db"],
+                                          poolsize=pool_size, isLazy=True,
+                                          password=opts["password"], convertNumbers=False,
+                                          username=opts["username"])
+        elif "unix" in opts:
             handler = txredisapi.lazyUnixConnectionPool(path=opts["unix"], **common)
         else:
             handler = txredisapi.lazyConnectionPool(host=opts["host"], port=opts["port"],
@@ -140,7 +193,8 @@ class Store:
         factory = handler._factory
         factory.initialDelay = min(factory.initialDelay, 0.1)
         factory.maxDelay = reconnect_max_s
-        store = cls(handler, reactor, timeout_s, target, on_latency, tls)
+        store = cls(handler, reactor, timeout_s, target, on_latency, tls, sentinel,
+                    replicas_ack)
         # scripts registered by then are loaded with the first connection
         store.whenConnected().addCallback(lambda s: s.load_scripts()).addErrback(
             lambda f: None)
@@ -173,13 +227,13 @@ class Store:
     def connect(cls, target: str, pool_size: int = 4, timeout_s: float = 2.0,
                 reactor: Any = None, reconnect_max_s: float = 2.0,
                 on_latency: Callable[[float], None] | None = None,
-                ca_file: str = "") -> defer.Deferred:
+                ca_file: str = "", replicas_ack: int = 0) -> defer.Deferred:
         """Deferred[Store] once the first connection is up; StoreUnavailable after
         `timeout_s` if the server cannot be reached (the pool is then closed).
         `on_latency(seconds)`, if given, is called after every round trip (metrics)."""
         try:
             store = cls.lazy(target, pool_size, timeout_s, reactor, reconnect_max_s,
-                             on_latency, ca_file)
+                             on_latency, ca_file, replicas_ack)
         except StoreError as e:
             return defer.fail(e)
         ready = store.whenConnected()
@@ -205,8 +259,12 @@ class Store:
         return ready
 
     def disconnect(self) -> defer.Deferred:
-        """Close every connection of the pool."""
-        return self._factory.disconnect()
+        """Close every connection of the pool (and to the sentinels)."""
+        d = self._factory.disconnect()
+        if self.sentinel is not None:
+            s = self.sentinel.disconnect()
+            d = defer.gatherResults([d, s], consumeErrors=True).addErrback(lambda f: None)
+        return d
 
     @property
     def connected(self) -> bool:
@@ -296,6 +354,13 @@ class Store:
             conn = self._pin = live[0] if live else None
         return conn
 
+    def _replicated(self, replies: list, name: str) -> Any:
+        reply, acked = replies
+        if int(acked) < self.replicas_ack:
+            raise StoreUnavailable("%s: written, but %s of %d replicas acknowledged it "
+                                   "(replicas_ack)" % (name, acked, self.replicas_ack))
+        return reply
+
     def evalsha(self, name: str, keys: Sequence[Any], args: Sequence[Any],
                 ordered: bool = False) -> defer.Deferred:
         """Run the registered script `name`; Deferred of its reply. `ordered`: over one
@@ -319,8 +384,15 @@ class Store:
                     return conn.execute_command("EVAL", self._scripts[name][0], n, *keys,
                                                 *args)
                 return f
-            return self._guard(conn.execute_command("EVALSHA", sha, n, *keys, *args)
-                               .addErrback(unknown), name)
+            d = conn.execute_command("EVALSHA", sha, n, *keys, *args).addErrback(unknown)
+            if self.replicas_ack:
+                # pipelined on the same connection: waits for this write and every one
+                # before it
+                w = conn.execute_command("WAIT", self.replicas_ack, self._wait_ms)
+                d = defer.gatherResults([d, w], consumeErrors=True)
+                d.addCallbacks(self._replicated, lambda f: f.value.subFailure,
+                               callbackArgs=(name,))
+            return self._guard(d, name)
         d = self._handler.execute_command("EVALSHA", sha, n, *keys, *args)
 
         def noscript(f: Any) -> Any:

@@ -124,6 +124,13 @@ class OptOutMirror:
         f.maxDelay = self.reconnect_max_s
         if "unix" in opts:
             endpoint = UNIXClientEndpoint(self.reactor, opts["unix"], timeout=5)
+        elif "sentinels" in opts:
+            # the primary the sentinels name, asked before every connection (a failover)
+            f.sentinel_manager = getattr(self.store, "sentinel", None) or \
+                txredisapi.Sentinel(opts["sentinels"], convertNumbers=False)
+            f.service_name = opts["service"]
+            f.is_master = True
+            endpoint = txredisapi._SentinelEndpoint(f)
         else:
             if opts["ssl"] and self.tls is None:
                 raise ValueError("rediss:// opt-out subscription without a verifying TLS "

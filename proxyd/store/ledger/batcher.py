@@ -21,6 +21,7 @@ from proxyd.store.ledger.errors import DuplicateReservation, InsufficientBalance
 from proxyd.store.ledger.ops import (ADMIT, LEASE, LEASED, RESERVE, SEP, SEPS, SETTLE,
                                      LeasedMessage, Queued, field, final_admit, pack_group,
                                      pack_leased, pack_settle)
+from proxyd.store.ledger.wal import NoLog
 
 log = Logger()
 
@@ -38,9 +39,12 @@ class Batcher:
     def __init__(self, access: StoreAccess, node: str, batch_max: int = 500,
                  record_delay_s: float = 0.005, lease_ttl_s: float = 30.0,
                  retry_for_s: float = 5.0,
-                 on_store_failure: Callable[[str], None] = lambda account: None) -> None:
+                 on_store_failure: Callable[[str], None] = lambda account: None,
+                 outcome_log: Any = None) -> None:
         """`on_store_failure(account)`: a call of the account failed (its lease is not
-        to be trusted any more)."""
+        to be trusted any more). `outcome_log`: a `proxyd.store.ledger.wal.OutcomeLog`
+        (every outcome and every call that carries money records written ahead), or
+        None."""
         self.access = access
         self.reactor = access.reactor
         self.node = node
@@ -68,6 +72,7 @@ class Batcher:
         self._retries: list[Retry] = []
         self._giveup: dict[str, float] = {}     # token -> when to give it up
         self._calls = 0
+        self.wal = outcome_log if outcome_log is not None else NoLog()
 
     # -- queueing -------------------------------------------------------------------------
 
@@ -97,6 +102,7 @@ class Batcher:
         `record_delay_s`, with the outcomes that come meanwhile."""
         n = len(msg_ids)
         entry = LeasedMessage(price, to, msg_ids, [None] * n, now, n, account)
+        self.wal.sent(account, msg_ids, price, to)
         q = self._lq.get(account)
         if q is None:
             q = self._lq[account] = []
@@ -119,12 +125,14 @@ class Batcher:
         if entry is not None and entry.left >= 0:
             self.settle_leased(entry, entry.ids.index(msg_id), note, commit)
             return
+        self.wal.part(account, msg_id, commit, note)
         self.queue_op(account, SETTLE, pack_settle("C" if commit else "R", field(msg_id),
                                                    field(note)), None, msg_id, urgent=urgent)
 
     def settle_leased(self, entry: LeasedMessage, i: int, note: str, commit: bool) -> None:
         """The outcome of part `i` of `entry`: written with the part's reservation (a
         group part), or apart if the reservation went first."""
+        self.wal.part(entry.account, entry.ids[i], commit, note, entry.price, entry.to)
         if entry.left < 0:
             m = entry.ids[i]
             self.queue_op(entry.account, SETTLE, pack_settle("C" if commit else "R", m,
@@ -189,6 +197,7 @@ class Batcher:
     def _send(self, account: str, chunk: list[Queued], token: str) -> None:
         ops = SEP.join([c.packed for c in chunk])
         if token:
+            self.wal.call(token, account, chunk)
             keys, argv = self.access.args(account, ops, token, self.token_ttl_s)
         else:
             keys, argv = self.access.args(account, ops)
@@ -200,6 +209,8 @@ class Batcher:
 
     def _done(self, reply: Any, chunk: list[Queued], account: str, token: str) -> None:
         results = text(reply).split(",")
+        if token:
+            self.wal.ack(token)
         if self._giveup:
             self._giveup.pop(token, None)
         if results == ["="]:
@@ -297,6 +308,8 @@ class Batcher:
                 log.failure("ledger: callback of a failed batched operation failed")
         if retry:
             self.reactor.callLater(0.5, self._requeue, account, token, retry)
+        elif token:
+            self.wal.ack(token)     # given up (logged above): nothing to replay
 
     def _requeue(self, account: str, token: str, ops: list[Queued]) -> None:
         self._retries.append(Retry(account, token, ops))

@@ -10,7 +10,7 @@ from twisted.internet import defer
 
 from proxyd.store import journal as J
 from proxyd.store.client import Store
-from proxyd.store.ledger import sweeper
+from proxyd.store.ledger import sweeper, wal
 from proxyd.store.ledger.access import StoreAccess
 from proxyd.store.ledger.batcher import Batcher
 from proxyd.store.ledger.keys import RETENTION_DAYS, day_of
@@ -44,7 +44,8 @@ class Ledger(Queries):
                  retention_days: int = RETENTION_DAYS, node: str = "",
                  lease_parts: int = 0, lease_ttl_s: float = 30.0,
                  lease_idle_s: float = 0.5, record_delay_s: float = 0.005,
-                 retry_for_s: float = 5.0, optout_mirror: Any = None) -> None:
+                 retry_for_s: float = 5.0, optout_mirror: Any = None,
+                 outcome_log: str = "", outcome_fsync_s: float = 1.0) -> None:
         """`store` may be None until `attach` (calls fail with StoreUnavailable till then).
 
         `lease_parts` > 0 turns balance leases on: this node takes up to that many parts'
@@ -53,7 +54,9 @@ class Ledger(Queries):
         store and writes their reservations within `record_delay_s` (sooner when their
         outcome comes first). `node` names this process's lease (default: host, pid and a
         random suffix). `optout_mirror`: a `proxyd.store.optout.OptOutMirror`, whose
-        opt-out answers need no store call."""
+        opt-out answers need no store call. `outcome_log`: a directory for this node's
+        write-ahead log of outcomes (`proxyd.store.ledger.wal`; "" none), fsynced every
+        `outcome_fsync_s`."""
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -61,9 +64,13 @@ class Ledger(Queries):
         self.node = node or "%s:%d:%s" % (socket.gethostname(), os.getpid(),
                                           os.urandom(3).hex())
         self.lease_parts = lease_parts
+        self.outcome_log_dir = outcome_log
+        self.outcome_log = wal.OutcomeLog(outcome_log, self.node, reactor, outcome_fsync_s) \
+            if outcome_log else wal.NoLog()
         self.batcher = Batcher(self.access, self.node, batch_max=batch_max,
                                record_delay_s=record_delay_s, lease_ttl_s=lease_ttl_s,
-                               retry_for_s=retry_for_s, on_store_failure=self._store_failed)
+                               retry_for_s=retry_for_s, on_store_failure=self._store_failed,
+                               outcome_log=self.outcome_log)
         self.leases = Leases(self.batcher, self.node, lease_parts=lease_parts,
                              lease_ttl_s=lease_ttl_s, lease_idle_s=lease_idle_s,
                              optout_mirror=optout_mirror)
@@ -186,6 +193,19 @@ class Ledger(Queries):
     def give_back_lease(self, account: str) -> None:
         """Return this node's lease of `account` to its free balance (queued)."""
         self.leases.drop(account)
+
+    def replay_outcome_log(self) -> defer.Deferred:
+        """At start: write into the store what the outcome logs of dead nodes (this one's
+        before a crash, or another's in the same directory) hold and the store may lack.
+        Deferred[(calls, outcomes)] replayed."""
+        if not self.outcome_log_dir:
+            return defer.succeed((0, 0))
+        return wal.replay(self.access, self.outcome_log_dir)
+
+    def close_outcome_log(self) -> defer.Deferred:
+        """At shutdown, once the last calls were answered."""
+        self.batcher.flush()
+        return self.outcome_log.close()
 
     def release_leases(self) -> defer.Deferred:
         """Give every lease of this node back (at shutdown). Deferred: when the store has

@@ -1,7 +1,15 @@
 local K_BAL, K_RES, K_STATS, K_JOURNAL, K_JHEAD, K_OPTOUT, K_LEASE, K_CALLS =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local K_LOW, K_HCB, K_HCBD = KEYS[9], KEYS[10], KEYS[11]
-local ACCT, NOW, DAY, TTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ACCT, DAY, TTL = ARGV[1], ARGV[3], tonumber(ARGV[4])
+-- NOW (ms, a string): the store's clock, not the node's (ARGV[2], kept for the call's shape):
+-- reservation times and lease expiries are compared with each other by every node, so they
+-- come from one clock (TIME in a script: effects replication, the default since Valkey 7)
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
 local function fmt(n) return string.format('%d', n) end
 local function enc(s) return #s .. ':' .. s .. ',' end
 local E_ACCT = enc(ACCT)

@@ -12,7 +12,6 @@ from twisted.logger import Logger
 from proxyd.store import journal as J
 from proxyd.store.client import StoreUnavailable
 from proxyd.store.ledger.access import StoreAccess, text
-from proxyd.store.ledger.keys import script_call
 
 log = Logger()
 
@@ -42,17 +41,18 @@ def accounts_with_reservations(access: StoreAccess) -> Any:
 def sweep(access: StoreAccess, max_age_s: float, now: float | None = None,
           accounts: Sequence[str] | None = None, limit: int = 1000) -> Any:
     """Refund reservations older than `max_age_s` (note "outcome unknown") and take expired
-    leases back. Deferred[list[(account, msg_id, amount)]]: what was settled."""
-    if now is None:
-        now = access.reactor.seconds()
+    leases back. Ages and expiries are measured on the store's clock (TIME, inside the
+    script), never this node's: nodes whose clocks differ never sweep each other's live
+    leases. `now` (tests, admin): sweep as if it were `now - reactor.seconds()` later.
+    Deferred[list[(account, msg_id, amount)]]: what was settled."""
+    ahead_ms = 0 if now is None else int((now - access.reactor.seconds()) * 1000)
     if accounts is None:
         accounts = yield accounts_with_reservations(access)
-    cutoff = int((now - max_age_s) * 1000)
+    max_age_ms = int(max_age_s * 1000)
     settled: list[tuple[str, str, int]] = []
     for account in accounts:
         while True:
-            keys, args = script_call(account, now, access.day_of(now), cutoff, limit,
-                                     UNKNOWN_OUTCOME, retention_days=access.retention_days)
+            keys, args = access.args(account, max_age_ms, limit, UNKNOWN_OUTCOME, ahead_ms)
             flat = yield access.get().evalsha("sweep", keys, args)
             for i in range(0, len(flat), 2):
                 settled.append((account, text(flat[i]), int(flat[i + 1])))
