@@ -34,10 +34,9 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 
-import ahocorasick
-
 from proxyd.config import AccountConfig
 from proxyd.message import Message, Refusal, Verdict
+from proxyd.policy.matcher import DEFAULT_MAX_GAP, build_matcher
 from proxyd.smpp.constants import DC_BINARY, DC_BINARY_2, STATUS
 
 CATEGORIES: tuple[str, ...] = (
@@ -135,16 +134,15 @@ def normalise(text: str) -> str:
     return text.translate(_TABLE)
 
 
-def _key(normalised: str) -> str:
-    """The automaton's alphabet: UTF-8 bytes carried as latin-1 characters."""
-    return normalised.encode("utf-8").decode("latin-1")
-
-
 # --- word lists ----------------------------------------------------------------------------
+
+EXACT = "="     # a list line "=term": that term exactly (normalised), no variants, no gap
+
 
 def read_terms(path: str) -> list[str]:
     """Normalised terms of one list file: one per line, '#' comments and blanks ignored.
-    Lines that normalise to nothing (punctuation only) are skipped: they would match all."""
+    Lines that normalise to nothing (punctuation only) are skipped: they would match all.
+    A line "=term" comes back as "=" + the normalised term (exact match only)."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
@@ -157,9 +155,10 @@ def read_terms(path: str) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        term = normalise(line)
+        exact = line.startswith(EXACT)
+        term = normalise(line[1:] if exact else line)
         if term:
-            terms.append(term)
+            terms.append(EXACT + term if exact else term)
     return terms
 
 
@@ -167,47 +166,42 @@ def _category_of(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _build(lists: Iterable[tuple[str, list[str]]]) -> ahocorasick.Automaton | None:
-    a = ahocorasick.Automaton()
-    n = 0
-    for category, terms in lists:
-        for term in terms:
-            k = _key(term)
-            if k not in a:          # first category to name a term keeps it
-                a.add_word(k, category)
-                n += 1
-    if not n:
-        return None
-    a.make_automaton()
-    return a
-
+# --- matching --------------------------------------------------------------------------------
 
 class ContentFilter:
-    """One automaton for the global lists, one per account that has extra lists (global terms
+    """One `Matcher` for the global lists, one per account that has extra lists (global terms
     included, so each message is scanned once)."""
 
-    __slots__ = ("_global", "_by_account", "_refusals", "categories", "term_count")
+    __slots__ = ("_global", "_by_account", "_refusals", "categories", "term_count",
+                 "max_gap", "entries")
 
     def __init__(self, lists: Mapping[str, list[str]],
-                 account_lists: Mapping[str, Mapping[str, list[str]]] | None = None) -> None:
-        """`lists`: category -> normalised terms; `account_lists`: account -> the same for
-        that account's extra lists. Use `load` to read them from files."""
+                 account_lists: Mapping[str, Mapping[str, list[str]]] | None = None,
+                 max_gap: int = DEFAULT_MAX_GAP) -> None:
+        """`lists`: category -> normalised terms ("=term" for exact only); `account_lists`:
+        account -> the same for that account's extra lists; `max_gap`: non-Han characters
+        tolerated between two characters of a term. Use `load` to read them from files."""
         account_lists = account_lists or {}
-        self._global = _build(lists.items())
-        self._by_account = {acc: _build(list(lists.items()) + list(extra.items()))
-                            for acc, extra in account_lists.items()}
         cats = set(lists)
         for extra in account_lists.values():
             cats.update(extra)
         self.categories = tuple(sorted(cats))
         self.term_count = sum(len(t) for t in lists.values())
+        self.max_gap = max_gap
         self._refusals = {c: Refusal(_RCONTENT, "content", "content refused: category %s" % c,
                                      category=c) for c in cats}
+        cache: dict[str, tuple] = {}
+        self._global = build_matcher(lists.items(), self._refusals, max_gap, cache, _TABLE)
+        self._by_account = {
+            acc: build_matcher(list(lists.items()) + list(extra.items()), self._refusals,
+                               max_gap, cache, _TABLE)
+            for acc, extra in account_lists.items()}
+        self.entries = self._global.entries if self._global is not None else 0
 
     @classmethod
     def load(cls, filters_dir: str,
-             extra_files_by_account: Mapping[str, tuple[str, ...]] | None = None
-             ) -> "ContentFilter":
+             extra_files_by_account: Mapping[str, tuple[str, ...]] | None = None,
+             max_gap: int = DEFAULT_MAX_GAP) -> "ContentFilter":
         """Read `<filters_dir>/<category>.txt` for the nine categories (all must exist) and
         each account's extra files (category = file name without extension; relative
         paths that do not exist from the cwd are taken from `filters_dir`)."""
@@ -224,22 +218,23 @@ class ContentFilter:
                     path = os.path.join(filters_dir, path)
                 extra.setdefault(_category_of(path), []).extend(read_terms(path))
             account_lists[account] = extra
-        return cls(lists, account_lists)
+        return cls(lists, account_lists, max_gap)
 
     def check(self, text: str | None, account_id: str = "") -> Verdict:
-        """Refusal(PROXYD_RCONTENT, "content", ...) naming the category, or None."""
+        """Refusal(PROXYD_RCONTENT, "content", ...) naming the category, or None. The
+        refusal's `term` and `variant` (not part of its text) say what matched."""
         if text is None:
             return None
-        return self.check_normalised(text.translate(_TABLE), account_id)
+        return self.check_normalised(text.translate(_TABLE), account_id, text)
 
-    def check_normalised(self, normalised: str, account_id: str = "") -> Verdict:
-        """`check` for a text already passed through `normalise`."""
-        a = self._by_account.get(account_id, self._global)
-        if a is None:
+    def check_normalised(self, normalised: str, account_id: str = "",
+                         text: str | None = None) -> Verdict:
+        """`check` for a text already passed through `normalise`; `text`, the original,
+        tells where words were separated (for pinyin written in Latin letters)."""
+        m = self._by_account.get(account_id, self._global)
+        if m is None:
             return None
-        for _end, category in a.iter(normalised.encode("utf-8").decode("latin-1")):
-            return self._refusals[category]
-        return None
+        return m.check(normalised, text)
 
 
 # --- binary, signature, unsubscribe ----------------------------------------------------------
