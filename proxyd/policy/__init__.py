@@ -51,7 +51,8 @@ class Policy:
         if content is None:
             content = ContentFilter.load(
                 config.policy.filters_dir,
-                {a.system_id: a.filters for a in config.accounts if a.filters})
+                {a.system_id: a.filters for a in config.accounts if a.filters},
+                config.policy.max_gap)
         self.content = content
         self._buckets: dict[str, TokenBucket | None] = {
             a.system_id: make_bucket(a.tps, a.burst, clock) for a in config.accounts}
@@ -109,7 +110,7 @@ class Policy:
         norm = normalise(text)
         if account.marketing and not has_unsubscribe_hint(norm):
             return UNSUBSCRIBE_REFUSED
-        return self.content.check_normalised(norm, account.system_id)
+        return self.content.check_normalised(norm, account.system_id, text)
 
     def rewrite_source(self, msg: Message, account: AccountConfig) -> str:
         """The source_addr to relay: in sender_mode "prefix" the service code + extension,
