@@ -36,7 +36,9 @@ from typing import Any
 import ahocorasick
 
 from proxyd.message import Refusal, Verdict
-from proxyd.policy.variants import Expander, is_han, pinyin_table
+from proxyd.policy.variants import (
+    Expander, is_han, pinyin_table, pinyin_upper_table, syllable_table,
+)
 
 __all__ = ["Matcher", "build_matcher", "DEFAULT_MAX_GAP"]
 
@@ -47,6 +49,7 @@ B_START, B_END, GAP = 1, 2, 4          # entry flags: Latin edge at start / end;
 _HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0003ffff"
 _NON_HAN = re.compile("[^%s]+" % _HAN_RANGES)
 _HAN = re.compile("[%s]" % _HAN_RANGES)
+_HAS_LATIN = re.compile("[a-z]")
 _EXACT = "="
 
 
@@ -130,14 +133,18 @@ class _Text:
 class Matcher:
     """The automata for one set of lists (see the module docstring)."""
 
-    __slots__ = ("main", "pinyin", "max_gap", "table", "fold", "entries", "pinyin_entries")
+    __slots__ = ("main", "sound", "pinyin", "max_gap", "table", "upper", "syl", "fold",
+                 "entries", "pinyin_entries")
 
-    def __init__(self, main: Any, pinyin: Any, max_gap: int, fold: Mapping,
+    def __init__(self, main: Any, sound: Any, pinyin: Any, max_gap: int, fold: Mapping,
                  entries: int, pinyin_entries: int) -> None:
         self.main = main
+        self.sound = sound
         self.pinyin = pinyin
         self.max_gap = max_gap
         self.table = pinyin_table()
+        self.upper = pinyin_upper_table()
+        self.syl = syllable_table()
         self.fold = fold
         self.entries = entries
         self.pinyin_entries = pinyin_entries
@@ -153,7 +160,6 @@ class Matcher:
                 if not self._bounded(ctx, end, v):
                     continue
             return _refusal(v[0], v[1], v[2])
-        han = None
         if self.max_gap > 0:
             han = _NON_HAN.sub("", norm)
             if han and len(han) != len(norm):
@@ -164,18 +170,39 @@ class Matcher:
                             ctx = _Text(norm, text, self.fold)
                         if self._gap_ok(ctx, key, end, v):
                             return _refusal(v[0], v[1], "gap" if v[2] == "exact" else v[2])
-        if self.pinyin is not None and (han is None or han):
-            py = norm.translate(self.table)
-            if len(py) != len(norm) or py != norm:
-                for end, v in self.pinyin.iter(py):
-                    if ctx is None:
-                        ctx = _Text(norm, text, self.fold)
-                    cls = self._pinyin_ok(ctx, end, v)
-                    if cls is not None:
-                        return _refusal(v[0], v[1], cls)
+        sound = self.sound
+        if sound is not None:
+            syl = norm.translate(self.syl)
+            if syl != norm:
+                key = syl.encode("utf-8").decode("latin-1")
+                for end, v in sound.iter(key):
+                    if self._homophones_ok(norm, key, end, v):
+                        return _refusal(v[0], v[1], "homophone")
+        if self.pinyin is not None and _HAS_LATIN.search(norm) is not None:
+            upper = norm.translate(self.upper)
+            for end, v in self.pinyin.iter(upper.lower()):
+                if upper[end - len(v[2]) + 1:end + 1].isupper():
+                    continue            # Han characters only: the homophone scan's case
+                if ctx is None:
+                    ctx = _Text(norm, text, self.fold)
+                cls = self._pinyin_ok(ctx, end, v)
+                if cls is not None:
+                    return _refusal(v[0], v[1], cls)
         return None
 
     # -- the rare path: a candidate hit -------------------------------------------------
+    @staticmethod
+    def _homophones_ok(norm: str, key: str, end: int, v: tuple) -> bool:
+        """Same readings as the term: at most half of its Han characters differ."""
+        term = v[1]
+        last = len(key[:end + 1].encode("latin-1").decode("utf-8"))
+        seg = norm[last - len(term):last]
+        diff = 0
+        for a, b in zip(seg, term):
+            if a != b:
+                diff += 1
+        return diff * 2 <= v[2]
+
     @staticmethod
     def _bounded(ctx: _Text, end: int, v: tuple) -> bool:
         """Latin edges of a variant hit fall on word boundaries (end: byte index)."""
@@ -252,7 +279,9 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
     expander = cache.get("") or cache.setdefault("", Expander(lambda s: s.translate(fold)))
     main = ahocorasick.Automaton()
     py = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
-    n = npy = 0
+    sound = ahocorasick.Automaton()
+    syl = syllable_table()
+    n = npy = nsound = 0
     later: list[tuple[str, str, Refusal, bool]] = []
     for category, terms in lists:
         base = refusals[category]
@@ -286,9 +315,17 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
             if key not in py:
                 py.add_word(key, (base, term, key, starts, nhan))
                 npy += 1
+        if forms:
+            k = _key(term.translate(syl))
+            if k not in sound:
+                sound.add_word(k, (base, term, nhan))
+                nsound += 1
     if not n:
         return None
     main.make_automaton()
     if npy:
         py.make_automaton()
-    return Matcher(main, py if npy else None, max_gap, fold, n, npy)
+    if nsound:
+        sound.make_automaton()
+    return Matcher(main, sound if nsound else None, py if npy else None, max_gap, fold,
+                   n, npy)

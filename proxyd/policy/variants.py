@@ -89,6 +89,27 @@ def pinyin_table() -> dict[int, str]:
 
 
 @functools.lru_cache(maxsize=1)
+def pinyin_upper_table() -> dict[int, str]:
+    """The same, the reading in capitals: in a casefolded text, what came from Han characters
+    is then told apart from what was written in Latin letters."""
+    return {ord(ch): r[0].upper() for ch, r in readings().items()}
+
+
+@functools.lru_cache(maxsize=1)
+def syllable_table() -> dict[int, str]:
+    """str.translate table: Han character -> one private-use character per toneless default
+    reading, so homophones become equal strings of the same length as the text."""
+    ids: dict[str, str] = {}
+    out = {}
+    for ch, r in readings().items():
+        sid = ids.get(r[0])
+        if sid is None:
+            sid = ids[r[0]] = chr(0xE000 + len(ids))
+        out[ord(ch)] = sid
+    return out
+
+
+@functools.lru_cache(maxsize=1)
 def common_chars() -> tuple[str, ...]:
     """The 3,755 level-1 characters of GB 2312, in the standard's order."""
     out = []
