@@ -98,9 +98,14 @@ def _fold_once(s: str) -> str:
     return "".join(out)
 
 
+# Look-alikes that compatibility decomposition would turn into another letter first
+# (lunate sigma -> sigma): mapped before any folding.
+_CONFUSABLE_RAW = {"ϲ": "c", "Ϲ": "c"}
+
+
 def _fold_char(cp: int) -> int | str | None:
     """The translation-table entry for one code point (iterated to a fixed point)."""
-    s = chr(cp)
+    s = _CONFUSABLE_RAW.get(chr(cp), chr(cp))
     for _ in range(8):
         t = _fold_once(s)
         if t == s:

@@ -50,6 +50,8 @@ _HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0003ffff"
 _NON_HAN = re.compile("[^%s]+" % _HAN_RANGES)
 _HAN = re.compile("[%s]" % _HAN_RANGES)
 _HAS_LATIN = re.compile("[a-z]")
+_HAS_DIGIT = re.compile("[0-9]")
+_DIGITS = re.compile("[0-9]+")
 _EXACT = "="
 
 
@@ -117,6 +119,9 @@ class _Text:
             self._han_pos = [m.start() for m in _HAN.finditer(self.norm)]
         return self._han_pos
 
+    def non_digit_pos(self) -> list[int]:
+        return [i for i, c in enumerate(self.norm) if not ("0" <= c <= "9")]
+
     def py_starts(self, table: Mapping[int, str]) -> list[int]:
         """Offset of each normalised character in the pinyin string (plus its length)."""
         if self._py_starts is None:
@@ -133,12 +138,13 @@ class _Text:
 class Matcher:
     """The automata for one set of lists (see the module docstring)."""
 
-    __slots__ = ("main", "sound", "pinyin", "max_gap", "table", "upper", "syl", "fold",
+    __slots__ = ("main", "latin", "sound", "pinyin", "max_gap", "table", "upper", "syl", "fold",
                  "entries", "pinyin_entries")
 
-    def __init__(self, main: Any, sound: Any, pinyin: Any, max_gap: int, fold: Mapping,
-                 entries: int, pinyin_entries: int) -> None:
+    def __init__(self, main: Any, latin: Any, sound: Any, pinyin: Any, max_gap: int,
+                 fold: Mapping, entries: int, pinyin_entries: int) -> None:
         self.main = main
+        self.latin = latin
         self.sound = sound
         self.pinyin = pinyin
         self.max_gap = max_gap
@@ -170,6 +176,14 @@ class Matcher:
                             ctx = _Text(norm, text, self.fold)
                         if self._gap_ok(ctx, key, end, v):
                             return _refusal(v[0], v[1], "gap" if v[2] == "exact" else v[2])
+        latin = self.latin
+        if latin is not None and _HAS_DIGIT.search(norm) is not None:
+            plain = _DIGITS.sub("", norm)
+            for end, v in latin.iter(plain):
+                if ctx is None:
+                    ctx = _Text(norm, text, self.fold)
+                if self._digit_gap_ok(ctx, end, v):
+                    return _refusal(v[0], v[1], "gap")
         sound = self.sound
         if sound is not None:
             syl = norm.translate(self.syl)
@@ -191,6 +205,16 @@ class Matcher:
         return None
 
     # -- the rare path: a candidate hit -------------------------------------------------
+    def _digit_gap_ok(self, ctx: _Text, end: int, v: tuple) -> bool:
+        """A term without Han characters, found with the digits taken out: at most max_gap
+        digits between two of its characters."""
+        pos = ctx.non_digit_pos()
+        gap = self.max_gap
+        for j in range(end - len(v[1]) + 1, end):
+            if pos[j + 1] - pos[j] - 1 > gap:
+                return False
+        return True
+
     @staticmethod
     def _homophones_ok(norm: str, key: str, end: int, v: tuple) -> bool:
         """Same readings as the term: at most half of its Han characters differ."""
@@ -280,7 +304,7 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
     main = ahocorasick.Automaton()
     py = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
     sound = ahocorasick.Automaton()
-    syl = syllable_table()
+    latin = ahocorasick.Automaton()
     n = npy = nsound = 0
     later: list[tuple[str, str, Refusal, bool]] = []
     for category, terms in lists:
@@ -296,11 +320,14 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
                 n += 1
             if not exact:
                 later.append((category, term, base, exact))
+                if len(term) > 1 and not any(map(is_han, term)) and term not in latin:
+                    latin.add_word(term, (base, term))
     for category, term, base, _ in later:      # variants after every listed term
         got = cache.get(term)
         if got is None:
-            got = cache[term] = (tuple(expander.expand(term)), expander.pinyin_forms(term))
-        variants, forms = got
+            got = cache[term] = (tuple(expander.expand(term)), expander.pinyin_forms(term),
+                                 expander.sound_forms(term))
+        variants, forms, sounds = got
         nhan = sum(1 for c in term if is_han(c))
         for form, cls in variants:
             k = _key(form)
@@ -315,8 +342,8 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
             if key not in py:
                 py.add_word(key, (base, term, key, starts, nhan))
                 npy += 1
-        if forms:
-            k = _key(term.translate(syl))
+        for form in sounds:
+            k = _key(form)
             if k not in sound:
                 sound.add_word(k, (base, term, nhan))
                 nsound += 1
@@ -327,5 +354,7 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
         py.make_automaton()
     if nsound:
         sound.make_automaton()
-    return Matcher(main, sound if nsound else None, py if npy else None, max_gap, fold,
+    if len(latin):
+        latin.make_automaton()
+    return Matcher(main, latin if len(latin) and max_gap else None, sound if nsound else None, py if npy else None, max_gap, fold,
                    n, npy)

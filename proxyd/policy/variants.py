@@ -96,17 +96,22 @@ def pinyin_upper_table() -> dict[int, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def syllable_table() -> dict[int, str]:
-    """str.translate table: Han character -> one private-use character per toneless default
-    reading, so homophones become equal strings of the same length as the text."""
+def syllable_ids() -> dict[str, str]:
+    """Toneless reading -> one private-use character standing for it."""
     ids: dict[str, str] = {}
-    out = {}
-    for ch, r in readings().items():
-        sid = ids.get(r[0])
-        if sid is None:
-            sid = ids[r[0]] = chr(0xE000 + len(ids))
-        out[ord(ch)] = sid
-    return out
+    for r in readings().values():
+        for p in r:
+            if p not in ids:
+                ids[p] = chr(0xE000 + len(ids))
+    return ids
+
+
+@functools.lru_cache(maxsize=1)
+def syllable_table() -> dict[int, str]:
+    """str.translate table: Han character -> the private-use character of its default
+    reading, so homophones become equal strings of the same length as the text."""
+    ids = syllable_ids()
+    return {ord(ch): ids[r[0]] for ch, r in readings().items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -261,6 +266,19 @@ class Expander:
         form = "".join(whole)
         if n < MAX_SPLIT + 1 and new(form):
             yield form, "split"
+
+    def sound_forms(self, term: str) -> list[str]:
+        """The term as syllable classes (`syllable_ids`), by its default and its phrase
+        reading: what `syllable_table` makes of it and of its homophones."""
+        if sum(1 for c in term if is_han(c) and c in self.readings) < 2:
+            return []
+        ids = syllable_ids()
+        out = [term.translate(syllable_table())]
+        phrase = "".join(ids.get(p, c) if is_han(c) else c
+                         for c, p in zip(term, self.phrase_reading(term)))
+        if phrase != out[0]:
+            out.append(phrase)
+        return out
 
     def pinyin_forms(self, term: str) -> list[tuple[str, tuple[int, ...]]]:
         """The term's pinyin keys for the per-message pinyin match, each with the offsets at
