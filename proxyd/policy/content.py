@@ -134,6 +134,24 @@ class _FoldTable(dict):
 _TABLE = _FoldTable((cp, _fold_char(cp)) for cp in range(0x10000))
 
 
+def _word_char(cp: int) -> int | str | None:
+    v = _TABLE[cp]
+    if v is None and unicodedata.category(chr(cp))[0] in "ZPS":
+        return " "
+    return v
+
+
+class _WordTable(dict):
+    """`_TABLE` with spaces, punctuation and symbols turned into one space instead of
+    deleted: where the words of the original text were (for pinyin written in Latin)."""
+
+    def __missing__(self, cp: int) -> int | str | None:
+        return _word_char(cp)
+
+
+_WORDS = _WordTable((cp, _word_char(cp)) for cp in range(0x10000))
+
+
 def normalise(text: str) -> str:
     """The form in which texts and terms are compared (see the module docstring)."""
     return text.translate(_TABLE)
@@ -196,10 +214,11 @@ class ContentFilter:
         self._refusals = {c: Refusal(_RCONTENT, "content", "content refused: category %s" % c,
                                      category=c) for c in cats}
         cache: dict[str, tuple] = {}
-        self._global = build_matcher(lists.items(), self._refusals, max_gap, cache, _TABLE)
+        self._global = build_matcher(lists.items(), self._refusals, max_gap, cache,
+                                     normalise, _WORDS)
         self._by_account = {
             acc: build_matcher(list(lists.items()) + list(extra.items()), self._refusals,
-                               max_gap, cache, _TABLE)
+                               max_gap, cache, normalise, _WORDS)
             for acc, extra in account_lists.items()}
         self.entries = self._global.entries if self._global is not None else 0
 

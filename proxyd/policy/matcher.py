@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from itertools import accumulate
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import ahocorasick
@@ -44,10 +45,9 @@ __all__ = ["Matcher", "build_matcher", "DEFAULT_MAX_GAP"]
 
 DEFAULT_MAX_GAP = 2
 
-B_START, B_END, GAP = 1, 2, 4          # entry flags: Latin edge at start / end; noise allowed
+B_START, B_END = 1, 2                  # entry flags: a Latin letter at the start / end
 
 _HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0003ffff"
-_NON_HAN = re.compile("[^%s]+" % _HAN_RANGES)
 _HAN = re.compile("[%s]" % _HAN_RANGES)
 _HAS_LATIN = re.compile("[a-z]")
 _HAS_DIGIT = re.compile("[0-9]")
@@ -71,39 +71,26 @@ def _edges(form: str) -> int:
 class _Text:
     """What the rare path needs to know about one message, computed on first need."""
 
-    __slots__ = ("norm", "text", "fold", "_seps", "_han_pos", "_py_starts")
+    __slots__ = ("norm", "text", "words", "_bounds", "_han_pos", "_py_starts")
 
-    def __init__(self, norm: str, text: str | None, fold: Mapping) -> None:
+    def __init__(self, norm: str, text: str | None, words: Mapping) -> None:
         self.norm = norm
         self.text = text
-        self.fold = fold
-        self._seps: list[bool] | None = None
+        self.words = words
+        self._bounds: set[int] | None = None
         self._han_pos: list[int] | None = None
         self._py_starts: list[int] | None = None
 
-    def seps(self) -> list[bool]:
-        """seps[i]: something was taken out by normalisation right before norm[i] (a space,
-        punctuation, ...), i.e. a word boundary of the original text; len(norm) + 1."""
-        if self._seps is None:
-            seps: list[bool] = []
-            pending = False
+    def bounds(self) -> set[int]:
+        """Positions in norm where the original text had a space, punctuation or a symbol."""
+        if self._bounds is None:
+            got: set[int] = set()
             if self.text is not None:
-                fold = self.fold
-                for ch in self.text:
-                    t = fold[ord(ch)]
-                    if t is None:
-                        pending = True
-                        continue
-                    n = 1 if type(t) is int else len(t)
-                    seps.append(pending)
-                    seps.extend([False] * (n - 1))
-                    pending = False
-            if len(seps) != len(self.norm):     # no original text (or not this one)
-                seps = [False] * len(self.norm)
-                pending = False
-            seps.append(pending)
-            self._seps = seps
-        return self._seps
+                parts = self.text.translate(self.words).split(" ")
+                if sum(map(len, parts)) == len(self.norm):
+                    got = set(accumulate(map(len, parts)))
+            self._bounds = got
+        return self._bounds
 
     def boundary(self, i: int) -> bool:
         """A word boundary between norm[i-1] and norm[i] (for Latin letters)."""
@@ -112,7 +99,7 @@ class _Text:
             return True
         if not (_latin(norm[i - 1]) and _latin(norm[i])):
             return True
-        return self.seps()[i]
+        return i in self.bounds()
 
     def han_pos(self) -> list[int]:
         if self._han_pos is None:
@@ -122,86 +109,71 @@ class _Text:
     def non_digit_pos(self) -> list[int]:
         return [i for i, c in enumerate(self.norm) if not ("0" <= c <= "9")]
 
-    def py_starts(self, table: Mapping[int, str]) -> list[int]:
+    def py_starts(self, table: Mapping[str, str]) -> list[int]:
         """Offset of each normalised character in the pinyin string (plus its length)."""
         if self._py_starts is None:
-            starts, pos = [], 0
-            for ch in self.norm:
-                starts.append(pos)
-                r = table.get(ord(ch))
-                pos += len(r) if r is not None else 1
-            starts.append(pos)
-            self._py_starts = starts
+            norm = self.norm
+            self._py_starts = [0, *accumulate(map(len, map(table.get, norm, norm)))]
         return self._py_starts
 
 
 class Matcher:
     """The automata for one set of lists (see the module docstring)."""
 
-    __slots__ = ("main", "latin", "sound", "pinyin", "max_gap", "table", "upper", "syl", "fold",
-                 "entries", "pinyin_entries")
+    __slots__ = ("main", "latin", "sound", "pinyin", "max_gap", "upper", "by_char", "syl",
+                 "words", "entries")
 
     def __init__(self, main: Any, latin: Any, sound: Any, pinyin: Any, max_gap: int,
-                 fold: Mapping, entries: int, pinyin_entries: int) -> None:
+                 words: Mapping, entries: int) -> None:
         self.main = main
         self.latin = latin
         self.sound = sound
         self.pinyin = pinyin
         self.max_gap = max_gap
-        self.table = pinyin_table()
         self.upper = pinyin_upper_table()
+        self.by_char = {chr(cp): r for cp, r in pinyin_table().items()}
         self.syl = syllable_table()
-        self.fold = fold
+        self.words = words
         self.entries = entries
-        self.pinyin_entries = pinyin_entries
 
     def check(self, norm: str, text: str | None = None) -> Verdict:
         ctx = None
-        main = self.main
-        for end, v in main.iter(norm.encode("utf-8").decode("latin-1")):
-            flags = v[3]
-            if flags & (B_START | B_END):
+        for end, v in self.main.iter(norm.encode("utf-8").decode("latin-1")):
+            if v[3]:
                 if ctx is None:
-                    ctx = _Text(norm, text, self.fold)
+                    ctx = _Text(norm, text, self.words)
                 if not self._bounded(ctx, end, v):
                     continue
             return _refusal(v[0], v[1], v[2])
-        if self.max_gap > 0:
-            han = _NON_HAN.sub("", norm)
-            if han and len(han) != len(norm):
-                key = han.encode("utf-8").decode("latin-1")
-                for end, v in main.iter(key):
-                    if v[3] & GAP:
-                        if ctx is None:
-                            ctx = _Text(norm, text, self.fold)
-                        if self._gap_ok(ctx, key, end, v):
-                            return _refusal(v[0], v[1], "gap" if v[2] == "exact" else v[2])
         latin = self.latin
         if latin is not None and _HAS_DIGIT.search(norm) is not None:
-            plain = _DIGITS.sub("", norm)
-            for end, v in latin.iter(plain):
+            for end, v in latin.iter(_DIGITS.sub("", norm)):
                 if ctx is None:
-                    ctx = _Text(norm, text, self.fold)
+                    ctx = _Text(norm, text, self.words)
                 if self._digit_gap_ok(ctx, end, v):
                     return _refusal(v[0], v[1], "gap")
         sound = self.sound
         if sound is not None:
             syl = norm.translate(self.syl)
-            if syl != norm:
-                key = syl.encode("utf-8").decode("latin-1")
-                for end, v in sound.iter(key):
-                    if self._homophones_ok(norm, key, end, v):
-                        return _refusal(v[0], v[1], "homophone")
-        if self.pinyin is not None and _HAS_LATIN.search(norm) is not None:
-            upper = norm.translate(self.upper)
-            for end, v in self.pinyin.iter(upper.lower()):
-                if upper[end - len(v[2]) + 1:end + 1].isupper():
-                    continue            # Han characters only: the homophone scan's case
-                if ctx is None:
-                    ctx = _Text(norm, text, self.fold)
-                cls = self._pinyin_ok(ctx, end, v)
-                if cls is not None:
-                    return _refusal(v[0], v[1], cls)
+            if syl:
+                for end, v in sound.iter(syl):
+                    if ctx is None:
+                        ctx = _Text(norm, text, self.words)
+                    cls = self._sound_ok(ctx, end, v)
+                    if cls is not None:
+                        return _refusal(v[0], v[1], cls)
+                pinyin = self.pinyin
+                if pinyin is not None and _HAS_LATIN.search(norm) is not None:
+                    upper = norm.translate(self.upper)
+                    for end, v in pinyin.iter(upper.lower()):
+                        region = upper[end - len(v[2]) + 1:end + 1]
+                        if region.isupper() or region.islower():
+                            continue    # Han alone: the sound scan's; Latin alone: main's
+                        if ctx is None:
+                            ctx = _Text(norm, text, self.words)
+                        cls = self._pinyin_ok(ctx, end, v)
+                        if cls is not None:
+                            return _refusal(v[0], v[1], cls)
         return None
 
     # -- the rare path: a candidate hit -------------------------------------------------
@@ -215,17 +187,30 @@ class Matcher:
                 return False
         return True
 
-    @staticmethod
-    def _homophones_ok(norm: str, key: str, end: int, v: tuple) -> bool:
-        """Same readings as the term: at most half of its Han characters differ."""
+    def _sound_ok(self, ctx: _Text, end: int, v: tuple) -> str | None:
+        """A hit among the sounds of the Han characters: at most max_gap characters between
+        two of them in the text, and at most half of them homophones (not the listed
+        character). Returns the variant class, or None."""
         term = v[1]
-        last = len(key[:end + 1].encode("latin-1").decode("utf-8"))
-        seg = norm[last - len(term):last]
+        n = len(term)
+        last = (end + 1) // 2 - 1           # two characters a syllable
+        pos = ctx.han_pos()
+        norm = ctx.norm
+        gap = self.max_gap if v[3] else 0
+        spread = False
         diff = 0
-        for a, b in zip(seg, term):
-            if a != b:
+        for j in range(n):
+            p = pos[last - n + 1 + j]
+            if j and p != prev + 1:
+                if p - prev - 1 > gap:
+                    return None
+                spread = True
+            if norm[p] != term[j]:
                 diff += 1
-        return diff * 2 <= v[2]
+            prev = p
+        if diff * 2 > n:
+            return None
+        return "homophone" if diff else ("gap" if spread else "exact")
 
     @staticmethod
     def _bounded(ctx: _Text, end: int, v: tuple) -> bool:
@@ -238,23 +223,12 @@ class Matcher:
             return False
         return not (v[3] & B_END and not ctx.boundary(stop))
 
-    def _gap_ok(self, ctx: _Text, key: str, end: int, v: tuple) -> bool:
-        """A Han-only hit in the Han-only string: at most max_gap between its characters."""
-        last = len(key[:end + 1].encode("latin-1").decode("utf-8")) - 1
-        first = last - len(v[4]) + 1
-        pos = ctx.han_pos()
-        gap = self.max_gap
-        for j in range(first, last):
-            if pos[j + 1] - pos[j] - 1 > gap:
-                return False
-        return True
-
     def _pinyin_ok(self, ctx: _Text, end: int, v: tuple) -> str | None:
         """A pinyin hit: whole syllables, word-bounded Latin, homophones <= half. Returns
         the variant class, or None."""
         _, term, key, starts_t, nhan = v
         s = end - len(key) + 1
-        starts = ctx.py_starts(self.table)
+        starts = ctx.py_starts(self.by_char)
         i0 = bisect_right(starts, s) - 1
         if starts[i0] != s:
             return None
@@ -268,27 +242,21 @@ class Matcher:
             return None
         bounds = dict((o, j) for j, o in enumerate(starts_t))
         nterm = len(term)
-        homophones = latin = han = 0
+        homophones = 0
         for i in range(i0, i1 + 1):
             ch = norm[i]
             if not is_han(ch):
-                latin += _latin(ch)
                 continue
             o = starts[i] - s
             j = bounds.get(o)
             nxt = starts[i + 1] - s
             if j is None or (starts_t[j + 1] if j + 1 < nterm else len(key)) != nxt:
                 return None             # a Han syllable across the term's syllables
-            han += 1
             if ch != term[j]:
                 homophones += 1
         if homophones * 2 > nhan:
             return None
-        if homophones:
-            return "homophone"
-        if latin:
-            return "mixed" if han else "pinyin"
-        return "exact"
+        return "homophone" if homophones else "mixed"
 
 
 def _refusal(base: Refusal, term: str, variant: str) -> Refusal:
@@ -296,17 +264,18 @@ def _refusal(base: Refusal, term: str, variant: str) -> Refusal:
 
 
 def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str, Refusal],
-                  max_gap: int, cache: dict, fold: Mapping) -> Matcher | None:
+                  max_gap: int, cache: dict, normalise: Callable[[str], str],
+                  words: Mapping) -> Matcher | None:
     """The automata for `lists` ((category, terms), first category to name a form keeps
-    it); `cache` (term -> expansions) is shared between the builds of one load."""
-    lists = list(lists)
-    expander = cache.get("") or cache.setdefault("", Expander(lambda s: s.translate(fold)))
+    it). `cache` (term -> expansions) is shared between the builds of one load;
+    `normalise` is the filter's fold and `words` the same translation table with spaces,
+    punctuation and symbols turned into a space instead of deleted."""
+    expander = cache.get(None) or cache.setdefault(None, Expander(normalise))
     main = ahocorasick.Automaton()
-    py = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
-    sound = ahocorasick.Automaton()
     latin = ahocorasick.Automaton()
-    n = npy = nsound = 0
-    later: list[tuple[str, str, Refusal, bool]] = []
+    sound = ahocorasick.Automaton()
+    py = ahocorasick.Automaton()
+    later: list[tuple[str, Refusal]] = []
     for category, terms in lists:
         base = refusals[category]
         for raw in terms:
@@ -316,13 +285,12 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
                 continue
             k = _key(term)
             if k not in main:
-                main.add_word(k, (base, term, "exact", 0 if exact else GAP, term))
-                n += 1
+                main.add_word(k, (base, term, "exact", 0, term))
             if not exact:
-                later.append((category, term, base, exact))
+                later.append((term, base))
                 if len(term) > 1 and not any(map(is_han, term)) and term not in latin:
                     latin.add_word(term, (base, term))
-    for category, term, base, _ in later:      # variants after every listed term
+    for term, base in later:            # variants after every listed term
         got = cache.get(term)
         if got is None:
             got = cache[term] = (tuple(expander.expand(term)), expander.pinyin_forms(term),
@@ -331,30 +299,21 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
         nhan = sum(1 for c in term if is_han(c))
         for form, cls in variants:
             k = _key(form)
-            if k in main:
-                continue
-            flags = _edges(form) if cls in ("pinyin", "initials", "mixed") else 0
-            if all(is_han(c) for c in form):
-                flags |= GAP
-            main.add_word(k, (base, term, cls, flags, form))
-            n += 1
+            if k not in main:
+                flags = _edges(form) if cls in ("pinyin", "initials", "mixed") else 0
+                main.add_word(k, (base, term, cls, flags, form))
         for key, starts in forms:
             if key not in py:
                 py.add_word(key, (base, term, key, starts, nhan))
-                npy += 1
         for form in sounds:
-            k = _key(form)
-            if k not in sound:
-                sound.add_word(k, (base, term, nhan))
-                nsound += 1
-    if not n:
+            if form not in sound:
+                sound.add_word(form, (base, term, nhan, True))
+    if not len(main):
         return None
-    main.make_automaton()
-    if npy:
-        py.make_automaton()
-    if nsound:
-        sound.make_automaton()
-    if len(latin):
-        latin.make_automaton()
-    return Matcher(main, latin if len(latin) and max_gap else None, sound if nsound else None, py if npy else None, max_gap, fold,
-                   n, npy)
+    built = []
+    for a in (main, latin, sound, py):
+        if len(a):
+            a.make_automaton()
+        built.append(a if len(a) else None)
+    return Matcher(built[0], built[1] if max_gap else None, built[2], built[3], max_gap,
+                   words, len(main))

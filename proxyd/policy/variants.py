@@ -41,10 +41,10 @@ from collections.abc import Callable, Iterator
 
 __all__ = ["Expander", "is_han", "MAX_MIXED", "MAX_HOMOPHONES", "MAX_SPLIT"]
 
-MAX_MIXED = 30          # mixed character+pinyin forms per term (all of them up to 5 characters)
-MAX_HOMOPHONES = 24     # single-character homophone substitutions per term
+MAX_MIXED = 12          # mixed forms per term: one character in pinyin, then all but one
+MAX_HOMOPHONES = 12     # single-character homophone substitutions per term
 MAX_SPLIT = 8           # decomposed forms per term
-MAX_PER_POSITION = 8    # homophones tried per character position
+MAX_PER_POSITION = 3    # homophones per character position (those read so by default first)
 
 # Components that are single strokes make decompositions nobody writes (上 -> 一丨一).
 _STROKES = frozenset("一丨丶丿乙乚乛亅")
@@ -97,21 +97,34 @@ def pinyin_upper_table() -> dict[int, str]:
 
 @functools.lru_cache(maxsize=1)
 def syllable_ids() -> dict[str, str]:
-    """Toneless reading -> one private-use character standing for it."""
+    """Toneless reading -> two latin-1 characters standing for it, the first from
+    U+0040..U+007F and the second from U+00C0..U+00FF: a string of them can only be matched
+    at a syllable's start, and a trie over them has at most 64 children a node."""
     ids: dict[str, str] = {}
     for r in readings().values():
         for p in r:
             if p not in ids:
-                ids[p] = chr(0xE000 + len(ids))
+                n = len(ids)
+                ids[p] = chr(0x40 + n // 64) + chr(0xC0 + n % 64)
     return ids
 
 
+class _Deleting(dict):
+    """A translation table that deletes every character it does not list."""
+
+    def __missing__(self, cp: int) -> None:
+        return None
+
+
 @functools.lru_cache(maxsize=1)
-def syllable_table() -> dict[int, str]:
-    """str.translate table: Han character -> the private-use character of its default
-    reading, so homophones become equal strings of the same length as the text."""
+def syllable_table() -> dict[int, str | None]:
+    """str.translate table: Han character -> the two characters of its default reading;
+    anything else is deleted. A text becomes the sounds of its Han characters alone, so
+    homophones give equal strings and noise between Han characters is gone."""
     ids = syllable_ids()
-    return {ord(ch): ids[r[0]] for ch, r in readings().items()}
+    table = _Deleting({cp: None for cp in range(0x10000)})
+    table.update({ord(ch): ids[r[0]] for ch, r in readings().items()})
+    return table
 
 
 @functools.lru_cache(maxsize=1)
@@ -220,9 +233,11 @@ class Expander:
             form = "".join(phrase[i][0] if i in han else c for i, c in enumerate(term))
             if new(form):
                 yield form, "initials"
-        # mixed: smaller sets of romanised characters first (fewest changes are likeliest)
+        # mixed: one character romanised, then all but one, then the rest
         n = 0
-        masks = sorted(range(1, (1 << len(han)) - 1), key=lambda m: (bin(m).count("1"), m))
+        k = len(han)
+        masks = sorted(range(1, (1 << k) - 1),
+                       key=lambda m: (min(bin(m).count("1"), k - bin(m).count("1") + 1), m))
         for mask in masks:
             if n >= MAX_MIXED:
                 break
@@ -242,6 +257,7 @@ class Expander:
                 for h in self.homophones.get(p, ()):
                     if h != term[i] and self.normalise(h) == h and h not in alts:
                         alts.append(h)
+            alts.sort(key=lambda h: self.readings[h][0] not in (phrase[i], default[i]))
             per_pos.append((i, alts[:MAX_PER_POSITION]))
         n = 0
         for k in range(MAX_PER_POSITION):
@@ -268,14 +284,16 @@ class Expander:
             yield form, "split"
 
     def sound_forms(self, term: str) -> list[str]:
-        """The term as syllable classes (`syllable_ids`), by its default and its phrase
-        reading: what `syllable_table` makes of it and of its homophones."""
+        """The term as syllable codes (`syllable_ids`), by its default and its phrase
+        reading: what `syllable_table` makes of it and of its homophones. Only for terms
+        of Han characters alone (two or more)."""
         if sum(1 for c in term if is_han(c) and c in self.readings) < 2:
+            return []
+        if not all(is_han(c) and c in self.readings for c in term):
             return []
         ids = syllable_ids()
         out = [term.translate(syllable_table())]
-        phrase = "".join(ids.get(p, c) if is_han(c) else c
-                         for c, p in zip(term, self.phrase_reading(term)))
+        phrase = "".join(ids[p] for p in self.phrase_reading(term))
         if phrase != out[0]:
             out.append(phrase)
         return out
