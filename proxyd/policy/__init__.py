@@ -29,7 +29,7 @@ from proxyd.config import AccountConfig, Config
 from proxyd.message import Message, Refusal, Verdict
 from proxyd.policy.caller import check_caller
 from proxyd.policy.content import (
-    ContentFilter, check_binary, has_unsubscribe_hint, normalise, check_signature,
+    ContentFilter, check_binary, has_unsubscribe_hint, normalise_words, check_signature,
     UNSUBSCRIBE_REFUSED,
 )
 from proxyd.policy.optout import check_destination
@@ -107,10 +107,10 @@ class Policy:
             r = check_signature(text, account)
             if r is not None:
                 return r
-        norm = normalise(text)
+        norm, words = normalise_words(text)
         if account.marketing and not has_unsubscribe_hint(norm):
             return UNSUBSCRIBE_REFUSED
-        return self.content.check_normalised(norm, account.system_id, text)
+        return self.content.check_normalised(norm, account.system_id, words)
 
     def rewrite_source(self, msg: Message, account: AccountConfig) -> str:
         """The source_addr to relay: in sender_mode "prefix" the service code + extension,

@@ -157,6 +157,13 @@ def normalise(text: str) -> str:
     return text.translate(_TABLE)
 
 
+def normalise_words(text: str) -> tuple[str, str]:
+    """(normalise(text), the same with one space wherever spaces, punctuation or symbols
+    were taken out): one pass for both."""
+    words = text.translate(_WORDS)
+    return words.replace(" ", ""), words
+
+
 # --- word lists ----------------------------------------------------------------------------
 
 EXACT = "="     # a list line "=term": that term exactly (normalised), no variants, no gap
@@ -215,10 +222,10 @@ class ContentFilter:
                                      category=c) for c in cats}
         cache: dict[str, tuple] = {}
         self._global = build_matcher(lists.items(), self._refusals, max_gap, cache,
-                                     normalise, _WORDS)
+                                     normalise)
         self._by_account = {
             acc: build_matcher(list(lists.items()) + list(extra.items()), self._refusals,
-                               max_gap, cache, normalise, _WORDS)
+                               max_gap, cache, normalise)
             for acc, extra in account_lists.items()}
         self.entries = self._global.entries if self._global is not None else 0
 
@@ -249,16 +256,18 @@ class ContentFilter:
         refusal's `term` and `variant` (not part of its text) say what matched."""
         if text is None:
             return None
-        return self.check_normalised(text.translate(_TABLE), account_id, text)
+        words = text.translate(_WORDS)
+        return self.check_normalised(words.replace(" ", ""), account_id, words)
 
     def check_normalised(self, normalised: str, account_id: str = "",
-                         text: str | None = None) -> Verdict:
-        """`check` for a text already passed through `normalise`; `text`, the original,
-        tells where words were separated (for pinyin written in Latin letters)."""
+                         words: str | None = None) -> Verdict:
+        """`check` for a text already passed through `normalise`; `words` (from
+        `normalise_words`) tells where the original had word boundaries, for pinyin
+        written in Latin letters (without it, only script changes count as boundaries)."""
         m = self._by_account.get(account_id, self._global)
         if m is None:
             return None
-        return m.check(normalised, text)
+        return m.check(normalised, words)
 
 
 # --- binary, signature, unsubscribe ----------------------------------------------------------

@@ -1,62 +1,73 @@
 """The content filter's matching: one message against every listed term and its variants.
 
-Three scans of C code per message, each an Aho-Corasick automaton (pyahocorasick) over a
-string made by one ``str.translate`` or ``re.sub``; Python code runs only on a candidate hit:
+Each scan is an Aho-Corasick automaton (pyahocorasick, C) over a string made by one
+``str.translate``; Python code runs only on a candidate hit. All automata are built when the
+lists load, from the terms and their variants (`variants.Expander`).
 
-1. The normalised text against the terms and their load-time variants (`variants.Expander`:
-   pinyin, initials, mixed, homophones, decompositions). The automaton's alphabet is the
-   UTF-8 bytes of the text carried as latin-1 characters (fan-out <= 64 a node; ~2 us).
-   A variant that begins or ends with Latin letters (``dubo``, ``wsdb``, ``du博``) counts
-   only where those letters begin or end a word of the original text (a space, punctuation,
-   a Han character or a digit next to them): ``wang shang du bo`` and ``网上du博`` match,
-   the letters ``heshi`` inside ``the shirt`` do not.
-2. Noise (`max_gap`): the same automaton over the text with every non-Han character taken
-   out. A hit on a Han-only term or variant counts if, in the normalised text, at most
-   `max_gap` characters stood between each two of its characters (``网上赌①博`` ->
-   ``网上赌1博``: one). Han noise (``网上赌你博``) stays in that string, so the gap rule never
-   bridges it. Run only when the text has non-Han characters at all.
-3. Pinyin (per message): the text with each Han character replaced by its default toneless
-   reading (``网上du搏`` -> ``wangshangdubo``), against each term's pinyin. A hit counts
-   when it falls on whole syllables of the term, Latin edges on word boundaries as in 1.,
-   and at most half of the term's characters are written as other Han characters of the
-   same reading (homophones): ``网上堵博`` matches 网上赌博, but ``独播`` (two of two) does
-   not match 赌博, which keeps ordinary words that sound like a listed term out.
+1. Sounds. The text becomes the readings of its Han characters, two codes a syllable
+   (`variants.syllable_table`: default toneless reading, every other character deleted).
+   The automaton holds the same for every term of Han characters, by its default and its
+   phrase reading, and for each pure-Han variant (decompositions, and homophones that only
+   a second reading of a character explains). A candidate counts when
+   - at most `max_gap` characters (not Han) stood between two of its characters in the
+     normalised text: ``网上赌①博`` -> ``网上赌1博``, one. Han noise (``网上赌你博``) has a
+     reading of its own, so it breaks the syllable sequence and the gap rule never bridges it;
+   - for a listed term, at most half of its characters are other characters of the same
+     reading (homophones): ``网上堵博`` matches 网上赌博, but ``独播`` (two of two) does not
+     match 赌博, which keeps ordinary words that sound like a listed term out. A variant
+     form must be there as generated.
+   One scan thus covers the exact term, noise, homophones (any character of the same
+   reading, not a capped list) and decompositions.
+2. Letters. The normalised text (UTF-8 bytes as latin-1 characters, fan-out <= 64 a node)
+   against every form with a character that is not Han: Latin terms (``casino``), pinyin,
+   initials and mixed forms (``dubo``, ``wsdb``, ``du博``). Run only when the text has a
+   Latin letter or a digit. A variant that begins or ends with a Latin letter counts only
+   where that letter begins or ends a word of the original text (a space, punctuation, a Han
+   character or a digit next to it): ``wang shang du bo`` and ``网上du博`` match, the letters
+   ``heshi`` inside ``the shirt`` do not. Terms without Han characters are also looked for
+   with the digits taken out (at most `max_gap` between two letters: ``c4s1no``... no,
+   ``ca1sino``).
+3. Pinyin (per message, texts with both Han characters and Latin letters): the text with
+   each Han character replaced by its default reading in capitals, scanned in lower case
+   against each term's pinyin. A hit that mixes the two (``du搏``, ``网上dubo`` with a
+   homophone) counts when it falls on whole syllables of the term, its Latin edges are word
+   boundaries and at most half of its Han characters are homophones. A hit of Han alone is
+   scan 1's, of Latin alone scan 2's.
 
-Terms listed as ``=term`` get scan 1 for the term itself only. Refusals carry the matched
-term and its variant class (``exact``, ``gap``, ``pinyin``, ``initials``, ``mixed``,
+Terms listed as ``=term`` get their exact form only (scan 1 or 2, no gap). Refusals carry the
+matched term and its variant class (``exact``, ``gap``, ``pinyin``, ``initials``, ``mixed``,
 ``homophone``, ``split``) for the journal and the log, never in their text.
 """
 from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from itertools import accumulate
 from collections.abc import Callable, Iterable, Mapping
+from itertools import accumulate
 from typing import Any
 
 import ahocorasick
 
 from proxyd.message import Refusal, Verdict
 from proxyd.policy.variants import (
-    Expander, is_han, pinyin_table, pinyin_upper_table, syllable_table,
+    Expander, is_han, pinyin_table, pinyin_upper_table, readings, syllable_table,
 )
 
 __all__ = ["Matcher", "build_matcher", "DEFAULT_MAX_GAP"]
 
 DEFAULT_MAX_GAP = 2
 
-B_START, B_END = 1, 2                  # entry flags: a Latin letter at the start / end
+B_START, B_END = 1, 2                  # letters entry flags: a Latin letter at the start / end
 
-_HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0003ffff"
-_HAN = re.compile("[%s]" % _HAN_RANGES)
 _HAS_LATIN = re.compile("[a-z]")
+_HAS_ALNUM = re.compile("[a-z0-9]")
 _HAS_DIGIT = re.compile("[0-9]")
 _DIGITS = re.compile("[0-9]+")
 _EXACT = "="
 
 
 def _key(normalised: str) -> str:
-    """The main automaton's alphabet: UTF-8 bytes carried as latin-1 characters."""
+    """The letters automaton's alphabet: UTF-8 bytes carried as latin-1 characters."""
     return normalised.encode("utf-8").decode("latin-1")
 
 
@@ -71,13 +82,14 @@ def _edges(form: str) -> int:
 class _Text:
     """What the rare path needs to know about one message, computed on first need."""
 
-    __slots__ = ("norm", "text", "words", "_bounds", "_han_pos", "_py_starts")
+    __slots__ = ("norm", "words", "syl", "_bounds", "_han", "_han_pos", "_py_starts")
 
-    def __init__(self, norm: str, text: str | None, words: Mapping) -> None:
+    def __init__(self, norm: str, words: str | None, syl: Mapping) -> None:
         self.norm = norm
-        self.text = text
         self.words = words
+        self.syl = syl
         self._bounds: set[int] | None = None
+        self._han: str | None = None
         self._han_pos: list[int] | None = None
         self._py_starts: list[int] | None = None
 
@@ -85,8 +97,8 @@ class _Text:
         """Positions in norm where the original text had a space, punctuation or a symbol."""
         if self._bounds is None:
             got: set[int] = set()
-            if self.text is not None:
-                parts = self.text.translate(self.words).split(" ")
+            if self.words is not None:
+                parts = self.words.split(" ")
                 if sum(map(len, parts)) == len(self.norm):
                     got = set(accumulate(map(len, parts)))
             self._bounds = got
@@ -101,9 +113,17 @@ class _Text:
             return True
         return i in self.bounds()
 
+    def han(self) -> str:
+        """The Han characters that have a reading, in order (what scan 1 saw)."""
+        if self._han is None:
+            syl = self.syl
+            self._han = "".join(c for c in self.norm if syl[ord(c)] is not None)
+        return self._han
+
     def han_pos(self) -> list[int]:
         if self._han_pos is None:
-            self._han_pos = [m.start() for m in _HAN.finditer(self.norm)]
+            syl = self.syl
+            self._han_pos = [i for i, c in enumerate(self.norm) if syl[ord(c)] is not None]
         return self._han_pos
 
     def non_digit_pos(self) -> list[int]:
@@ -120,28 +140,42 @@ class _Text:
 class Matcher:
     """The automata for one set of lists (see the module docstring)."""
 
-    __slots__ = ("main", "latin", "sound", "pinyin", "max_gap", "upper", "by_char", "syl",
-                 "words", "entries")
+    __slots__ = ("sounds", "letters", "letters_han", "latin", "pinyin", "max_gap", "upper",
+                 "by_char", "syl", "entries")
 
-    def __init__(self, main: Any, latin: Any, sound: Any, pinyin: Any, max_gap: int,
-                 words: Mapping, entries: int) -> None:
-        self.main = main
+    def __init__(self, sounds: Any, letters: Any, letters_han: bool, latin: Any,
+                 pinyin: Any, max_gap: int, entries: int) -> None:
+        self.sounds = sounds
+        self.letters = letters
+        self.letters_han = letters_han      # letters holds pure-Han forms: scan every text
         self.latin = latin
-        self.sound = sound
         self.pinyin = pinyin
         self.max_gap = max_gap
         self.upper = pinyin_upper_table()
         self.by_char = {chr(cp): r for cp, r in pinyin_table().items()}
         self.syl = syllable_table()
-        self.words = words
         self.entries = entries
 
-    def check(self, norm: str, text: str | None = None) -> Verdict:
+    def check(self, norm: str, words: str | None = None) -> Verdict:
+        """`norm`: the normalised text; `words`: the same with a space where normalisation
+        took out spaces, punctuation or symbols (None: no word boundaries known)."""
         ctx = None
-        for end, v in self.main.iter(norm.encode("utf-8").decode("latin-1")):
+        syl = norm.translate(self.syl)
+        if syl and self.sounds is not None:
+            for end, vs in self.sounds.iter(syl):
+                if ctx is None:
+                    ctx = _Text(norm, words, self.syl)
+                for v in vs:
+                    cls = self._sound_ok(ctx, end, v)
+                    if cls is not None:
+                        return _refusal(v[0], v[1], cls)
+        letters = self.letters
+        if letters is None or not (self.letters_han or _HAS_ALNUM.search(norm)):
+            return None
+        for end, v in letters.iter(norm.encode("utf-8").decode("latin-1")):
             if v[3]:
                 if ctx is None:
-                    ctx = _Text(norm, text, self.words)
+                    ctx = _Text(norm, words, self.syl)
                 if not self._bounded(ctx, end, v):
                     continue
             return _refusal(v[0], v[1], v[2])
@@ -149,34 +183,47 @@ class Matcher:
         if latin is not None and _HAS_DIGIT.search(norm) is not None:
             for end, v in latin.iter(_DIGITS.sub("", norm)):
                 if ctx is None:
-                    ctx = _Text(norm, text, self.words)
+                    ctx = _Text(norm, words, self.syl)
                 if self._digit_gap_ok(ctx, end, v):
                     return _refusal(v[0], v[1], "gap")
-        sound = self.sound
-        if sound is not None:
-            syl = norm.translate(self.syl)
-            if syl:
-                for end, v in sound.iter(syl):
-                    if ctx is None:
-                        ctx = _Text(norm, text, self.words)
-                    cls = self._sound_ok(ctx, end, v)
-                    if cls is not None:
-                        return _refusal(v[0], v[1], cls)
-                pinyin = self.pinyin
-                if pinyin is not None and _HAS_LATIN.search(norm) is not None:
-                    upper = norm.translate(self.upper)
-                    for end, v in pinyin.iter(upper.lower()):
-                        region = upper[end - len(v[2]) + 1:end + 1]
-                        if region.isupper() or region.islower():
-                            continue    # Han alone: the sound scan's; Latin alone: main's
-                        if ctx is None:
-                            ctx = _Text(norm, text, self.words)
-                        cls = self._pinyin_ok(ctx, end, v)
-                        if cls is not None:
-                            return _refusal(v[0], v[1], cls)
+        pinyin = self.pinyin
+        if pinyin is not None and syl and _HAS_LATIN.search(norm) is not None:
+            upper = norm.translate(self.upper)
+            for end, v in pinyin.iter(upper.lower()):
+                region = upper[end - len(v[2]) + 1:end + 1]
+                if region.isupper() or region.islower():
+                    continue        # Han alone: scan 1's; Latin alone: scan 2's
+                if ctx is None:
+                    ctx = _Text(norm, words, self.syl)
+                cls = self._pinyin_ok(ctx, end, v)
+                if cls is not None:
+                    return _refusal(v[0], v[1], cls)
         return None
 
     # -- the rare path: a candidate hit -------------------------------------------------
+    def _sound_ok(self, ctx: _Text, end: int, v: tuple) -> str | None:
+        """v = (refusal, term, form, class, homophones allowed, gap allowed)."""
+        form = v[2]
+        n = len(form)
+        last = (end + 1) // 2              # two codes a syllable: index after the hit
+        seg = ctx.han()[last - n:last]
+        diff = 0
+        for a, b in zip(seg, form):
+            if a != b:
+                diff += 1
+        if diff > v[4]:
+            return None
+        pos = ctx.han_pos()[last - n:last]
+        spread = pos[-1] - pos[0] + 1 != n
+        if spread:
+            gap = self.max_gap if v[5] else 0
+            for j in range(1, n):
+                if pos[j] - pos[j - 1] - 1 > gap:
+                    return None
+        if v[3] != "exact":
+            return v[3]
+        return "homophone" if diff else ("gap" if spread else "exact")
+
     def _digit_gap_ok(self, ctx: _Text, end: int, v: tuple) -> bool:
         """A term without Han characters, found with the digits taken out: at most max_gap
         digits between two of its characters."""
@@ -186,31 +233,6 @@ class Matcher:
             if pos[j + 1] - pos[j] - 1 > gap:
                 return False
         return True
-
-    def _sound_ok(self, ctx: _Text, end: int, v: tuple) -> str | None:
-        """A hit among the sounds of the Han characters: at most max_gap characters between
-        two of them in the text, and at most half of them homophones (not the listed
-        character). Returns the variant class, or None."""
-        term = v[1]
-        n = len(term)
-        last = (end + 1) // 2 - 1           # two characters a syllable
-        pos = ctx.han_pos()
-        norm = ctx.norm
-        gap = self.max_gap if v[3] else 0
-        spread = False
-        diff = 0
-        for j in range(n):
-            p = pos[last - n + 1 + j]
-            if j and p != prev + 1:
-                if p - prev - 1 > gap:
-                    return None
-                spread = True
-            if norm[p] != term[j]:
-                diff += 1
-            prev = p
-        if diff * 2 > n:
-            return None
-        return "homophone" if diff else ("gap" if spread else "exact")
 
     @staticmethod
     def _bounded(ctx: _Text, end: int, v: tuple) -> bool:
@@ -264,56 +286,78 @@ def _refusal(base: Refusal, term: str, variant: str) -> Refusal:
 
 
 def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str, Refusal],
-                  max_gap: int, cache: dict, normalise: Callable[[str], str],
-                  words: Mapping) -> Matcher | None:
-    """The automata for `lists` ((category, terms), first category to name a form keeps
-    it). `cache` (term -> expansions) is shared between the builds of one load;
-    `normalise` is the filter's fold and `words` the same translation table with spaces,
-    punctuation and symbols turned into a space instead of deleted."""
+                  max_gap: int, cache: dict, normalise: Callable[[str], str]
+                  ) -> Matcher | None:
+    """The automata for `lists` ((category, terms); the first category to name a form
+    keeps it). `cache` (term -> expansions) is shared between the builds of one load;
+    `normalise` is the filter's fold."""
     expander = cache.get(None) or cache.setdefault(None, Expander(normalise))
-    main = ahocorasick.Automaton()
+    syl = syllable_table()
+    known = readings()
+    sounds: dict[str, list[tuple]] = {}
+    letters = ahocorasick.Automaton()
     latin = ahocorasick.Automaton()
-    sound = ahocorasick.Automaton()
     py = ahocorasick.Automaton()
+    seen: set[str] = set()
+    letters_han = False
+
+    def add(base: Refusal, term: str, form: str, cls: str, homophones: int, gap: bool,
+            keys: Iterable[str] = ()) -> None:
+        nonlocal letters_han
+        if form in seen:
+            return
+        seen.add(form)
+        if all(is_han(c) and c in known for c in form):
+            for k in dict.fromkeys([form.translate(syl), *keys]):
+                sounds.setdefault(k, []).append((base, term, form, cls, homophones, gap))
+            return
+        k = _key(form)
+        if k not in letters:
+            flags = _edges(form) if cls in ("pinyin", "initials", "mixed") else 0
+            letters.add_word(k, (base, term, cls, flags, form))
+            letters_han = letters_han or not _HAS_ALNUM.search(form)
+
     later: list[tuple[str, Refusal]] = []
     for category, terms in lists:
         base = refusals[category]
         for raw in terms:
             exact = raw.startswith(_EXACT)
             term = raw[1:] if exact else raw
-            if not term:
+            if not term or term in seen:
                 continue
-            k = _key(term)
-            if k not in main:
-                main.add_word(k, (base, term, "exact", 0, term))
-            if not exact:
-                later.append((term, base))
-                if len(term) > 1 and not any(map(is_han, term)) and term not in latin:
-                    latin.add_word(term, (base, term))
+            if exact:
+                add(base, term, term, "exact", 0, False)
+                continue
+            got = cache.get(term)
+            if got is None:
+                got = cache[term] = (tuple(expander.expand(term)), expander.pinyin_forms(term),
+                                     expander.sound_forms(term))
+            add(base, term, term, "exact", len(term) // 2, True, got[2])
+            later.append((term, base))
+            if len(term) > 1 and not any(map(is_han, term)) and term not in latin:
+                latin.add_word(term, (base, term))
     for term, base in later:            # variants after every listed term
-        got = cache.get(term)
-        if got is None:
-            got = cache[term] = (tuple(expander.expand(term)), expander.pinyin_forms(term),
-                                 expander.sound_forms(term))
-        variants, forms, sounds = got
+        variants, forms, term_sounds = cache[term]
         nhan = sum(1 for c in term if is_han(c))
         for form, cls in variants:
-            k = _key(form)
-            if k not in main:
-                flags = _edges(form) if cls in ("pinyin", "initials", "mixed") else 0
-                main.add_word(k, (base, term, cls, flags, form))
+            if cls == "homophone" and form.translate(syl) in term_sounds:
+                continue                # the term's own sound entry covers it
+            add(base, term, form, cls, 0, True)
         for key, starts in forms:
             if key not in py:
                 py.add_word(key, (base, term, key, starts, nhan))
-        for form in sounds:
-            if form not in sound:
-                sound.add_word(form, (base, term, nhan, True))
-    if not len(main):
+    if not sounds and not len(letters):
         return None
+    automaton = None
+    if sounds:
+        automaton = ahocorasick.Automaton()
+        for k, vs in sounds.items():
+            automaton.add_word(k, tuple(vs))
+        automaton.make_automaton()
     built = []
-    for a in (main, latin, sound, py):
+    for a in (letters, latin, py):
         if len(a):
             a.make_automaton()
         built.append(a if len(a) else None)
-    return Matcher(built[0], built[1] if max_gap else None, built[2], built[3], max_gap,
-                   words, len(main))
+    return Matcher(automaton, built[0], letters_han, built[1] if max_gap else None, built[2],
+                   max_gap, len(seen))
