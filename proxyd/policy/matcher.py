@@ -50,7 +50,7 @@ import ahocorasick
 
 from proxyd.message import Refusal, Verdict
 from proxyd.policy.variants import (
-    Expander, is_han, pinyin_table, pinyin_upper_table, readings, syllable_table,
+    Expander, han_only_table, is_han, pinyin_table, pinyin_upper_table, readings, syllable_table,
 )
 
 __all__ = ["Matcher", "build_matcher", "DEFAULT_MAX_GAP"]
@@ -116,8 +116,7 @@ class _Text:
     def han(self) -> str:
         """The Han characters that have a reading, in order (what scan 1 saw)."""
         if self._han is None:
-            syl = self.syl
-            self._han = "".join(c for c in self.norm if syl[ord(c)] is not None)
+            self._han = self.norm.translate(han_only_table())
         return self._han
 
     def han_pos(self) -> list[int]:
@@ -238,8 +237,11 @@ class Matcher:
     def _bounded(ctx: _Text, end: int, v: tuple) -> bool:
         """Latin edges of a variant hit fall on word boundaries (end: byte index)."""
         form = v[4]
-        key = ctx.norm.encode("utf-8")
-        stop = len(key[:end + 1].decode("utf-8"))       # norm index after the hit
+        norm = ctx.norm
+        if norm.isascii():
+            stop = end + 1
+        else:                                           # norm index after the hit
+            stop = len(norm.encode("utf-8")[:end + 1].decode("utf-8"))
         start = stop - len(form)
         if v[3] & B_START and not ctx.boundary(start):
             return False
@@ -330,7 +332,8 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
                 continue
             got = cache.get(term)
             if got is None:
-                got = cache[term] = (tuple(expander.expand(term)), expander.pinyin_forms(term),
+                got = cache[term] = (tuple(expander.expand(term, mixed=False)),
+                                     expander.pinyin_forms(term),
                                      expander.sound_forms(term))
             add(base, term, term, "exact", len(term) // 2, True, got[2])
             later.append((term, base))

@@ -128,6 +128,14 @@ def syllable_table() -> dict[int, str | None]:
 
 
 @functools.lru_cache(maxsize=1)
+def han_only_table() -> dict[int, int | None]:
+    """str.translate table keeping exactly the characters `syllable_table` does."""
+    table = _Deleting({cp: None for cp in range(0x10000)})
+    table.update({ord(ch): ord(ch) for ch in readings()})
+    return table
+
+
+@functools.lru_cache(maxsize=1)
 def common_chars() -> tuple[str, ...]:
     """The 3,755 level-1 characters of GB 2312, in the standard's order."""
     out = []
@@ -166,8 +174,12 @@ class Expander:
     def __init__(self, normalise: Callable[[str], str]) -> None:
         self.normalise = normalise
         self.readings = readings()
-        self.homophones = homophone_index()
+        # homophone candidates: the common characters that normalisation leaves as they are
+        self.homophones = {p: tuple(h for h in v if normalise(h) == h)
+                           for p, v in homophone_index().items()}
         self._split_cache: dict[str, tuple[str, ...]] = {}
+        self._phrase_cache: dict[str, list[str]] = {}
+        self._alt_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     # -- data per character --------------------------------------------------------------
     def splits(self, ch: str) -> tuple[str, ...]:
@@ -194,11 +206,13 @@ class Expander:
     def phrase_reading(self, term: str) -> list[str]:
         """One reading per character, taken from pypinyin's phrase data where it has the term
         (长官 -> zhang guan); the default character reading otherwise."""
-        from pypinyin import Style, lazy_pinyin
-        out: list[str] = []
-        for c, r in zip(term, self._lazy(term, lazy_pinyin, Style)):
-            out.append(_plain(r) if is_han(c) and c in self.readings else c)
-        return out
+        got = self._phrase_cache.get(term)
+        if got is None:
+            from pypinyin import Style, lazy_pinyin
+            got = [_plain(r) if is_han(c) and c in self.readings else c
+                   for c, r in zip(term, self._lazy(term, lazy_pinyin, Style))]
+            self._phrase_cache[term] = got
+        return list(got)
 
     @staticmethod
     def _lazy(term: str, lazy_pinyin, Style) -> list[str]:
@@ -209,9 +223,10 @@ class Expander:
         return parts
 
     # -- the variants ------------------------------------------------------------------------
-    def expand(self, term: str) -> Iterator[tuple[str, str]]:
+    def expand(self, term: str, mixed: bool = True) -> Iterator[tuple[str, str]]:
         """(form, class) for every variant of `term` (not `term` itself). Terms with fewer
-        than two Han characters get none."""
+        than two Han characters get none. `mixed=False` leaves the mixed forms out (the
+        matcher's pinyin key stands for all of them)."""
         han = [i for i, c in enumerate(term) if is_han(c) and c in self.readings]
         if len(han) < 2:
             return
@@ -238,7 +253,7 @@ class Expander:
         k = len(han)
         masks = sorted(range(1, (1 << k) - 1),
                        key=lambda m: (min(bin(m).count("1"), k - bin(m).count("1") + 1), m))
-        for mask in masks:
+        for mask in masks if mixed else ():
             if n >= MAX_MIXED:
                 break
             chars = list(term)
@@ -249,16 +264,10 @@ class Expander:
             if new(form):
                 n += 1
                 yield form, "mixed"
-        # homophones: one character at a time, round-robin over positions
-        per_pos = []
-        for i in han:
-            alts = []
-            for p in dict.fromkeys((phrase[i],) + self.readings[term[i]]):
-                for h in self.homophones.get(p, ()):
-                    if h != term[i] and self.normalise(h) == h and h not in alts:
-                        alts.append(h)
-            alts.sort(key=lambda h: self.readings[h][0] not in (phrase[i], default[i]))
-            per_pos.append((i, alts[:MAX_PER_POSITION]))
+        # homophones that only a second reading explains (都 for 赌): those read the same by
+        # default are all matched by the term's sound key (`sound_forms`)
+        per_pos = [(i, self._second_reading_homophones(term[i], phrase[i], default[i]))
+                   for i in han]
         n = 0
         for k in range(MAX_PER_POSITION):
             for i, alts in per_pos:
@@ -282,6 +291,18 @@ class Expander:
         form = "".join(whole)
         if n < MAX_SPLIT + 1 and new(form):
             yield form, "split"
+
+    def _second_reading_homophones(self, ch: str, *spoken: str) -> tuple[str, ...]:
+        key = (ch,) + spoken
+        got = self._alt_cache.get(key)
+        if got is None:
+            alts: list[str] = []
+            for p in dict.fromkeys(spoken):
+                for h in self.homophones.get(p, ()):
+                    if h != ch and h not in alts and self.readings[h][0] not in spoken:
+                        alts.append(h)
+            got = self._alt_cache[key] = tuple(alts[:MAX_PER_POSITION])
+        return got
 
     def sound_forms(self, term: str) -> list[str]:
         """The term as syllable codes (`syllable_ids`), by its default and its phrase
