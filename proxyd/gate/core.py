@@ -187,17 +187,18 @@ class Gate:
         self.counters["refused"] += 1
         if not counted and refusal is not STORE_DOWN:
             reason = refusal.category or refusal.reason
-            detail = _content_detail(refusal)
+            # content: the term and variant class, for the journal record's note
+            extra = {"detail": _content_detail(refusal)} if refusal.term else {}
             ledger = self.ledger
             if refusal.reason == "rate" and not ids:
                 self._count_throttled(account.system_id, max(1, msg.parts))
             elif ids:   # parts that already have ids (a long message): a record each
                 for mid in ids:
                     ledger.count_rejected(account.system_id, reason, mid.decode(),
-                                          parts=1, detail=detail).addErrback(lambda f: None)
+                                          parts=1, **extra).addErrback(lambda f: None)
             else:
                 ledger.count_rejected(account.system_id, reason, "", parts=max(1, msg.parts),
-                                      detail=detail).addErrback(lambda f: None)
+                                      **extra).addErrback(lambda f: None)
         self.metrics.refused(account.system_id, refusal.reason)
         if refusal.reason == "rate" and self._quiet(account.system_id):
             return
