@@ -19,13 +19,23 @@ a message is a single ``str.translate`` (about 2 us for 70 Chinese characters). 
 for NFKC; per-character NFKD followed by dropping the marks is the same fold for matching
 purposes, minus accents, and needs no second pass over the string.
 
-Matching uses pyahocorasick. Its trie looks up a node's children linearly, and the root of a
-10,000-term Chinese list has thousands of children (~100 us per message), so the automaton is
-built over the UTF-8 bytes of the normalised terms (each byte carried as one latin-1
-character): fan-out at most 64 per node, ~2 us per message. UTF-8 is self-synchronising, so a
-byte match is always a character match.
+Beyond the fold, a sender writes a term in pinyin, initials, homophones, split characters
+or with noise between its characters: the lists are expanded when they load
+(`proxyd.policy.variants`) and matched in up to three scans per message
+(`proxyd.policy.matcher`, which says how and why). `normalise_words` also keeps where the
+original had word boundaries, for pinyin written in Latin letters.
 
-No I/O at check time; a refusal never contains the matched text.
+Matching uses pyahocorasick. Its trie looks up a node's children linearly, and the root of a
+10,000-term Chinese list has thousands of children (~100 us per message), so no automaton
+keys on Han characters directly: UTF-8 bytes carried as latin-1 characters, or two latin-1
+codes a syllable (fan-out at most 64 per node). UTF-8 is self-synchronising, so a byte match
+is always a character match.
+
+A list line ``=term`` matches that term only (normalised), without variants or gap: for short
+or ambiguous terms that would otherwise catch ordinary text.
+
+No I/O at check time; a refusal never contains the matched text. It carries the matched term
+and the variant class (`Refusal.term`, `Refusal.variant`) for the journal and the log line.
 """
 from __future__ import annotations
 

