@@ -249,3 +249,15 @@ def test_every_category_refusal_names_only_its_category(tmp_path):
         r = cf.check("ce shi ci%d" % i, "a")
         assert r is not None and r.category == c and r.variant == "pinyin"
         assert r.text == "content refused: category %s" % c
+
+
+def test_a_reload_expands_only_new_terms(tmp_path):
+    d = write_lists(tmp_path, rumours=["明日封城"])
+    first = ContentFilter.load(d, {})
+    with open(os.path.join(d, "rumours.txt"), "a", encoding="utf-8") as f:
+        f.write("散布谣言\n")
+    second = ContentFilter.load(d, {}, previous=first)
+    assert second.expansions is first.expansions
+    assert {"明日封城", "散布谣言"} <= set(second.expansions)
+    assert second.check("明日疯城", "a") is not None and second.check("san bu yao yan", "a")
+    assert first.check("散布谣言", "a") is None         # the old filter is unchanged

@@ -208,19 +208,25 @@ def _category_of(path: str) -> str:
 
 # --- matching --------------------------------------------------------------------------------
 
+MAX_CACHED_TERMS = 200_000     # expansions kept for the next load (see `ContentFilter`)
+
+
 class ContentFilter:
     """One `Matcher` for the global lists, one per account that has extra lists (global terms
     included, so each message is scanned once)."""
 
     __slots__ = ("_global", "_by_account", "_refusals", "categories", "term_count",
-                 "max_gap", "entries")
+                 "max_gap", "entries", "expansions")
 
     def __init__(self, lists: Mapping[str, list[str]],
                  account_lists: Mapping[str, Mapping[str, list[str]]] | None = None,
-                 max_gap: int = DEFAULT_MAX_GAP) -> None:
+                 max_gap: int = DEFAULT_MAX_GAP,
+                 previous: "ContentFilter | None" = None) -> None:
         """`lists`: category -> normalised terms ("=term" for exact only); `account_lists`:
         account -> the same for that account's extra lists; `max_gap`: non-Han characters
-        tolerated between two characters of a term. Use `load` to read them from files."""
+        tolerated between two characters of a term; `previous`: the filter this one replaces
+        (a reload), whose term expansions are reused: only new terms are expanded, which is
+        most of the load time. Use `load` to read them from files."""
         account_lists = account_lists or {}
         cats = set(lists)
         for extra in account_lists.values():
@@ -230,7 +236,10 @@ class ContentFilter:
         self.max_gap = max_gap
         self._refusals = {c: Refusal(_RCONTENT, "content", "content refused: category %s" % c,
                                      category=c) for c in cats}
-        cache: dict[str, tuple] = {}
+        cache = previous.expansions if previous is not None else {}
+        if len(cache) > MAX_CACHED_TERMS:       # lists replaced wholesale: start again
+            cache = {}
+        self.expansions = cache
         self._global = build_matcher(lists.items(), self._refusals, max_gap, cache,
                                      normalise)
         self._by_account = {
@@ -242,7 +251,8 @@ class ContentFilter:
     @classmethod
     def load(cls, filters_dir: str,
              extra_files_by_account: Mapping[str, tuple[str, ...]] | None = None,
-             max_gap: int = DEFAULT_MAX_GAP) -> "ContentFilter":
+             max_gap: int = DEFAULT_MAX_GAP,
+             previous: "ContentFilter | None" = None) -> "ContentFilter":
         """Read `<filters_dir>/<category>.txt` for the nine categories (all must exist) and
         each account's extra files (category = file name without extension; relative
         paths that do not exist from the cwd are taken from `filters_dir`)."""
@@ -259,7 +269,7 @@ class ContentFilter:
                     path = os.path.join(filters_dir, path)
                 extra.setdefault(_category_of(path), []).extend(read_terms(path))
             account_lists[account] = extra
-        return cls(lists, account_lists, max_gap)
+        return cls(lists, account_lists, max_gap, previous)
 
     def check(self, text: str | None, account_id: str = "") -> Verdict:
         """Refusal(PROXYD_RCONTENT, "content", ...) naming the category, or None. The

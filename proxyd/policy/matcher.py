@@ -292,7 +292,8 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
                   max_gap: int, cache: dict, normalise: Callable[[str], str]
                   ) -> Matcher | None:
     """The automata for `lists` ((category, terms); the first category to name a form
-    keeps it). `cache` (term -> expansions) is shared between the builds of one load;
+    keeps it). `cache` (term -> expansions) is shared between builds (key None: the
+    Expander);
     `normalise` is the filter's fold."""
     expander = cache.get(None) or cache.setdefault(None, Expander(normalise))
     syl = syllable_table()
