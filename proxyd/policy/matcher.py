@@ -61,7 +61,7 @@ DEFAULT_MAX_GAP = 2
 B_START, B_END = 1, 2                  # letters entry flags: a Latin letter at the start / end
 
 _HAS_LATIN = re.compile("[a-z]")
-_HAS_ALNUM = re.compile("[a-z0-9]")
+_HAS_ALNUM = re.compile("[a-z0-9]")      # (a form without one needs scan 2 on any text)
 _HAS_DIGIT = re.compile("[0-9]")
 _DIGITS = re.compile("[0-9]+")
 _EXACT = "="
@@ -160,7 +160,7 @@ class Matcher:
         """`norm`: the normalised text; `words`: the same with a space where normalisation
         took out spaces, punctuation or symbols (None: no word boundaries known)."""
         ctx = None
-        syl = norm.translate(self.syl)
+        syl = "" if norm.isascii() else norm.translate(self.syl)
         if syl and self.sounds is not None:
             for end, vs in self.sounds.iter(syl):
                 if ctx is None:
@@ -170,7 +170,10 @@ class Matcher:
                     if cls is not None:
                         return _refusal(v[0], v[1], cls)
         letters = self.letters
-        if letters is None or not (self.letters_han or _HAS_ALNUM.search(norm)):
+        if letters is None:
+            return None
+        has_latin = _HAS_LATIN.search(norm) is not None
+        if not (has_latin or self.letters_han or _HAS_DIGIT.search(norm)):
             return None
         for end, v in letters.iter(norm.encode("utf-8").decode("latin-1")):
             if v[3]:
@@ -180,14 +183,14 @@ class Matcher:
                     continue
             return _refusal(v[0], v[1], v[2])
         latin = self.latin
-        if latin is not None and _HAS_DIGIT.search(norm) is not None:
+        if latin is not None and has_latin and _HAS_DIGIT.search(norm) is not None:
             for end, v in latin.iter(_DIGITS.sub("", norm)):
                 if ctx is None:
                     ctx = _Text(norm, words, self.syl)
                 if self._digit_gap_ok(ctx, end, v):
                     return _refusal(v[0], v[1], "gap")
         pinyin = self.pinyin
-        if pinyin is not None and syl and _HAS_LATIN.search(norm) is not None:
+        if pinyin is not None and syl and has_latin:
             upper = norm.translate(self.upper)
             for end, v in pinyin.iter(upper.lower()):
                 region = upper[end - len(v[2]) + 1:end + 1]
