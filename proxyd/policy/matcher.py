@@ -162,10 +162,22 @@ class Matcher:
         ctx = None
         syl = "" if norm.isascii() else norm.translate(self.syl)
         if syl and self.sounds is not None:
+            han = None
             for end, vs in self.sounds.iter(syl):
-                if ctx is None:
+                if han is None:
                     ctx = _Text(norm, words, self.syl)
+                    han = ctx.han()
+                last = (end + 1) >> 1           # two codes a syllable: index after the hit
                 for v in vs:
+                    form = v[2]
+                    seg = han[last - len(form):last]
+                    if seg != form:             # fast refusal of most near-hits
+                        diff = 0
+                        for a, b in zip(seg, form):
+                            if a != b:
+                                diff += 1
+                        if diff > v[4]:
+                            continue
                     cls = self._sound_ok(ctx, end, v)
                     if cls is not None:
                         return _refusal(v[0], v[1], cls)

@@ -98,7 +98,9 @@ def pinyin_table() -> dict[int, str]:
 def pinyin_upper_table() -> dict[int, str]:
     """The same, the reading in capitals: in a casefolded text, what came from Han characters
     is then told apart from what was written in Latin letters."""
-    return {ord(ch): r[0].upper() for ch, r in readings().items()}
+    table: dict[int, int | str] = {cp: cp for cp in range(0x10000)}   # no misses: a miss
+    table.update({ord(ch): r[0].upper() for ch, r in readings().items()})  # costs an exception
+    return table
 
 
 @functools.lru_cache(maxsize=1)
