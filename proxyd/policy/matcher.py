@@ -140,12 +140,14 @@ class _Text:
 class Matcher:
     """The automata for one set of lists (see the module docstring)."""
 
-    __slots__ = ("sounds", "letters", "letters_han", "latin", "pinyin", "max_gap", "upper",
-                 "by_char", "syl", "entries")
+    __slots__ = ("sounds", "chars", "letters", "letters_han", "latin", "pinyin", "max_gap",
+                 "upper", "by_char", "syl", "han_only", "entries")
 
-    def __init__(self, sounds: Any, letters: Any, letters_han: bool, latin: Any,
+    def __init__(self, sounds: Any, chars: Any, letters: Any, letters_han: bool, latin: Any,
                  pinyin: Any, max_gap: int, entries: int) -> None:
         self.sounds = sounds
+        self.chars = chars
+        self.han_only = han_only_table()
         self.letters = letters
         self.letters_han = letters_han      # letters holds pure-Han forms: scan every text
         self.latin = latin
@@ -160,27 +162,36 @@ class Matcher:
         """`norm`: the normalised text; `words`: the same with a space where normalisation
         took out spaces, punctuation or symbols (None: no word boundaries known)."""
         ctx = None
-        syl = "" if norm.isascii() else norm.translate(self.syl)
-        if syl and self.sounds is not None:
-            han = None
-            for end, vs in self.sounds.iter(syl):
-                if han is None:
-                    ctx = _Text(norm, words, self.syl)
-                    han = ctx.han()
-                last = (end + 1) >> 1           # two codes a syllable: index after the hit
-                for v in vs:
-                    form = v[2]
-                    seg = han[last - len(form):last]
-                    if seg != form:             # fast refusal of most near-hits
-                        diff = 0
-                        for a, b in zip(seg, form):
-                            if a != b:
-                                diff += 1
-                        if diff > v[4]:
-                            continue
-                    cls = self._sound_ok(ctx, end, v)
-                    if cls is not None:
-                        return _refusal(v[0], v[1], cls)
+        han = "" if norm.isascii() else norm.translate(self.han_only)
+        if han:
+            ctx = _Text(norm, words, self.syl)
+            ctx._han = han
+            if self.chars is not None:
+                key = han.encode("utf-8").decode("latin-1")
+                bmp = len(key) == 3 * len(han)
+                for end, vs in self.chars.iter(key):
+                    last = (end + 1) // 3 if bmp else len(
+                        key[:end + 1].encode("latin-1").decode("utf-8"))
+                    for v in vs:
+                        cls = self._sound_ok(ctx, last, v)
+                        if cls is not None:
+                            return _refusal(v[0], v[1], cls)
+            if self.sounds is not None:
+                for end, vs in self.sounds.iter(norm.translate(self.syl)):
+                    last = (end + 1) >> 1       # two codes a syllable: index after the hit
+                    for v in vs:
+                        form = v[2]
+                        seg = han[last - len(form):last]
+                        if seg != form:         # fast refusal of most near-hits
+                            diff = 0
+                            for a, b in zip(seg, form):
+                                if a != b:
+                                    diff += 1
+                            if diff > v[4]:
+                                continue
+                        cls = self._sound_ok(ctx, last, v)
+                        if cls is not None:
+                            return _refusal(v[0], v[1], cls)
         letters = self.letters
         if letters is None:
             return None
@@ -202,7 +213,7 @@ class Matcher:
                 if self._digit_gap_ok(ctx, end, v):
                     return _refusal(v[0], v[1], "gap")
         pinyin = self.pinyin
-        if pinyin is not None and syl and has_latin:
+        if pinyin is not None and han and has_latin:
             upper = norm.translate(self.upper)
             for end, v in pinyin.iter(upper.lower()):
                 region = upper[end - len(v[2]) + 1:end + 1]
@@ -216,11 +227,11 @@ class Matcher:
         return None
 
     # -- the rare path: a candidate hit -------------------------------------------------
-    def _sound_ok(self, ctx: _Text, end: int, v: tuple) -> str | None:
-        """v = (refusal, term, form, class, homophones allowed, gap allowed)."""
+    def _sound_ok(self, ctx: _Text, last: int, v: tuple) -> str | None:
+        """A hit that ends before the `last`-th Han character; v = (refusal, term, form,
+        class, homophones allowed, gap allowed)."""
         form = v[2]
         n = len(form)
-        last = (end + 1) // 2              # two codes a syllable: index after the hit
         seg = ctx.han()[last - n:last]
         diff = 0
         for a, b in zip(seg, form):
@@ -314,6 +325,7 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
     syl = syllable_table()
     known = readings()
     sounds: dict[str, list[tuple]] = {}
+    chars: dict[str, list[tuple]] = {}
     letters = ahocorasick.Automaton()
     latin = ahocorasick.Automaton()
     py = ahocorasick.Automaton()
@@ -327,8 +339,12 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
             return
         seen.add(form)
         if all(is_han(c) and c in known for c in form):
-            for k in dict.fromkeys([form.translate(syl), *keys]):
-                sounds.setdefault(k, []).append((base, term, form, cls, homophones, gap))
+            entry = (base, term, form, cls, homophones, gap)
+            if homophones and len(form) >= 3:
+                for k in dict.fromkeys([form.translate(syl), *keys]):
+                    sounds.setdefault(k, []).append(entry)
+            else:
+                chars.setdefault(_key(form), []).append(entry)
             return
         k = _key(form)
         if k not in letters:
@@ -351,14 +367,18 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
             if got is None:
                 got = cache[term] = (tuple(expander.expand(term, mixed=False)),
                                      expander.pinyin_forms(term),
-                                     expander.sound_forms(term))
+                                     expander.sound_forms(term),
+                                     tuple(expander.same_reading(term))
+                                     if len(term) == 2 else ())
             add(base, term, term, "exact", len(term) // 2, True, got[2])
             later.append((term, base))
             if len(term) > 1 and not any(map(is_han, term)) and term not in latin:
                 latin.add_word(term, (base, term))
     for term, base in later:            # variants after every listed term
-        variants, forms, term_sounds = cache[term]
+        variants, forms, term_sounds, same = cache[term]
         nhan = sum(1 for c in term if is_han(c))
+        for form in same:               # two characters: one of them as a homophone
+            add(base, term, form, "homophone", 0, True)
         for form, cls in variants:
             if cls == "homophone" and form.translate(syl) in term_sounds:
                 continue                # the term's own sound entry covers it
@@ -366,18 +386,21 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
         for key, starts in forms:
             if key not in py:
                 py.add_word(key, (base, term, key, starts, nhan))
-    if not sounds and not len(letters):
+    if not sounds and not chars and not len(letters):
         return None
-    automaton = None
-    if sounds:
-        automaton = ahocorasick.Automaton()
-        for k, vs in sounds.items():
-            automaton.add_word(k, tuple(vs))
-        automaton.make_automaton()
+    grouped = []
+    for table in (sounds, chars):
+        a = None
+        if table:
+            a = ahocorasick.Automaton()
+            for k, vs in table.items():
+                a.add_word(k, tuple(vs))
+            a.make_automaton()
+        grouped.append(a)
     built = []
     for a in (letters, latin, py):
         if len(a):
             a.make_automaton()
         built.append(a if len(a) else None)
-    return Matcher(automaton, built[0], letters_han, built[1] if max_gap else None, built[2],
-                   max_gap, len(seen))
+    return Matcher(grouped[0], grouped[1], built[0], letters_han,
+                   built[1] if max_gap else None, built[2], max_gap, len(seen))

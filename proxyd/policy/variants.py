@@ -185,6 +185,10 @@ class Expander:
         # homophone candidates: the common characters that normalisation leaves as they are
         self.homophones = {p: tuple(h for h in v if normalise(h) == h)
                            for p, v in homophone_index().items()}
+        self.by_default: dict[str, list[str]] = {}
+        for ch in common_chars():
+            if ch in self.readings and normalise(ch) == ch:
+                self.by_default.setdefault(self.readings[ch][0], []).append(ch)
         self._split_cache: dict[str, tuple[str, ...]] = {}
         self._phrase_cache: dict[str, list[str]] = {}
         self._alt_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -299,6 +303,20 @@ class Expander:
         form = "".join(whole)
         if n < MAX_SPLIT + 1 and new(form):
             yield form, "split"
+
+    def same_reading(self, term: str) -> Iterator[str]:
+        """`term` with one character replaced by each common character whose default
+        reading is that character's default or phrase reading (all of them: a group is at
+        most ~50 characters). For two-character terms, which the matcher keeps as
+        characters (as sounds, they would meet ordinary text too often)."""
+        if not all(is_han(c) and c in self.readings for c in term):
+            return
+        phrase = self.phrase_reading(term)
+        for i, c in enumerate(term):
+            for p in dict.fromkeys((self.readings[c][0], phrase[i])):
+                for h in self.by_default.get(p, ()):
+                    if h != c:
+                        yield term[:i] + h + term[i + 1:]
 
     def _second_reading_homophones(self, ch: str, *spoken: str) -> tuple[str, ...]:
         key = (ch,) + spoken
