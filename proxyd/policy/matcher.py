@@ -64,6 +64,7 @@ _HAS_LATIN = re.compile("[a-z]")
 _HAS_ALNUM = re.compile("[a-z0-9]")      # (a form without one needs scan 2 on any text)
 _HAS_DIGIT = re.compile("[0-9]")
 _DIGITS = re.compile("[0-9]+")
+_DIGIT_NOISE = re.compile("[a-z][0-9]{1,8}[a-z]")     # (max_gap is at most 8)
 _EXACT = "="
 
 
@@ -206,7 +207,7 @@ class Matcher:
                     continue
             return _refusal(v[0], v[1], v[2])
         latin = self.latin
-        if latin is not None and has_latin and _HAS_DIGIT.search(norm) is not None:
+        if latin is not None and has_latin and _DIGIT_NOISE.search(norm) is not None:
             for end, v in latin.iter(_DIGITS.sub("", norm)):
                 if ctx is None:
                     ctx = _Text(norm, words, self.syl)
