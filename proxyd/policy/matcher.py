@@ -61,7 +61,6 @@ DEFAULT_MAX_GAP = 2
 B_START, B_END = 1, 2                  # letters entry flags: a Latin letter at the start / end
 
 _HAS_LATIN = re.compile("[a-z]")
-_HAS_ALNUM = re.compile("[a-z0-9]")      # (a form without one needs scan 2 on any text)
 _HAS_DIGIT = re.compile("[0-9]")
 _DIGITS = re.compile("[0-9]+")
 _DIGIT_NOISE = re.compile("[a-z][0-9]{1,8}[a-z]")     # (max_gap is at most 8)
@@ -141,16 +140,15 @@ class _Text:
 class Matcher:
     """The automata for one set of lists (see the module docstring)."""
 
-    __slots__ = ("sounds", "chars", "letters", "letters_han", "latin", "pinyin", "max_gap",
-                 "upper", "by_char", "syl", "han_only", "entries")
+    __slots__ = ("sounds", "chars", "letters", "wide", "latin", "pinyin",
+                 "max_gap", "upper", "by_char", "syl", "han_only", "entries")
 
-    def __init__(self, sounds: Any, chars: Any, letters: Any, letters_han: bool, latin: Any,
-                 pinyin: Any, max_gap: int, entries: int) -> None:
+    def __init__(self, sounds: Any, chars: Any, letters: Any, wide: Any, latin: Any, pinyin: Any, max_gap: int, entries: int) -> None:
         self.sounds = sounds
         self.chars = chars
         self.han_only = han_only_table()
-        self.letters = letters
-        self.letters_han = letters_han      # letters holds pure-Han forms: scan every text
+        self.letters = letters              # forms of ASCII characters
+        self.wide = wide                    # other forms that are not Han alone ("qq群")
         self.latin = latin
         self.pinyin = pinyin
         self.max_gap = max_gap
@@ -193,19 +191,28 @@ class Matcher:
                         cls = self._sound_ok(ctx, last, v)
                         if cls is not None:
                             return _refusal(v[0], v[1], cls)
-        letters = self.letters
-        if letters is None:
-            return None
         has_latin = _HAS_LATIN.search(norm) is not None
-        if not (has_latin or self.letters_han or _HAS_DIGIT.search(norm)):
-            return None
-        for end, v in letters.iter(norm.encode("utf-8").decode("latin-1")):
-            if v[3]:
-                if ctx is None:
-                    ctx = _Text(norm, words, self.syl)
-                if not self._bounded(ctx, end, v):
-                    continue
-            return _refusal(v[0], v[1], v[2])
+        letters = self.letters
+        if letters is not None and (has_latin or _HAS_DIGIT.search(norm) is not None):
+            # ASCII forms over the text with every other character as "?" (one a character,
+            # so an index of the hit is an index of norm; no form contains "?")
+            for end, v in letters.iter(norm.encode("ascii", "replace").decode("ascii")):
+                if v[3]:
+                    if ctx is None:
+                        ctx = _Text(norm, words, self.syl)
+                    if not self._bounded(ctx, end + 1, v):
+                        continue
+                return _refusal(v[0], v[1], v[2])
+        wide = self.wide
+        if wide is not None:                # (rare: terms that mix Han and other characters)
+            key = norm.encode("utf-8")
+            for end, v in wide.iter(key.decode("latin-1")):
+                if v[3]:
+                    if ctx is None:
+                        ctx = _Text(norm, words, self.syl)
+                    if not self._bounded(ctx, len(key[:end + 1].decode("utf-8")), v):
+                        continue
+                return _refusal(v[0], v[1], v[2])
         latin = self.latin
         if latin is not None and has_latin and _DIGIT_NOISE.search(norm) is not None:
             for end, v in latin.iter(_DIGITS.sub("", norm)):
@@ -262,15 +269,10 @@ class Matcher:
         return True
 
     @staticmethod
-    def _bounded(ctx: _Text, end: int, v: tuple) -> bool:
-        """Latin edges of a variant hit fall on word boundaries (end: byte index)."""
-        form = v[4]
-        norm = ctx.norm
-        if norm.isascii():
-            stop = end + 1
-        else:                                           # norm index after the hit
-            stop = len(norm.encode("utf-8")[:end + 1].decode("utf-8"))
-        start = stop - len(form)
+    def _bounded(ctx: _Text, stop: int, v: tuple) -> bool:
+        """Latin edges of a variant hit fall on word boundaries (stop: norm index after
+        the hit)."""
+        start = stop - len(v[4])
         if v[3] & B_START and not ctx.boundary(start):
             return False
         return not (v[3] & B_END and not ctx.boundary(stop))
@@ -328,14 +330,13 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
     sounds: dict[str, list[tuple]] = {}
     chars: dict[str, list[tuple]] = {}
     letters = ahocorasick.Automaton()
+    wide = ahocorasick.Automaton()
     latin = ahocorasick.Automaton()
     py = ahocorasick.Automaton()
     seen: set[str] = set()
-    letters_han = False
 
     def add(base: Refusal, term: str, form: str, cls: str, homophones: int, gap: bool,
             keys: Iterable[str] = ()) -> None:
-        nonlocal letters_han
         if form in seen:
             return
         seen.add(form)
@@ -347,11 +348,14 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
             else:
                 chars.setdefault(_key(form), []).append(entry)
             return
+        flags = _edges(form) if cls in ("pinyin", "initials", "mixed") else 0
+        if form.isascii():
+            if form not in letters:
+                letters.add_word(form, (base, term, cls, flags, form))
+            return
         k = _key(form)
-        if k not in letters:
-            flags = _edges(form) if cls in ("pinyin", "initials", "mixed") else 0
-            letters.add_word(k, (base, term, cls, flags, form))
-            letters_han = letters_han or not _HAS_ALNUM.search(form)
+        if k not in wide:
+            wide.add_word(k, (base, term, cls, flags, form))
 
     later: list[tuple[str, Refusal]] = []
     for category, terms in lists:
@@ -387,7 +391,7 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
         for key, starts in forms:
             if key not in py:
                 py.add_word(key, (base, term, key, starts, nhan))
-    if not sounds and not chars and not len(letters):
+    if not sounds and not chars and not len(letters) and not len(wide):
         return None
     grouped = []
     for table in (sounds, chars):
@@ -399,9 +403,9 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
             a.make_automaton()
         grouped.append(a)
     built = []
-    for a in (letters, latin, py):
+    for a in (letters, wide, latin, py):
         if len(a):
             a.make_automaton()
         built.append(a if len(a) else None)
-    return Matcher(grouped[0], grouped[1], built[0], letters_han,
-                   built[1] if max_gap else None, built[2], max_gap, len(seen))
+    return Matcher(grouped[0], grouped[1], built[0], built[1],
+                   built[2] if max_gap else None, built[3], max_gap, len(seen))
