@@ -51,7 +51,7 @@ import ahocorasick
 
 from proxyd.message import Refusal, Verdict
 from proxyd.policy.variants import (
-    Expander, han_only_table, is_han, pinyin_table, pinyin_upper_table, readings, syllable_table,
+    Expander, han_only_table, is_han, pinyin_table, pinyin_upper_table, syllable_table,
 )
 
 __all__ = ["Matcher", "build_matcher", "DEFAULT_MAX_GAP"]
@@ -326,7 +326,6 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
     `normalise` is the filter's fold."""
     expander = cache.get(None) or cache.setdefault(None, Expander(normalise))
     syl = syllable_table()
-    known = readings()
     sounds: dict[str, list[tuple]] = {}
     chars: dict[str, list[tuple]] = {}
     letters = ahocorasick.Automaton()
@@ -340,7 +339,7 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
         if form in seen:
             return
         seen.add(form)
-        if all(is_han(c) and c in known for c in form):
+        if all(map(is_han, form)):
             entry = (base, term, form, cls, homophones, gap)
             if homophones and len(form) >= 3:
                 for k in dict.fromkeys([form.translate(syl), *keys]):

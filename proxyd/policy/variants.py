@@ -117,30 +117,43 @@ def syllable_ids() -> dict[str, str]:
     return ids
 
 
-class _Deleting(dict):
-    """A translation table that deletes every character it does not list."""
+NO_READING = "\x7f\xff"    # the syllable code of a Han character pypinyin has no reading for
 
-    def __missing__(self, cp: int) -> None:
-        return None
+
+class _HanOnly(dict):
+    """A translation table for Han characters alone (every other character deleted); the
+    supplementary planes are looked at on first sight."""
+
+    def __init__(self, han_value, items) -> None:
+        super().__init__(items)
+        self.han_value = han_value
+
+    def __missing__(self, cp: int) -> int | str | None:
+        return self.han_value(cp) if is_han(chr(cp)) else None
 
 
 @functools.lru_cache(maxsize=1)
 def syllable_table() -> dict[int, str | None]:
-    """str.translate table: Han character -> the two characters of its default reading;
-    anything else is deleted. A text becomes the sounds of its Han characters alone, so
-    homophones give equal strings and noise between Han characters is gone."""
+    """str.translate table: Han character -> the two characters of its default reading
+    (`NO_READING` for the few without one); anything else is deleted. A text becomes the
+    sounds of its Han characters alone, so homophones give equal strings and noise between
+    Han characters is gone."""
     ids = syllable_ids()
-    table = _Deleting({cp: None for cp in range(0x10000)})
-    table.update({ord(ch): ids[r[0]] for ch, r in readings().items()})
-    return table
+    r = readings()
+
+    def code(cp: int) -> str:
+        got = r.get(chr(cp))
+        return ids[got[0]] if got else NO_READING
+
+    return _HanOnly(code, ((cp, code(cp) if is_han(chr(cp)) else None)
+                           for cp in range(0x10000)))
 
 
 @functools.lru_cache(maxsize=1)
 def han_only_table() -> dict[int, int | None]:
-    """str.translate table keeping exactly the characters `syllable_table` does."""
-    table = _Deleting({cp: None for cp in range(0x10000)})
-    table.update({ord(ch): ord(ch) for ch in readings()})
-    return table
+    """str.translate table keeping the Han characters (those `syllable_table` keeps)."""
+    return _HanOnly(lambda cp: cp, ((cp, cp if is_han(chr(cp)) else None)
+                                    for cp in range(0x10000)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -336,11 +349,11 @@ class Expander:
         of Han characters alone (two or more)."""
         if sum(1 for c in term if is_han(c) and c in self.readings) < 2:
             return []
-        if not all(is_han(c) and c in self.readings for c in term):
+        if not all(is_han(c) for c in term):
             return []
         ids = syllable_ids()
         out = [term.translate(syllable_table())]
-        phrase = "".join(ids[p] for p in self.phrase_reading(term))
+        phrase = "".join(ids.get(p, NO_READING) for p in self.phrase_reading(term))
         if phrase != out[0]:
             out.append(phrase)
         return out
