@@ -6,24 +6,28 @@ lists load, from the terms and their expansions (`variants.Expander`); a class o
 whose forms all look the same in a scan's alphabet costs one entry there (every homophone of
 a term has the term's sounds, every mix of characters and pinyin has the term's pinyin).
 
-1. Sounds. The text becomes the readings of its Han characters, two codes a syllable
-   (`variants.syllable_table`: default toneless reading; every other character deleted).
-   The automaton holds the same for every term of Han characters, by its default and its
-   phrase reading, and for each pure-Han variant (decompositions, and homophones that only
-   a second reading of a character explains, 都 for 赌). A candidate counts when
+1. Han. The text's Han characters alone (every other character deleted), in two forms:
+   as characters, and as sounds, two codes a syllable (`variants.syllable_table`: default
+   toneless reading). Terms of three or more Han characters are keys of the sounds
+   automaton, by their default and their phrase reading; terms of two, and the pure-Han
+   variants (decompositions, homophones by a second reading, 都 for 赌, and for two-character
+   terms every common character of the same reading in either place) are keys of the
+   characters automaton. (Two-syllable sound keys would meet ordinary text at every other
+   sentence: ``独播`` sounds like 赌博.) A candidate counts when
    - at most `max_gap` characters (not Han) stood between two of its characters in the
-     normalised text: ``网上赌①博`` -> ``网上赌1博``, one. Han noise (``网上赌你博``) has a
-     reading of its own, so it breaks the syllable sequence: the gap rule never bridges it;
-   - for a listed term, at most half of its characters are other characters of the same
-     reading (homophones): ``网上堵博`` matches 网上赌博, but ``独播`` (two of two) does not
-     match 赌博, which keeps ordinary words that sound like a listed term out. A variant
-     form must be there as generated.
-   One scan thus covers the exact term, noise, homophones (any character of the same
-   reading, not a capped list) and decompositions.
-2. Letters. The normalised text (UTF-8 bytes as latin-1 characters, fan-out <= 64 a node)
-   against every form with a character that is not Han: Latin terms (``casino``), full
-   pinyin (``dubo``) and initials (``wsdb``, three letters or more). Run only when the text
-   has a Latin letter or a digit. A variant that begins or ends with a Latin letter counts
+     normalised text: ``网上赌①博`` -> ``网上赌1博``, one. Han noise (``网上赌你博``) is a
+     character of its own, so it breaks the sequence: the gap rule never bridges it;
+   - for a sounds key, at most half of the term's characters are other characters of the
+     same reading (homophones): ``颠复国嫁政权`` matches 颠覆国家政权 (two of six). A term
+     written wholly in other characters is another word that sounds alike (``独播`` and
+     赌博, ``强制`` and 枪支): it passes. For two characters that means one homophone, which
+     is what the characters automaton holds (``网上堵博`` matches 赌博).
+   The two scans cover the exact term, noise, homophones and decompositions.
+2. Letters. The normalised text with every character that is not ASCII as ``?`` (one a
+   character) against every ASCII form: Latin terms (``casino``), full pinyin (``dubo``)
+   and initials (``wsdb``, three letters or more). Run only when the text has a Latin
+   letter or a digit. (Forms that mix Han and other characters, ``qq群``, are scanned over
+   the UTF-8 bytes of the text, carried as latin-1 characters: fan-out <= 64 a node.) A variant that begins or ends with a Latin letter counts
    only where that letter begins or ends a word of the original text (a space, punctuation,
    a Han character or a digit next to it): ``wang shang du bo`` matches, the letters
    ``heshi`` inside ``the shirt`` do not. Terms without Han characters are also looked for
@@ -68,7 +72,7 @@ _EXACT = "="
 
 
 def _key(normalised: str) -> str:
-    """The letters automaton's alphabet: UTF-8 bytes carried as latin-1 characters."""
+    """The characters automaton's alphabet: UTF-8 bytes carried as latin-1 characters."""
     return normalised.encode("utf-8").decode("latin-1")
 
 
