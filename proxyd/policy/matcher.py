@@ -55,7 +55,7 @@ import ahocorasick
 
 from proxyd.message import Refusal, Verdict
 from proxyd.policy.variants import (
-    Expander, han_only_table, is_han, pinyin_table, pinyin_upper_table, syllable_table,
+    Expander, is_han, pinyin_table, pinyin_upper_table, syllable_table,
 )
 
 __all__ = ["Matcher", "build_matcher", "DEFAULT_MAX_GAP"]
@@ -64,6 +64,8 @@ DEFAULT_MAX_GAP = 2
 
 B_START, B_END = 1, 2                  # letters entry flags: a Latin letter at the start / end
 
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0003ffff]")
+_NOT_HAN = re.compile("[^\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0003ffff]+")  # = is_han
 _HAS_LATIN = re.compile("[a-z]")
 _HAS_DIGIT = re.compile("[0-9]")
 _DIGITS = re.compile("[0-9]+")
@@ -121,13 +123,12 @@ class _Text:
     def han(self) -> str:
         """The Han characters that have a reading, in order (what scan 1 saw)."""
         if self._han is None:
-            self._han = self.norm.translate(han_only_table())
+            self._han = _NOT_HAN.sub("", self.norm)
         return self._han
 
     def han_pos(self) -> list[int]:
         if self._han_pos is None:
-            syl = self.syl
-            self._han_pos = [i for i, c in enumerate(self.norm) if syl[ord(c)] is not None]
+            self._han_pos = [m.start() for m in _HAN.finditer(self.norm)]
         return self._han_pos
 
     def non_digit_pos(self) -> list[int]:
@@ -145,12 +146,11 @@ class Matcher:
     """The automata for one set of lists (see the module docstring)."""
 
     __slots__ = ("sounds", "chars", "letters", "wide", "latin", "pinyin",
-                 "max_gap", "upper", "by_char", "syl", "han_only", "entries")
+                 "max_gap", "upper", "by_char", "syl", "entries")
 
     def __init__(self, sounds: Any, chars: Any, letters: Any, wide: Any, latin: Any, pinyin: Any, max_gap: int, entries: int) -> None:
         self.sounds = sounds
         self.chars = chars
-        self.han_only = han_only_table()
         self.letters = letters              # forms of ASCII characters
         self.wide = wide                    # other forms that are not Han alone ("qq群")
         self.latin = latin
@@ -165,7 +165,7 @@ class Matcher:
         """`norm`: the normalised text; `words`: the same with a space where normalisation
         took out spaces, punctuation or symbols (None: no word boundaries known)."""
         ctx = None
-        han = "" if norm.isascii() else norm.translate(self.han_only)
+        han = "" if norm.isascii() else _NOT_HAN.sub("", norm)
         if han:
             ctx = _Text(norm, words, self.syl)
             ctx._han = han
@@ -180,7 +180,7 @@ class Matcher:
                         if cls is not None:
                             return _refusal(v[0], v[1], cls)
             if self.sounds is not None:
-                for end, vs in self.sounds.iter(norm.translate(self.syl)):
+                for end, vs in self.sounds.iter(han.translate(self.syl)):
                     last = (end + 1) >> 1       # two codes a syllable: index after the hit
                     for v in vs:
                         form = v[2]

@@ -135,9 +135,8 @@ class _HanOnly(dict):
 @functools.lru_cache(maxsize=1)
 def syllable_table() -> dict[int, str | None]:
     """str.translate table: Han character -> the two characters of its default reading
-    (`NO_READING` for the few without one); anything else is deleted. A text becomes the
-    sounds of its Han characters alone, so homophones give equal strings and noise between
-    Han characters is gone."""
+    (`NO_READING` for the few without one); anything else is deleted (only Han characters
+    are listed: translate a string of Han characters alone, and no lookup misses). Homophones give equal strings."""
     ids = syllable_ids()
     r = readings()
 
@@ -145,15 +144,7 @@ def syllable_table() -> dict[int, str | None]:
         got = r.get(chr(cp))
         return ids[got[0]] if got else NO_READING
 
-    return _HanOnly(code, ((cp, code(cp) if is_han(chr(cp)) else None)
-                           for cp in range(0x10000)))
-
-
-@functools.lru_cache(maxsize=1)
-def han_only_table() -> dict[int, int | None]:
-    """str.translate table keeping the Han characters (those `syllable_table` keeps)."""
-    return _HanOnly(lambda cp: cp, ((cp, cp if is_han(chr(cp)) else None)
-                                    for cp in range(0x10000)))
+    return _HanOnly(code, ((cp, code(cp)) for cp in range(0x10000) if is_han(chr(cp))))
 
 
 @functools.lru_cache(maxsize=1)
