@@ -202,10 +202,14 @@ class Matcher:
             # so an index of the hit is an index of norm; no form contains "?")
             for end, v in letters.iter(norm.encode("ascii", "replace").decode("ascii")):
                 if v[3]:
-                    if ctx is None:
-                        ctx = _Text(norm, words, self.syl)
-                    if not self._bounded(ctx, end + 1, v):
-                        continue
+                    if v[2] == "initials" and words is not None:
+                        if not _token(words, v[4]):     # (the usual near-hit: in a word)
+                            continue
+                    else:
+                        if ctx is None:
+                            ctx = _Text(norm, words, self.syl)
+                        if not self._bounded(ctx, end + 1, v):
+                            continue
                 return _refusal(v[0], v[1], v[2])
         wide = self.wide
         if wide is not None:                # (rare: terms that mix Han and other characters)
@@ -315,6 +319,19 @@ class Matcher:
         if homophones * 2 > nhan:
             return None
         return "homophone" if homophones else "mixed"
+
+
+def _token(words: str, form: str) -> bool:
+    """`form` stands in `words` with no Latin letter right before or after it (initials are
+    written as one word: ``lhc``, ``LHC开奖``)."""
+    i = words.find(form)
+    n = len(form)
+    while i >= 0:
+        if (i == 0 or not _latin(words[i - 1])) and (
+                i + n == len(words) or not _latin(words[i + n])):
+            return True
+        i = words.find(form, i + 1)
+    return False
 
 
 def _refusal(base: Refusal, term: str, variant: str) -> Refusal:

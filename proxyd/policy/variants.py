@@ -48,9 +48,9 @@ from collections.abc import Callable, Iterator
 __all__ = ["Expander", "is_han", "MAX_MIXED", "MAX_HOMOPHONES", "MAX_SPLIT"]
 
 MAX_MIXED = 12          # mixed forms per term: one character in pinyin, then all but one
-MAX_HOMOPHONES = 12     # single-character homophone substitutions per term
+MAX_HOMOPHONES = 4      # homophones by a second reading per term (all others: sound keys)
 MAX_SPLIT = 8           # decomposed forms per term
-MAX_PER_POSITION = 3    # homophones per character position (those read so by default first)
+MAX_PER_POSITION = 1    # of them per character position
 
 # Components that are single strokes make decompositions nobody writes (上 -> 一丨一).
 _STROKES = frozenset("一丨丶丿乙乚乛亅")
