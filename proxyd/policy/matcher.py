@@ -89,14 +89,13 @@ def _edges(form: str) -> int:
 class _Text:
     """What the rare path needs to know about one message, computed on first need."""
 
-    __slots__ = ("norm", "words", "syl", "_bounds", "_han", "_han_pos", "_py_starts")
+    __slots__ = ("norm", "words", "_bounds", "_han", "_han_pos", "_py_starts")
 
-    def __init__(self, norm: str, words: str | None, syl: Mapping) -> None:
+    def __init__(self, norm: str, words: str | None, han: str | None = None) -> None:
         self.norm = norm
         self.words = words
-        self.syl = syl
         self._bounds: set[int] | None = None
-        self._han: str | None = None
+        self._han = han
         self._han_pos: list[int] | None = None
         self._py_starts: list[int] | None = None
 
@@ -167,8 +166,7 @@ class Matcher:
         ctx = None
         han = "" if norm.isascii() else _NOT_HAN.sub("", norm)
         if han:
-            ctx = _Text(norm, words, self.syl)
-            ctx._han = han
+            ctx = _Text(norm, words, han)      # (a few slots: cheaper than testing for it)
             if self.chars is not None:
                 key = han.encode("utf-8").decode("latin-1")
                 bmp = len(key) == 3 * len(han)
@@ -207,7 +205,7 @@ class Matcher:
                             continue
                     else:
                         if ctx is None:
-                            ctx = _Text(norm, words, self.syl)
+                            ctx = _Text(norm, words)
                         if not self._bounded(ctx, end + 1, v):
                             continue
                 return _refusal(v[0], v[1], v[2])
@@ -217,7 +215,7 @@ class Matcher:
             for end, v in wide.iter(key.decode("latin-1")):
                 if v[3]:
                     if ctx is None:
-                        ctx = _Text(norm, words, self.syl)
+                        ctx = _Text(norm, words)
                     if not self._bounded(ctx, len(key[:end + 1].decode("utf-8")), v):
                         continue
                 return _refusal(v[0], v[1], v[2])
@@ -225,7 +223,7 @@ class Matcher:
         if latin is not None and has_latin and _DIGIT_NOISE.search(norm) is not None:
             for end, v in latin.iter(_DIGITS.sub("", norm)):
                 if ctx is None:
-                    ctx = _Text(norm, words, self.syl)
+                    ctx = _Text(norm, words)
                 if self._digit_gap_ok(ctx, end, v):
                     return _refusal(v[0], v[1], "gap")
         pinyin = self.pinyin
@@ -236,7 +234,7 @@ class Matcher:
                 if region.isupper() or region.islower():
                     continue        # Han alone: scan 1's; Latin alone: scan 2's
                 if ctx is None:
-                    ctx = _Text(norm, words, self.syl)
+                    ctx = _Text(norm, words)
                 cls = self._pinyin_ok(ctx, end, v)
                 if cls is not None:
                     return _refusal(v[0], v[1], cls)
