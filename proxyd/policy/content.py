@@ -42,7 +42,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from proxyd.config import AccountConfig
 from proxyd.message import Message, Refusal, Verdict
