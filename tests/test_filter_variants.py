@@ -261,3 +261,17 @@ def test_a_reload_expands_only_new_terms(tmp_path):
     assert {"明日封城", "散布谣言"} <= set(second.expansions)
     assert second.check("明日疯城", "a") is not None and second.check("san bu yao yan", "a")
     assert first.check("散布谣言", "a") is None         # the old filter is unchanged
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_PIECES = st.sampled_from(["赌", "博", "du", "bo", "1", "①", " ", "贝者", "𠀀", "\ud83d", "\u200b",
+                           "lhc", "ca", "sino", "六", "合", "彩", "liu", "he", "cai", "A", "é"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(), st.lists(_PIECES, max_size=30).map("".join)))
+def test_any_text_gets_an_answer_never_an_error(shipped, text):
+    r = shipped.check(text, "acme")
+    assert r is None or (r.category == GAMBLING and r.term and r.variant and
+                         r.text == "content refused: category %s" % GAMBLING)
