@@ -12,6 +12,10 @@
     proxyd-admin --config conf/proxyd.toml report ACCOUNT [--date D | --from D --to D] [--json]
     proxyd-admin --config conf/proxyd.toml export [--date D] [--account A] [--output FILE]
     proxyd-admin hash-password            (password from stdin, or asked for on a terminal)
+    proxyd-admin init DIR [--force]       (writes the shipped conf files into DIR)
+    proxyd-admin --config conf/proxyd.toml backup FILE   (a snapshot of the store)
+    proxyd-admin --config conf/proxyd.toml restore FILE  (embedded store, nodes stopped)
+    proxyd-admin plugin-cache             (refreshes Twisted's plugin cache, see below)
 
 Days are YYYYMMDD or YYYY-MM-DD, local time, default today. verify recomputes the hash chain
 of an account's journal day and names the first record where it breaks; report prints the
@@ -23,6 +27,13 @@ Amounts are integers in minor units (fen). It talks to the store of the config w
 synchronous ``valkey`` client and the same Lua scripts as the daemon (`proxyd.store.ledger`).
 For the embedded store it connects to ``<store.dir>/valkey.sock``; if no server runs there it
 starts one for the duration of the command (see `proxyd.store.embedded.start_blocking`).
+
+`init` writes the files proxyd ships (`proxyd.shipped`: proxyd.toml, filters/,
+proxyd.service, monitoring/) into DIR; it refuses to overwrite a file without --force.
+`plugin-cache` rewrites Twisted's ``dropin.cache`` for the plugin directories proxyd's
+twistd plugin is in: run it once after installing or upgrading, as the user who owns the
+installation, so that a daemon on a read-only site-packages does not rescan (and try to
+write) it at every start.
 
 Exit status: 0 done, 1 the store failed or refused (e.g. the adjustment would make the balance
 negative) or a check failed (verify, report), 2 bad arguments, bad config or unknown account.
@@ -152,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--account", default=None)
     s.add_argument("--output", default="-", metavar="FILE")
     sub.add_parser("hash-password", help="print the scrypt hash of a password")
+    s = sub.add_parser("init", help="write the shipped config, filters, systemd unit and "
+                                    "monitoring files into DIR")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--force", action="store_true", help="overwrite files that exist")
+    sub.add_parser("plugin-cache", help="refresh Twisted's plugin cache (after an install)")
+    s = sub.add_parser("backup", help="a consistent snapshot of the store into FILE")
+    s.add_argument("file", metavar="FILE")
+    s = sub.add_parser("restore", help="replace the embedded store's data with a backup "
+                                       "(every node stopped)")
+    s.add_argument("file", metavar="FILE")
     s = sub.add_parser("reload", help="make a running proxyd re-read its config (SIGHUP)")
     s.add_argument("--pidfile", default="var/proxyd.pid", metavar="PATH",
                    help="twistd pid file of the node (default: var/proxyd.pid)")
@@ -456,6 +477,77 @@ def _store_command(args: argparse.Namespace, out: Any) -> int:
         close()
 
 
+def _init(target: str, force: bool, out: Any) -> int:
+    from proxyd import shipped
+    try:
+        written = shipped.init(target, force=force)
+    except shipped.InitError as e:
+        raise UsageError(str(e)) from None
+    except FileNotFoundError as e:
+        raise Failed(str(e)) from None
+    print("wrote %d files into %s (start with %s)" % (
+        len(written), target, os.path.join(target, "proxyd.toml")), file=out)
+    return 0
+
+
+def _backup(config: str, target: str, out: Any) -> int:
+    import valkey
+
+    from proxyd.backup import BackupError, backup
+    try:
+        cfg = load(config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if cfg.store.url == "none":
+        raise UsageError("[store] url is \"none\": there is no store to back up")
+    client, close = open_store(cfg)
+    try:
+        src, size = backup(client, target)
+    except BackupError as e:
+        raise Failed(str(e)) from None
+    except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError) as e:
+        raise Failed("store unavailable: %s" % e) from None
+    except valkey.exceptions.ResponseError as e:
+        raise Failed("store error: %s" % e) from None
+    finally:
+        close()
+    print("wrote %s (%d bytes, a snapshot of %s)" % (target, size, src), file=out)
+    return 0
+
+
+def _restore(config: str, snapshot: str, out: Any) -> int:
+    from proxyd.backup import BackupError, restore_embedded
+    try:
+        cfg = load(config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    st = cfg.store
+    if st.url != "embedded":
+        raise UsageError("restore works on the embedded store only ([store] url = "
+                         "\"embedded\"); restore a server of your own with its tools")
+    try:
+        keys, moved = restore_embedded(st.dir, snapshot, st.appendfsync, st.maxmemory)
+    except (BackupError, EmbeddedServerError) as e:
+        raise Failed(str(e)) from None
+    print("restored %d keys into %s%s" % (keys, st.dir, (
+        "; the data before is kept in %s" % moved) if moved else ""), file=out)
+    return 0
+
+
+def _plugin_cache(out: Any) -> int:
+    from proxyd.shipped import PLUGINS, scan_plugins
+    names, failures, searched = scan_plugins()
+    missing = [n for n in PLUGINS if n not in names]
+    if missing:
+        raise Failed("twistd plugins not found: %s (searched %s)" % (
+            ", ".join(missing), ", ".join(searched)))
+    for line in failures:
+        print("warning: %s" % line, file=out)
+    print("twistd plugins: %s; cache %s" % (
+        ", ".join(names), "not written (see above)" if failures else "up to date"), file=out)
+    return 1 if failures else 0
+
+
 def _hash_password(out: Any) -> int:
     if sys.stdin is not None and sys.stdin.isatty():
         pw = getpass.getpass("Password: ")
@@ -481,6 +573,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _hash_password(sys.stdout)
         if args.command == "reload":
             return _reload(args.pidfile, sys.stdout)
+        if args.command == "init":
+            return _init(args.dir, args.force, sys.stdout)
+        if args.command == "plugin-cache":
+            return _plugin_cache(sys.stdout)
+        if args.command == "backup":
+            return _backup(args.config, args.file, sys.stdout)
+        if args.command == "restore":
+            return _restore(args.config, args.file, sys.stdout)
         return _store_command(args, sys.stdout)
     except UsageError as e:
         print("proxyd-admin: %s" % e, file=sys.stderr)

@@ -80,6 +80,8 @@ class AccountConfig:
     marketing: bool = False        # marketing accounts must carry an unsubscribe text
     upstreams: tuple[str, ...] = ()  # pinned upstream names (empty: any eligible)
     mo_url: str = ""
+    low_balance: int = 0           # fen: notice when a charge takes the balance below (0 = off)
+    notify_url: str = ""           # URL template of that notice (proxyd.lowbalance)
 
     @property
     def password_is_hashed(self) -> bool:
@@ -363,6 +365,7 @@ def _check(cfg: Config) -> None:
         _positive(w + ".tps", a.tps, 0)
         _positive(w + ".burst", a.burst, 0)
         _positive(w + ".max_parts", a.max_parts)
+        _positive(w + ".low_balance", a.low_balance, 0)
         if a.sender_mode not in ("reject", "prefix"):
             raise ConfigError("%s.sender_mode: must be \"reject\" or \"prefix\", got %r"
                               % (w, a.sender_mode))
@@ -417,6 +420,12 @@ def _check(cfg: Config) -> None:
             except BadUrl as e:
                 raise ConfigError("account[%d].mo_url: not a callable URL (%s): %r"
                                   % (i, e, a.mo_url)) from None
+        if a.notify_url:
+            try:
+                parse_url(a.notify_url)
+            except BadUrl as e:
+                raise ConfigError("account[%d].notify_url: not a callable URL (%s): %r"
+                                  % (i, e, mask_url(a.notify_url))) from None
     _positive("relay.queue_wait_s", cfg.relay.queue_wait_s, 0)
     a = cfg.auth
     _positive("auth.max_failures", a.max_failures)

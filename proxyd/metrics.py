@@ -23,11 +23,17 @@ per message; only when `Metrics` is given them):
     proxyd_upstream_window_used{upstream}             requests in flight on them
     proxyd_upstream_queue{upstream}                   requests waiting for a free window
 
+The accounts' balances, the receipt backlog, callbacks and the low-balance notices are
+read by `proxyd.monitor` (a collector registered in the same registry). `totals()` and
+`recent` (the last refusals: time, account, reason, destination) feed the status page.
+
 Every `Metrics` has its own `CollectorRegistry` (never the process-global one), so several
 nodes or tests in one process do not share counters.
 """
 from __future__ import annotations
 
+import collections
+import time
 from typing import Any, Callable, Collection, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -43,6 +49,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                  0.25, 0.5, 1.0, 2.5)
 BIND_MODES = ("transmitter", "receiver", "transceiver")
+RECENT_REFUSALS = 20
 
 
 def outcome_name(status: int) -> str:
@@ -83,6 +90,8 @@ class Metrics:
         self._c_rejections: dict[tuple[str, str], Any] = {}
         self._c_submit: dict[str, Any] = {}
         self._c_rtt: dict[str, Any] = {}
+        # the last refusals: (unix time, account, reason, destination as given)
+        self.recent: collections.deque = collections.deque(maxlen=RECENT_REFUSALS)
         if config is not None:
             r.register(NodeCollector(config, accounts, sessions, upstreams))
 
@@ -95,7 +104,8 @@ class Metrics:
                 account, upstream, outcome_name(status))
         child.inc()
 
-    def refused(self, account: str, reason: str) -> None:
+    def refused(self, account: str, reason: str, destination: str = "") -> None:
+        self.recent.append((time.time(), account, reason, destination))
         key = (account, reason)
         child = self._c_rejections.get(key)
         if child is None:
@@ -116,6 +126,25 @@ class Metrics:
 
     def store_latency(self, seconds: float) -> None:
         self._store_latency.observe(seconds)
+
+    def totals(self) -> tuple[float, dict[str, float], dict[str, float]]:
+        """(messages answered after relaying, the same by upstream, refusals by reason):
+        totals since start, summed from the counters (for `proxyd.monitor.History`)."""
+        total = 0.0
+        by_upstream: dict[str, float] = {}
+        for fam in self._messages.collect():
+            for smp in fam.samples:
+                if smp.name.endswith("_total"):
+                    total += smp.value
+                    up = smp.labels.get("upstream", "")
+                    by_upstream[up] = by_upstream.get(up, 0.0) + smp.value
+        by_reason: dict[str, float] = {}
+        for fam in self._rejections.collect():
+            for smp in fam.samples:
+                if smp.name.endswith("_total"):
+                    r = smp.labels.get("reason", "")
+                    by_reason[r] = by_reason.get(r, 0.0) + smp.value
+        return total, by_upstream, by_reason
 
     # --- exposition -------------------------------------------------------------------------
     def exposition(self) -> bytes:

@@ -8,7 +8,8 @@
         ledger-sweeper        settles reservations whose outcome never came
         smpp:<endpoint> ...   client listeners
         http:<endpoint> ...   Kannel/Jasmin HTTP API
-        admin:<endpoint> ...  /metrics, /health
+        history               ten minutes of traffic for the status page (proxyd.monitor)
+        admin:<endpoint> ...  the status page /, /metrics, /health
 
 The listeners start only when the store is reachable, so no client is ever accepted that
 could not be charged. `[store] url = "none"` runs without a store (no ledger, no opt-out,
@@ -38,7 +39,9 @@ from .http.callclient import CallbackClient
 from .http.api import Api, make_site
 from .http.report import ReportResource
 from .logs import configure_logging, mask_url
+from . import lowbalance
 from .metrics import Metrics
+from .monitor import Monitor
 from .policy import Policy
 from .links.routing import Router
 from .smpp.server import ClientFactory
@@ -99,6 +102,8 @@ class ProxydService(service.MultiService):
         self.intake: Any = None
         self.client_factory: Any = None
         self.auth: Any = None
+        self.notices: Any = None        # low-balance notices (proxyd.lowbalance)
+        self.monitor: Any = None        # what the admin listener reads (proxyd.monitor)
 
     def config(self) -> Any:
         """The current Config: what parts that must see a reload are given (a reload
@@ -185,15 +190,21 @@ class ProxydService(service.MultiService):
             callbacks = CallbackClient(reactor, allow=hc.callback_allow,
                                        timeout_s=cfg.delivery.dlr_timeout_s,
                                        max_body=hc.callback_max_body)
+            self.notices = lowbalance.Notices(self.config)
+            lowbalance.sync(store, cfg.accounts)
             self.delivery = self.receipts = Delivery(
                 self.config, store, reactor, self.optout, self.ledger, callbacks=callbacks,
-                callback_per_account=hc.callback_per_account)
+                callback_per_account=hc.callback_per_account, on_notice=self.notices)
             self.receipts.setServiceParent(self.front)
             report_ledger: Any = self.ledger
+            self.monitor = Monitor(self.config, self.metrics, store, reactor,
+                                   dlr=self.delivery.dlr, notices=self.notices)
         else:
             self.ledger = FreeLedger()
             self.receipts = MemoryReceipts(self.config, self.registry, reactor)
             report_ledger = None        # no journal to report from: /report answers 503
+            self.monitor = Monitor(self.config, self.metrics, None, reactor)
+        self.monitor.history.setServiceParent(self.front)
         self.registry.on_ready.append(self.receipts.session_ready)
         self.registry.on_unbound.append(self.receipts.session_gone)
         self.gate = Gate(cfg, self.policy, self.ledger, self.router, self.receipts,
@@ -222,7 +233,8 @@ class ProxydService(service.MultiService):
         if cfg.admin.listen:
             self._listen("admin", cfg.admin.listen,
                          make_admin_site(self.config, self.metrics, self.upstreams, store,
-                                         reactor))
+                                         reactor, monitor=self.monitor,
+                                         binds=self.registry.sessions))
 
     def _listen(self, kind: str, endpoints: Any, factory: Any) -> None:
         """A listener per endpoint string, started with the front (once the store answers)."""
@@ -276,6 +288,8 @@ class ProxydService(service.MultiService):
             log.info("reload applied before start: {n} accounts", n=len(new.accounts))
             return True
         self.auth.reconfigured()
+        if self.store is not None:
+            lowbalance.sync(self.store, new.accounts)
         self.gate.set_config(new, policy)
         self.client_factory.set_config(new.smpp)
         for sid, sessions in list(self.registry.sessions.items()):

@@ -84,3 +84,13 @@ def test_scrypt_parameters_checked(stored, problem):
     msg = error({"account": [account(password=stored)]})
     assert msg.startswith("account[0].password: " + problem), msg
     assert "hash-password" in msg
+
+
+def test_low_balance_settings():
+    cfg = parse({"account": [account(low_balance=500, notify_url="https://crm.example/l?b=%b")]})
+    assert cfg.accounts[0].low_balance == 500
+    assert parse({"account": [account()]}).accounts[0].low_balance == 0
+    assert "account[0].low_balance" in error({"account": [account(low_balance=-1)]})
+    assert "must be an integer" in error({"account": [account(low_balance="100")]})
+    msg = error({"account": [account(notify_url="ftp://x/?password=hunter2")]})
+    assert msg.startswith("account[0].notify_url: not a callable URL") and "hunter2" not in msg

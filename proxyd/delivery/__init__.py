@@ -98,7 +98,9 @@ class Delivery(service.Service):
                  claim_idle_s: float | None = None, tick_s: float = 0.1,
                  poll_s: float = 0.25, max_attempts: int | None = None,
                  consumer: str | None = None, callbacks: Any = None,
-                 callback_per_account: int = 5) -> None:
+                 callback_per_account: int = 5,
+                 on_notice: Callable[[str, dict], None] = lambda account, facts: None
+                 ) -> None:
         cfg = config()
         dc = cfg.delivery
         self.config = config
@@ -115,7 +117,7 @@ class Delivery(service.Service):
                              concurrency=dc.dlr_concurrency,
                              per_account=callback_per_account, timeout_s=dc.dlr_timeout_s,
                              max_attempts=dc.dlr_max_attempts, backoff_s=dc.dlr_backoff_s,
-                             expand=expand_facts)
+                             expand=expand_facts, on_notice=on_notice)
         self._writes: set = set()                   # store writes in flight (waited on stop)
         self.counters: dict[str, int] = dict.fromkeys((
             "receipts", "receipts_unknown", "mo", "mo_unrouted", "optouts", "enqueued",

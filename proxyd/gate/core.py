@@ -199,7 +199,7 @@ class Gate:
             else:
                 ledger.count_rejected(account.system_id, reason, "", parts=max(1, msg.parts),
                                       **extra).addErrback(lambda f: None)
-        self.metrics.refused(account.system_id, refusal.reason)
+        self.metrics.refused(account.system_id, refusal.reason, msg.destination_addr)
         if refusal.reason == "rate" and self._quiet(account.system_id):
             return
         text = refusal.text

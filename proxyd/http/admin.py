@@ -1,6 +1,10 @@
-"""The admin site (`[admin] listen`): /metrics for Prometheus, /health for load balancers.
+"""The admin site (`[admin] listen`): the status page, /metrics for Prometheus, /health for
+load balancers.
 
-    GET /metrics   200, Prometheus text format (`proxyd.metrics`)
+    GET /          200, the status page (HTML, `proxyd.http.status`)
+    GET /metrics   200, Prometheus text format (`proxyd.metrics`, `proxyd.monitor`); the
+                   accounts' state is read from the store first when the last read is
+                   older than `proxyd.monitor.CACHE_S` (asynchronously, within a deadline)
     GET /health    200 "ok" when at least one upstream is bound and the store answers PING
                    within HEALTH_TIMEOUT_S (or `[store] url = "none"`); otherwise 503 with
                    one line naming the first problem found
@@ -19,21 +23,27 @@ import hmac
 from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.web import resource, server
 
 HEALTH_TIMEOUT_S = 1.0
+log = Logger(namespace="proxyd.http.admin")
 
 
 class AdminResource(resource.Resource):
-    """/metrics from `metrics`; /health from `upstreams` (the node's live list of upstream
-    links), `config` (() -> the current Config) and `store` (None until connected, and
-    with `[store] url = "none"`); `clock` times the store's PING."""
+    """/metrics from `metrics` (and `monitor`'s collector); /health from `upstreams` (the
+    node's live list of upstream links), `config` (() -> the current Config) and `store`
+    (None until connected, and with `[store] url = "none"`); `clock` times the store's
+    PING. / (the status page) from all of these and `binds` (sessions by account)."""
 
     isLeaf = True
 
     def __init__(self, config: Callable[[], Any], metrics: Any, upstreams: Sequence[Any],
-                 store: Any, clock: Any, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+                 store: Any, clock: Any, timeout_s: float = HEALTH_TIMEOUT_S,
+                 monitor: Any = None, binds: dict | None = None) -> None:
         super().__init__()
+        self.monitor = monitor
+        self.binds = binds if binds is not None else {}
         self.config = config
         self.metrics = metrics
         self.upstreams = upstreams
@@ -44,7 +54,9 @@ class AdminResource(resource.Resource):
     def render_GET(self, request: Any) -> Any:
         path = request.path
         if path == b"/metrics":
-            return self._metrics(request)
+            return self._after_read(request, self._metrics)
+        if path == b"/" and self.monitor is not None:
+            return self._after_read(request, self._status)
         return self._health(request)
 
     def render(self, request: Any) -> Any:
@@ -52,9 +64,46 @@ class AdminResource(resource.Resource):
         if token and not bearer_matches(request.getHeader(b"authorization"), token):
             request.setHeader(b"www-authenticate", b'Bearer realm="proxyd-admin"')
             return _text(request, 401, "unauthorized")
-        if request.path not in (b"/metrics", b"/health"):
+        if request.path not in (b"/metrics", b"/health") and not (
+                request.path == b"/" and self.monitor is not None):
             return _text(request, 404, "not found")
         return super().render(request)
+
+    def _after_read(self, request: Any, render: Any) -> Any:
+        """`render(request)` once the monitor's store read is fresh (at once if it is)."""
+        if self.monitor is None:
+            return render(request)
+        d = self.monitor.fresh()
+        if d.called:
+            return render(request)
+        finished: list = []
+        request.notifyFinish().addBoth(finished.append)
+
+        def answer(_: Any) -> None:
+            if finished:
+                return
+            try:
+                body = render(request)
+            except Exception:
+                log.failure("admin page {path} failed", path=request.path)
+                body = _text(request, 500, "internal error")
+            request.write(body)
+            request.finish()
+        d.addCallback(answer)
+        return server.NOT_DONE_YET
+
+    # --- / (the status page) ------------------------------------------------------------------
+    def _status(self, request: Any) -> bytes:
+        from . import status
+        view = status.gather(self.config, self.metrics, self.monitor, self.upstreams,
+                             self.binds, self.clock)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-security-policy",
+                          b"default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return status.render(view)
 
     # --- /metrics ---------------------------------------------------------------------------
     def _metrics(self, request: Any) -> bytes:
@@ -154,6 +203,10 @@ class AdminSite(server.Site):
 
 
 def make_admin_site(config: Callable[[], Any], metrics: Any, upstreams: Sequence[Any],
-                    store: Any, clock: Any) -> server.Site:
-    """The site for `[admin] listen` endpoints (see `AdminResource`)."""
-    return AdminSite(AdminResource(config, metrics, upstreams, store, clock))
+                    store: Any, clock: Any, monitor: Any = None,
+                    binds: dict | None = None) -> server.Site:
+    """The site for `[admin] listen` endpoints (see `AdminResource`); without `monitor`
+    (proxyd.monitor.Monitor) there is no status page (404) and /metrics has only what
+    `metrics` has. `binds`: the bound sessions by account (proxyd.accounts.Registry)."""
+    return AdminSite(AdminResource(config, metrics, upstreams, store, clock,
+                                   monitor=monitor, binds=binds))

@@ -70,6 +70,15 @@ log = Logger(namespace="proxyd.http.dlr")
 KANNEL, JASMIN = "kannel", "jasmin"
 # not a receipt: an MO for an account's mo_url (proxyd.http.mo), GET, any 2xx is success
 MO = "mo"
+# not a receipt: an account's low-balance notice (proxyd.lowbalance), GET, any 2xx
+NOTIFY = "notify"
+
+
+def kind_of(settings: dict | None) -> str:
+    """What a queued callback is, for the counters: "dlr" (a receipt, Kannel or Jasmin),
+    "mo" (an account's mo_url) or "notify" (a low-balance notice)."""
+    api = (settings or {}).get("api")
+    return api if api in (MO, NOTIFY) else "dlr"
 
 # Kannel dlr types (gw/dlr.h)
 DLR_SUCCESS, DLR_FAIL, DLR_BUFFERED, DLR_SMSC_SUCCESS, DLR_SMSC_FAIL = 1, 2, 4, 8, 16
@@ -168,6 +177,9 @@ def build_request(settings: dict, facts: dict) -> Request | None:
     if settings.get("api") == MO:
         from .mo import mo_url
         return Request("GET", mo_url(url, facts))
+    if settings.get("api") == NOTIFY:
+        from ..lowbalance import notify_url
+        return Request("GET", notify_url(url, facts, settings.get("acct", "")))
     if settings.get("api") == JASMIN:
         level = int(settings.get("level", 1))
         want = 1 if facts.get("ev") == "smsc" else 2
@@ -203,9 +215,12 @@ class DlrCaller:
                  max_attempts: int = 12, backoff_s: float = 1.0,
                  backoff_max_s: float = 300.0, poll_s: float = 1.0, lease_s: float = 60.0,
                  timeout_s: float = 10.0,
-                 expand: Callable[[dict], dict] | None = None) -> None:
+                 expand: Callable[[dict], dict] | None = None,
+                 on_notice: Callable[[str, dict], None] = lambda account, facts: None
+                 ) -> None:
         self.messages = messages
         self.expand = expand
+        self.on_notice = on_notice
         self.clock = clock
         self.accounts = accounts
         self.client = client
@@ -224,6 +239,13 @@ class DlrCaller:
         self.counters: dict[str, int] = dict.fromkeys(
             ("dlr_called", "dlr_ok", "dlr_retried", "dlr_failed", "dlr_skipped",
              "dlr_refused"), 0)
+        # (kind, result) -> count: kind "dlr", "mo" or "notify" (`kind_of`), result "ok",
+        # "retried" or "failed" (dropped or given up), for /metrics
+        self.results: dict[tuple[str, str], int] = {}
+
+    def _count(self, kind: str, result: str) -> None:
+        key = (kind, result)
+        self.results[key] = self.results.get(key, 0) + 1
 
     def start(self) -> None:
         if not self._loop.running:
@@ -284,7 +306,10 @@ class DlrCaller:
                 released.append(True)
                 self._give(account, 1)
 
+        kind = kind_of(settings)
         try:
+            if kind == NOTIFY and attempts == 0 and facts is not None:
+                self.on_notice(account, facts)      # once per notice: its first claim
             if self.expand is not None and facts is not None and settings is not None:
                 try:
                     facts = self.expand(facts)
@@ -306,7 +331,7 @@ class DlrCaller:
         except Exception as e:
             release()
             log.failure("HTTP receipt {id} of {acct}: not called", id=cb_id, acct=account)
-            self._drop(account, cb_id, "", "%s: %s" % (type(e).__name__, e))
+            self._drop(account, cb_id, "", "%s: %s" % (type(e).__name__, e), kind)
             return
 
         def done(result: tuple) -> None:
@@ -314,27 +339,29 @@ class DlrCaller:
             code, body = result
             if accepted(settings, code, body):
                 self.counters["dlr_ok"] += 1
+                self._count(kind, "ok")
                 self._finish(account, cb_id)
             else:
-                self._retry(account, cb_id, req, attempts, "HTTP %d" % code)
+                self._retry(account, cb_id, req, attempts, "HTTP %d" % code, kind)
 
         def failed(f: Any) -> None:
             release()
             why = f.getErrorMessage() or f.type.__name__
             if f.check(BadUrl, Refused):
                 self.counters["dlr_refused"] += 1
-                self._drop(account, cb_id, req.url, why)
+                self._drop(account, cb_id, req.url, why, kind)
             else:
-                self._retry(account, cb_id, req, attempts, why)
+                self._retry(account, cb_id, req, attempts, why, kind)
 
         d.addCallbacks(done, failed).addErrback(
             lambda f: (release(), log.failure("HTTP receipt {id} of {acct}", f, id=cb_id,
                                               acct=account)))
 
-    def _drop(self, account: str, cb_id: str, url: str, why: str) -> None:
+    def _drop(self, account: str, cb_id: str, url: str, why: str, kind: str = "dlr") -> None:
         """A callback that can never be made (a malformed URL, a refused target): dropped at
         once, logged at error level and counted, never retried."""
         self.counters["dlr_failed"] += 1
+        self._count(kind, "failed")
         log.error("HTTP receipt {id} of {acct} to {url} dropped: {why}", id=cb_id,
                   acct=account, url=shown(url), why=why)
         self._finish(account, cb_id)
@@ -346,16 +373,18 @@ class DlrCaller:
                                err=f.getErrorMessage()))
 
     def _retry(self, account: str, cb_id: str, req: Request, attempts: int,
-               why: str) -> None:
+               why: str, kind: str = "dlr") -> None:
         n = attempts + 1
         if n >= self.max_attempts:
             self.counters["dlr_failed"] += 1
+            self._count(kind, "failed")
             log.error("HTTP receipt {id} of {acct} to {url} given up after {n} attempts: "
                       "{why}", id=cb_id, acct=account, url=shown(req.url), n=n,
                       why=why)
             self._finish(account, cb_id)
             return
         self.counters["dlr_retried"] += 1
+        self._count(kind, "retried")
         delay = min(self.backoff_max_s, self.backoff_s * 2.0 ** attempts)
         due = int((self.clock.seconds() + delay) * 1000)
         log.info("HTTP receipt {id} of {acct}: {why}; retry {n} in {d:.0f}s", id=cb_id,

@@ -20,7 +20,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["mo_values", "mo_url"]
+__all__ = ["mo_values", "mo_url", "fill"]
 
 
 def _kannel_coding(dc: int) -> str:
@@ -52,7 +52,13 @@ def mo_values(facts: dict[str, Any]) -> dict[str, str]:
 def mo_url(template: str, facts: dict[str, Any]) -> str:
     """The template with every known placeholder replaced by its URL-encoded value; an
     unknown %x is left as it is."""
-    values = mo_values(facts)
+    return fill(template, mo_values(facts))
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """`template` with each ``%x`` whose x is a key of `values` replaced by that value,
+    URL-encoded, and ``%%`` by ``%``; an unknown %x is left as it is. (Shared by the
+    templates of mo_url and of the low-balance notice's notify_url.)"""
     out = []
     i = 0
     n = len(template)

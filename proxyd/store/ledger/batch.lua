@@ -34,6 +34,7 @@
 --   C id note | R id note   the same answering "" (done) or -1
 --   x reason id parts       a refusal before charging -> today's count for that reason
 --   e event id note         a state event (no money) -> 0
+LOW = 'charge'    -- the low-balance notice (prelude.lua)
 local MONEY = {reserved = 1, committed = 1, refunded = 1, rejected = 1, topup = 1,
                adjust = 1, refund_all = 1}
 local A = {}

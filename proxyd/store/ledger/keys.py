@@ -39,6 +39,12 @@ def lease_key(account: str) -> str:
     return "lease:{%s}" % account
 
 
+def low_key(account: str) -> str:
+    """The low-balance notice of an account (hash: t threshold, url, low "1" when notified
+    and not re-armed, n notices so far; see proxyd.lowbalance)."""
+    return "low:{%s}" % account
+
+
 def optout_key(account: str) -> str:
     return "optout:{%s}" % account
 
@@ -47,7 +53,8 @@ def account_keys(account: str, day: str) -> list[str]:
     """KEYS of every ledger script, in order."""
     t = "{%s}" % account
     return ["bal:" + t, "res:" + t, "stats:%s:%s" % (t, day), "journal:%s:%s" % (t, day),
-            "jhead:" + t, "optout:" + t, "lease:" + t, "calls:" + t]
+            "jhead:" + t, "optout:" + t, "lease:" + t, "calls:" + t,
+            "low:" + t, "hcb:" + t, "hcbd:" + t]     # the low-balance notice (prelude.lua)
 
 
 def script_call(account: str, now: float, day: str, *extra: Any,

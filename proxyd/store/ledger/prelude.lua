@@ -1,5 +1,6 @@
 local K_BAL, K_RES, K_STATS, K_JOURNAL, K_JHEAD, K_OPTOUT, K_LEASE, K_CALLS =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_LOW, K_HCB, K_HCBD = KEYS[9], KEYS[10], KEYS[11]
 local ACCT, NOW, DAY, TTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function fmt(n) return string.format('%d', n) end
 local function enc(s) return #s .. ':' .. s .. ',' end
@@ -90,7 +91,33 @@ end
 -- settled parts and amounts of this call, counted in finish(); amounts of the
 -- reservations made in this call (so their settle needs no parsing)
 local n_com, a_com, n_ref, a_ref, res_amt = 0, 0, 0, 0, {}
+-- the low-balance notice (proxyd.lowbalance): a script that charges sets LOW = 'charge', a
+-- top-up or adjustment LOW = 'rearm'. K_LOW holds the threshold t (0 = off), the notice's
+-- url, and low = '1' once notified: the first charge that leaves the balance (free +
+-- leases) below t queues one callback in hcb/hcbd (the durable callback queue) and sets
+-- it; a top-up or adjustment that brings the balance back to t or more clears it.
+local LOW = nil
+local function low_check()
+  local v = redis.call('HMGET', K_LOW, 't', 'low', 'url')
+  local t = tonumber(v[1] or '0') or 0
+  if t <= 0 then return end
+  local b = jbal()
+  if LOW == 'charge' then
+    if b < t and v[2] ~= '1' then
+      local n = redis.call('HINCRBY', K_LOW, 'n', 1)
+      redis.call('HSET', K_LOW, 'low', '1', 'at', NOW, 'bal', fmt(b))
+      local id = 'low:' .. NOW .. ':' .. n
+      redis.call('HSET', K_HCBD, id, cjson.encode({api = 'notify', url = v[3] or '',
+        acct = ACCT}) .. '\n' .. cjson.encode({ev = 'low', bal = b, low = t,
+        t = math.floor(tonumber(NOW) / 1000), n = n}))
+      redis.call('ZADD', K_HCB, NOW, id)
+    end
+  elseif b >= t and v[2] == '1' then
+    redis.call('HSET', K_LOW, 'low', '0')
+  end
+end
 local function finish()
+  if LOW ~= nil and K_LOW ~= nil and (bal ~= nil or leases ~= nil) then low_check() end
   if n_com > 0 then stat('committed', n_com); stat('charged', a_com) end
   if n_ref > 0 then stat('refunded', n_ref); stat('refunded_amount', a_ref) end
   if bal ~= nil and bal ~= bal0 then redis.call('SET', K_BAL, fmt(bal)) end
