@@ -275,3 +275,10 @@ def test_any_text_gets_an_answer_never_an_error(shipped, text):
     r = shipped.check(text, "acme")
     assert r is None or (r.category == GAMBLING and r.term and r.variant and
                          r.text == "content refused: category %s" % GAMBLING)
+
+
+def test_terms_of_digits_are_found_in_texts_without_letters(tmp_path):
+    d = write_lists(tmp_path, rumours=["8964", "明日封城"])
+    cf = ContentFilter.load(d, {})
+    assert refused_as(cf, "纪念8964活动") == ("8964", "exact")
+    assert cf.check("纪念1989年活动", "a") is None

@@ -144,13 +144,15 @@ class _Text:
 class Matcher:
     """The automata for one set of lists (see the module docstring)."""
 
-    __slots__ = ("sounds", "chars", "letters", "wide", "latin", "pinyin",
+    __slots__ = ("sounds", "chars", "letters", "digit_forms", "wide", "latin", "pinyin",
                  "max_gap", "upper", "by_char", "syl", "entries")
 
-    def __init__(self, sounds: Any, chars: Any, letters: Any, wide: Any, latin: Any, pinyin: Any, max_gap: int, entries: int) -> None:
+    def __init__(self, sounds: Any, chars: Any, letters: Any, wide: Any, latin: Any,
+                 pinyin: Any, max_gap: int, entries: int, digit_forms: bool = True) -> None:
         self.sounds = sounds
         self.chars = chars
         self.letters = letters              # forms of ASCII characters
+        self.digit_forms = digit_forms      # one of them has no letter: scan texts of digits
         self.wide = wide                    # other forms that are not Han alone ("qq群")
         self.latin = latin
         self.pinyin = pinyin
@@ -195,7 +197,8 @@ class Matcher:
                             return _refusal(v[0], v[1], cls)
         has_latin = _HAS_LATIN.search(norm) is not None
         letters = self.letters
-        if letters is not None and (has_latin or _HAS_DIGIT.search(norm) is not None):
+        if letters is not None and (has_latin or (
+                self.digit_forms and _HAS_DIGIT.search(norm) is not None)):
             # ASCII forms over the text with every other character as "?" (one a character,
             # so an index of the hit is an index of norm; no form contains "?")
             for end, v in letters.iter(norm.encode("ascii", "replace").decode("ascii")):
@@ -350,6 +353,7 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
     letters = ahocorasick.Automaton()
     wide = ahocorasick.Automaton()
     latin = ahocorasick.Automaton()
+    digit_forms = [False]
     py = ahocorasick.Automaton()
     seen: set[str] = set()
 
@@ -368,6 +372,7 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
             return
         flags = _edges(form) if cls in ("pinyin", "initials", "mixed") else 0
         if form.isascii():
+            digit_forms[0] = digit_forms[0] or not _HAS_LATIN.search(form)
             if form not in letters:
                 letters.add_word(form, (base, term, cls, flags, form))
             return
@@ -426,4 +431,5 @@ def build_matcher(lists: Iterable[tuple[str, list[str]]], refusals: Mapping[str,
             a.make_automaton()
         built.append(a if len(a) else None)
     return Matcher(grouped[0], grouped[1], built[0], built[1],
-                   built[2] if max_gap else None, built[3], max_gap, len(seen))
+                   built[2] if max_gap else None, built[3], max_gap, len(seen),
+                   digit_forms[0])
