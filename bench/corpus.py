@@ -88,7 +88,8 @@ def _homophones() -> dict[str, list[str]]:
     return index
 
 
-def evasions(terms: list[str], per_class: int = 100, seed: int = 11) -> dict[str, list[tuple[str, str]]]:
+def evasions(terms: list[str], per_class: int = 100,
+             seed: int = 11) -> dict[str, list[tuple[str, str]]]:
     """Up to `per_class` (text, term) pairs per class, cycling over the terms a class
     applies to (initials: 3+ Han characters; split: a character with a decomposition;
     lookalike: terms with Latin letters, and Han terms written in full width or traditional

@@ -26,11 +26,13 @@ a term has the term's sounds, every mix of characters and pinyin has the term's 
 2. Letters. The normalised text with every character that is not ASCII as ``?`` (one a
    character) against every ASCII form: Latin terms (``casino``), full pinyin (``dubo``)
    and initials (``wsdb``, three letters or more). Run only when the text has a Latin
-   letter or a digit. (Forms that mix Han and other characters, ``qq群``, are scanned over
-   the UTF-8 bytes of the text, carried as latin-1 characters: fan-out <= 64 a node.) A variant that begins or ends with a Latin letter counts
-   only where that letter begins or ends a word of the original text (a space, punctuation,
-   a Han character or a digit next to it): ``wang shang du bo`` matches, the letters
-   ``heshi`` inside ``the shirt`` do not. Terms without Han characters are also looked for
+   letter (or a digit, if a listed form is digits alone). (Forms that mix Han and other
+   characters, ``qq群``, are scanned over the UTF-8 bytes of the text, carried as latin-1
+   characters: fan-out <= 64 a node.) A pinyin form that begins or ends with a Latin
+   letter counts only where that letter begins or ends a word of the original text (a
+   space, punctuation, a Han character or a digit next to it): ``wang shang du bo``
+   matches, the letters ``dubo`` inside ``Dubois`` do not; initials must stand as a word
+   of their own (``lhc``, ``LHC开奖``). Terms without Han characters are also looked for
    with the digits taken out: at most `max_gap` digits between two letters (``ca1sino``).
 3. Pinyin (per message, texts with both Han characters and Latin letters): the text with
    each Han character replaced by its default reading in capitals, scanned in lower case

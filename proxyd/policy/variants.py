@@ -136,7 +136,8 @@ class _HanOnly(dict):
 def syllable_table() -> dict[int, str | None]:
     """str.translate table: Han character -> the two characters of its default reading
     (`NO_READING` for the few without one); anything else is deleted (only Han characters
-    are listed: translate a string of Han characters alone, and no lookup misses). Homophones give equal strings."""
+    are listed: translate a string of Han characters alone, and no lookup misses).
+    Homophones give equal strings."""
     ids = syllable_ids()
     r = readings()
 
