@@ -175,6 +175,9 @@ class DeliveryConfig:
     expire_after_s: float = 0.0
 
 
+MAX_GAP = 8     # policy.max_gap: more would let noise bridge unrelated characters
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     enabled: bool = True           # false: no inline checks at all (benchmarks only)
@@ -183,6 +186,7 @@ class PolicyConfig:
     max_pending_parts: int = 200   # per account: parts of incomplete long messages kept
     max_pending_bytes: int = 262144  # per account: octets of those parts kept
     unsubscribe_words: tuple[str, ...] = ("T", "TD", "N", "退订", "取消")
+    max_gap: int = 2               # content filter: non-Han characters between a term's characters
 
 
 @dataclass(frozen=True)
@@ -387,6 +391,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("http.max_request_bytes: must be <= %d (1 MiB), got %r"
                           % (MAX_REQUEST_BYTES, cfg.http.max_request_bytes))
     _positive("http.max_receivers", cfg.http.max_receivers)
+    if not 0 <= cfg.policy.max_gap <= MAX_GAP:
+        raise ConfigError("policy.max_gap: must be 0 to %d, got %r" % (MAX_GAP, cfg.policy.max_gap))
     _check_caps("smpp", s.max_connections, s.max_connections_per_address)
     _positive("smpp.max_unbound", s.max_unbound)
     if s.max_unbound > s.max_connections:

@@ -9,7 +9,7 @@ machine reason (used in counters and the journal) and a human text (used in logs
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,11 @@ class Refusal:
     reason: str                  # short machine name: "sender", "caller", "content", ...
     text: str                    # human explanation (no message text, no full numbers)
     category: str = ""           # content category, when reason == "content"
+    # content refusals: the listed term that matched and how it was written (variant class:
+    # exact, gap, pinyin, initials, mixed, homophone, split). For the journal and the log
+    # line only, never the reply; not part of equality (a refusal is its status and text).
+    term: str = field(default="", compare=False)
+    variant: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return "%s: %s" % (self.reason, self.text)

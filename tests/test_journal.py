@@ -365,6 +365,25 @@ class TestLedgerJournal(unittest.TestCase):
         self.assertEqual([e["op"] for e in entries], ["commit", "reserve", "reserve", "topup"])
 
     @defer.inlineCallbacks
+    def test_content_refusal_detail_is_journaled_not_counted(self) -> Any:
+        cat = "obscenity_gambling_violence_terror"
+        yield self.ledger.count_rejected(self.a, cat, "m1", parts=2,
+                                         detail="term=赌博 variant=homophone")
+        yield self.ledger.count_rejected(self.a, cat, "m2", detail="term=a\x1fb variant=gap")
+        recs = yield self.ledger.journal(self.a)
+        self.assertEqual([(r.event, r.msg_id, r.n, r.note) for r in recs], [
+            ("rejected", "m1", 2, cat + " term=赌博 variant=homophone"),
+            ("rejected", "m2", 1, cat + " term=a b variant=gap")])
+        stats = yield self.ledger.stats(self.a)
+        self.assertEqual(stats["rejected:" + cat], 3)
+        self.assertNotIn("rejected:" + cat + " term=赌博 variant=homophone", stats)
+        day = recs[0].day
+        rep = J.build_report(self.a, 5, [day], {day: recs}, {day: stats}, {})
+        self.assertEqual(rep.refused, {cat: 3})        # the report reads the first word
+        head = yield self.ledger.journal_head(self.a, recs[0].day)
+        self.assertTrue(L.verify_journal(recs, self.a, head))
+
+    @defer.inlineCallbacks
     def test_money_events_cannot_be_forged(self) -> Any:
         for event in ("committed", "topup", "rejected", "Bad", "a|b", ""):
             yield self.assertFailure(self.ledger.journal_event(self.a, "x", event),

@@ -116,7 +116,9 @@ def test_mixed_run_reconciles_verifies_and_traces(tmp_path):
             assert "\treserved\t5\t" in trace, trace
             assert "\trefunded\t5\t" in trace, trace
             assert "released obscenity_gambling_violence_terror" in trace, trace
-            assert "赌" not in trace
+            # the listed term and its variant class (issue 19), never the message text
+            assert "term=赌博 variant=exact" in trace, trace
+            assert "尊敬的客户" not in trace and "网上赌博" not in trace
     finally:
         proxyd.stop()
         sim.stop()

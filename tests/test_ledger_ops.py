@@ -127,8 +127,8 @@ def test_the_scripts_are_the_lua_files_of_the_package() -> None:
         body = files.joinpath(name + ".lua").read_text()
         assert src == "\n" + prelude + "\n" + body
     assert "local function settle(" in prelude and "while i <= #A do" in L.SCRIPTS["batch"]
-    # the source as the files make it (changed by issue 16: the low-balance check in finish(); by issue 17: NOW is the store clock)
-    assert L.SHAS["batch"] == "15b8d5fc3d733ceb082e6365af0db336b606fcf3"
+    # the source as the files make it (changed by issue 16: the low-balance check in finish(); by issue 17: NOW is the store clock; by issue 19: op 'x' counts the reason, its first word, and journals the note)
+    assert L.SHAS["batch"] == "dd6cbc5777a67d3c4dc052b3bd58de7854410d70"
 
 
 def test_the_names_others_import_are_there() -> None:

@@ -122,7 +122,9 @@ def test_content_filter_refuses_with_0x400(stack):
                   short_message=b"CAS\x1b\x28INO") == S["PROXYD_RCONTENT"]   # CAS{INO
     c.disconnect()
     assert "category obscenity_gambling_violence_terror" in stack["proxyd"].text()
-    assert "赌" not in stack["proxyd"].text()          # never the matched text in logs
+    # the log names the listed term and how it was written (issue 19), never the message
+    assert "(term=赌博 variant=exact)" in stack["proxyd"].text()
+    assert "欢迎来到" not in stack["proxyd"].text() and "平台" not in stack["proxyd"].text()
 
 
 def test_rate_limit_passes_a_burst_then_throttles(stack):
@@ -276,9 +278,10 @@ def test_balance_covers_whole_messages_only(stack):
 def test_refusal_logs_mask_numbers_and_never_show_content(stack):
     c = bound(stack["port"], "acme", "pw1")
     assert submit(c, source_addr="10690001", destination_addr="13712345678",
-                  data_coding=8, short_message="代开发票".encode("utf-16-be")) == \
+                  data_coding=8, short_message="请找我代开发票谢谢".encode("utf-16-be")) == \
         S["PROXYD_RCONTENT"]
     c.disconnect()
     log = stack["proxyd"].text()
     assert "137****5678" in log
-    assert "13712345678" not in log and "代开发票" not in log
+    assert "13712345678" not in log and "请找我" not in log and "谢谢" not in log
+    assert "(term=代开发票 variant=exact)" in log   # the listed term, not the message (#19)

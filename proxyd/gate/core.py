@@ -189,6 +189,8 @@ class Gate:
         if refusal is not None:
             self.refused(account, msg, refusal, counted=True)
             note = "released " + (refusal.category or refusal.reason)
+            if refusal.term:        # content: the listed term and variant class (issue 19)
+                note += " " + _content_detail(refusal)
             for mid in ids:
                 self.ledger.settle(account.system_id, mid.decode(), note, False)
             done(refusal.status, [], refusal, 0)
@@ -212,26 +214,31 @@ class Gate:
         self.counters["refused"] += 1
         if not counted and refusal is not STORE_DOWN:
             reason = refusal.category or refusal.reason
+            # content: the term and variant class, for the journal record's note
+            extra = {"detail": _content_detail(refusal)} if refusal.term else {}
             ledger = self.ledger
             if refusal.reason == "rate" and not ids:
                 self._count_throttled(account.system_id, max(1, msg.parts))
             elif ids:   # parts that already have ids (a long message): a record each
                 for mid in ids:
                     ledger.count_rejected(account.system_id, reason, mid.decode(),
-                                          parts=1).addErrback(lambda f: None)
+                                          parts=1, **extra).addErrback(lambda f: None)
             else:
-                ledger.count_rejected(account.system_id, reason, "",
-                                      parts=max(1, msg.parts)).addErrback(lambda f: None)
+                ledger.count_rejected(account.system_id, reason, "", parts=max(1, msg.parts),
+                                      **extra).addErrback(lambda f: None)
         self.metrics.refused(account.system_id, refusal.reason, msg.destination_addr)
         if refusal.reason == "rate" and self._quiet(account.system_id):
             return
+        text = refusal.text
+        if refusal.term:            # content: which listed term, written how (never replied)
+            text = "%s (%s)" % (text, _content_detail(refusal))
         if self.config.log.log_content and msg.text is not None:
             log.info("refused {acct} -> {dest}: {reason}: {text}; content: {content!r}",
                      acct=account.system_id, dest=mask(msg.destination_addr),
-                     reason=refusal.reason, text=refusal.text, content=msg.text)
+                     reason=refusal.reason, text=text, content=msg.text)
         else:
             log.info("refused {acct} -> {dest}: {reason}: {text}", acct=account.system_id,
-                     dest=mask(msg.destination_addr), reason=refusal.reason, text=refusal.text)
+                     dest=mask(msg.destination_addr), reason=refusal.reason, text=text)
 
     def _count_throttled(self, acct: str, parts: int) -> None:
         """Refusals over the rate are journaled as one "rejected rate" record per account
@@ -352,3 +359,10 @@ class Gate:
             self.counters["upstream_error"] += 1
         self.metrics.outcome(acct, name if link is not None else "", first_err)
         job.done(first_err, ok_ids if first_err == _OK else part_ids, None, len(ok_ids))
+
+
+def _content_detail(refusal: Refusal) -> str:
+    """"term=T variant=V" of a content refusal (for the journal and the log), else ""."""
+    if not refusal.term:
+        return ""
+    return "term=%s variant=%s" % (refusal.term, refusal.variant or "exact")

@@ -60,7 +60,7 @@ class FreeLedger:
         pass
 
     def count_rejected(self, account: str, reason: str, msg_id: str = "",
-                       parts: int = 1) -> defer.Deferred:
+                       parts: int = 1, detail: str = "") -> defer.Deferred:
         return defer.succeed(0)
 
     def release_leases(self) -> defer.Deferred:

@@ -29,7 +29,7 @@ from proxyd.config import AccountConfig, Config
 from proxyd.message import Message, Refusal, Verdict
 from proxyd.policy.caller import check_caller
 from proxyd.policy.content import (
-    ContentFilter, check_binary, has_unsubscribe_hint, normalise, check_signature,
+    ContentFilter, check_binary, has_unsubscribe_hint, normalise_words, check_signature,
     UNSUBSCRIBE_REFUSED,
 )
 from proxyd.policy.optout import check_destination
@@ -49,16 +49,25 @@ class Policy:
         self.config = config
         self.clock = clock
         if content is None:
-            content = ContentFilter.load(
-                config.policy.filters_dir,
-                {a.system_id: a.filters for a in config.accounts if a.filters})
+            content = self.load_content(config)
         self.content = content
         self._buckets: dict[str, TokenBucket | None] = {
             a.system_id: make_bucket(a.tps, a.burst, clock) for a in config.accounts}
 
+    @staticmethod
+    def load_content(config: Config, previous: ContentFilter | None = None) -> ContentFilter:
+        """The content filter of `config`'s word lists (`previous`: see ContentFilter)."""
+        return ContentFilter.load(
+            config.policy.filters_dir,
+            {a.system_id: a.filters for a in config.accounts if a.filters},
+            config.policy.max_gap, previous)
+
     def reconfigured(self, config: Config, content: ContentFilter | None = None) -> "Policy":
         """A Policy for a reloaded config; accounts whose tps and burst did not change keep
-        their bucket (and its current level)."""
+        their bucket (and its current level). The lists are read again; terms already
+        expanded by this policy's filter are not expanded again."""
+        if content is None:
+            content = self.load_content(config, self.content)
         new = Policy(config, clock=self.clock, content=content)
         for a in config.accounts:
             old = self.config.account(a.system_id)
@@ -106,10 +115,10 @@ class Policy:
             r = check_signature(text, account)
             if r is not None:
                 return r
-        norm = normalise(text)
+        norm, words = normalise_words(text)
         if account.marketing and not has_unsubscribe_hint(norm):
             return UNSUBSCRIBE_REFUSED
-        return self.content.check_normalised(norm, account.system_id)
+        return self.content.check_normalised(norm, account.system_id, words)
 
     def rewrite_source(self, msg: Message, account: AccountConfig) -> str:
         """The source_addr to relay: in sender_mode "prefix" the service code + extension,

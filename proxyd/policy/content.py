@@ -19,25 +19,34 @@ a message is a single ``str.translate`` (about 2 us for 70 Chinese characters). 
 for NFKC; per-character NFKD followed by dropping the marks is the same fold for matching
 purposes, minus accents, and needs no second pass over the string.
 
-Matching uses pyahocorasick. Its trie looks up a node's children linearly, and the root of a
-10,000-term Chinese list has thousands of children (~100 us per message), so the automaton is
-built over the UTF-8 bytes of the normalised terms (each byte carried as one latin-1
-character): fan-out at most 64 per node, ~2 us per message. UTF-8 is self-synchronising, so a
-byte match is always a character match.
+Beyond the fold, a sender writes a term in pinyin, initials, homophones, split characters
+or with noise between its characters: the lists are expanded when they load
+(`proxyd.policy.variants`) and matched in up to three scans per message
+(`proxyd.policy.matcher`, which says how and why). `normalise_words` also keeps where the
+original had word boundaries, for pinyin written in Latin letters.
 
-No I/O at check time; a refusal never contains the matched text.
+Matching uses pyahocorasick. Its trie looks up a node's children linearly, and the root of a
+10,000-term Chinese list has thousands of children (~100 us per message), so no automaton
+keys on Han characters directly: UTF-8 bytes carried as latin-1 characters, or two latin-1
+codes a syllable (fan-out at most 64 per node). UTF-8 is self-synchronising, so a byte match
+is always a character match.
+
+A list line ``=term`` matches that term only (normalised), without variants or gap: for short
+or ambiguous terms that would otherwise catch ordinary text.
+
+No I/O at check time; a refusal never contains the matched text. It carries the matched term
+and the variant class (`Refusal.term`, `Refusal.variant`) for the journal and the log line.
 """
 from __future__ import annotations
 
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
-
-import ahocorasick
+from collections.abc import Mapping
 
 from proxyd.config import AccountConfig
 from proxyd.message import Message, Refusal, Verdict
+from proxyd.policy.matcher import DEFAULT_MAX_GAP, build_matcher
 from proxyd.smpp.constants import DC_BINARY, DC_BINARY_2, STATUS
 
 CATEGORIES: tuple[str, ...] = (
@@ -99,9 +108,14 @@ def _fold_once(s: str) -> str:
     return "".join(out)
 
 
+# Look-alikes that compatibility decomposition would turn into another letter first
+# (lunate sigma -> sigma): mapped before any folding.
+_CONFUSABLE_RAW = {"ϲ": "c", "Ϲ": "c"}
+
+
 def _fold_char(cp: int) -> int | str | None:
     """The translation-table entry for one code point (iterated to a fixed point)."""
-    s = chr(cp)
+    s = _CONFUSABLE_RAW.get(chr(cp), chr(cp))
     for _ in range(8):
         t = _fold_once(s)
         if t == s:
@@ -130,21 +144,45 @@ class _FoldTable(dict):
 _TABLE = _FoldTable((cp, _fold_char(cp)) for cp in range(0x10000))
 
 
+def _word_char(cp: int) -> int | str | None:
+    v = _TABLE[cp]
+    if v is None and unicodedata.category(chr(cp))[0] in "ZPS":
+        return " "
+    return v
+
+
+class _WordTable(dict):
+    """`_TABLE` with spaces, punctuation and symbols turned into one space instead of
+    deleted: where the words of the original text were (for pinyin written in Latin)."""
+
+    def __missing__(self, cp: int) -> int | str | None:
+        return _word_char(cp)
+
+
+_WORDS = _WordTable((cp, _word_char(cp)) for cp in range(0x10000))
+
+
 def normalise(text: str) -> str:
     """The form in which texts and terms are compared (see the module docstring)."""
     return text.translate(_TABLE)
 
 
-def _key(normalised: str) -> str:
-    """The automaton's alphabet: UTF-8 bytes carried as latin-1 characters."""
-    return normalised.encode("utf-8").decode("latin-1")
+def normalise_words(text: str) -> tuple[str, str]:
+    """(normalise(text), the same with one space wherever spaces, punctuation or symbols
+    were taken out): one pass for both."""
+    words = text.translate(_WORDS)
+    return words.replace(" ", ""), words
 
 
 # --- word lists ----------------------------------------------------------------------------
 
+EXACT = "="     # a list line "=term": that term exactly (normalised), no variants, no gap
+
+
 def read_terms(path: str) -> list[str]:
     """Normalised terms of one list file: one per line, '#' comments and blanks ignored.
-    Lines that normalise to nothing (punctuation only) are skipped: they would match all."""
+    Lines that normalise to nothing (punctuation only) are skipped: they would match all.
+    A line "=term" comes back as "=" + the normalised term (exact match only)."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
@@ -157,9 +195,10 @@ def read_terms(path: str) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        term = normalise(line)
+        exact = line.startswith(EXACT)
+        term = normalise(line[1:] if exact else line)
         if term:
-            terms.append(term)
+            terms.append(EXACT + term if exact else term)
     return terms
 
 
@@ -167,47 +206,53 @@ def _category_of(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _build(lists: Iterable[tuple[str, list[str]]]) -> ahocorasick.Automaton | None:
-    a = ahocorasick.Automaton()
-    n = 0
-    for category, terms in lists:
-        for term in terms:
-            k = _key(term)
-            if k not in a:          # first category to name a term keeps it
-                a.add_word(k, category)
-                n += 1
-    if not n:
-        return None
-    a.make_automaton()
-    return a
+# --- matching --------------------------------------------------------------------------------
+
+MAX_CACHED_TERMS = 200_000     # expansions kept for the next load (see `ContentFilter`)
 
 
 class ContentFilter:
-    """One automaton for the global lists, one per account that has extra lists (global terms
+    """One `Matcher` for the global lists, one per account that has extra lists (global terms
     included, so each message is scanned once)."""
 
-    __slots__ = ("_global", "_by_account", "_refusals", "categories", "term_count")
+    __slots__ = ("_global", "_by_account", "_refusals", "categories", "term_count",
+                 "max_gap", "entries", "expansions")
 
     def __init__(self, lists: Mapping[str, list[str]],
-                 account_lists: Mapping[str, Mapping[str, list[str]]] | None = None) -> None:
-        """`lists`: category -> normalised terms; `account_lists`: account -> the same for
-        that account's extra lists. Use `load` to read them from files."""
+                 account_lists: Mapping[str, Mapping[str, list[str]]] | None = None,
+                 max_gap: int = DEFAULT_MAX_GAP,
+                 previous: "ContentFilter | None" = None) -> None:
+        """`lists`: category -> normalised terms ("=term" for exact only); `account_lists`:
+        account -> the same for that account's extra lists; `max_gap`: non-Han characters
+        tolerated between two characters of a term; `previous`: the filter this one replaces
+        (a reload), whose term expansions are reused: only new terms are expanded, which is
+        most of the load time. Use `load` to read them from files."""
         account_lists = account_lists or {}
-        self._global = _build(lists.items())
-        self._by_account = {acc: _build(list(lists.items()) + list(extra.items()))
-                            for acc, extra in account_lists.items()}
         cats = set(lists)
         for extra in account_lists.values():
             cats.update(extra)
         self.categories = tuple(sorted(cats))
         self.term_count = sum(len(t) for t in lists.values())
+        self.max_gap = max_gap
         self._refusals = {c: Refusal(_RCONTENT, "content", "content refused: category %s" % c,
                                      category=c) for c in cats}
+        cache = previous.expansions if previous is not None else {}
+        if len(cache) > MAX_CACHED_TERMS:       # lists replaced wholesale: start again
+            cache = {}
+        self.expansions = cache
+        self._global = build_matcher(lists.items(), self._refusals, max_gap, cache,
+                                     normalise)
+        self._by_account = {
+            acc: build_matcher(list(lists.items()) + list(extra.items()), self._refusals,
+                               max_gap, cache, normalise)
+            for acc, extra in account_lists.items()}
+        self.entries = self._global.entries if self._global is not None else 0
 
     @classmethod
     def load(cls, filters_dir: str,
-             extra_files_by_account: Mapping[str, tuple[str, ...]] | None = None
-             ) -> "ContentFilter":
+             extra_files_by_account: Mapping[str, tuple[str, ...]] | None = None,
+             max_gap: int = DEFAULT_MAX_GAP,
+             previous: "ContentFilter | None" = None) -> "ContentFilter":
         """Read `<filters_dir>/<category>.txt` for the nine categories (all must exist) and
         each account's extra files (category = file name without extension; relative
         paths that do not exist from the cwd are taken from `filters_dir`)."""
@@ -224,22 +269,25 @@ class ContentFilter:
                     path = os.path.join(filters_dir, path)
                 extra.setdefault(_category_of(path), []).extend(read_terms(path))
             account_lists[account] = extra
-        return cls(lists, account_lists)
+        return cls(lists, account_lists, max_gap, previous)
 
     def check(self, text: str | None, account_id: str = "") -> Verdict:
-        """Refusal(PROXYD_RCONTENT, "content", ...) naming the category, or None."""
+        """Refusal(PROXYD_RCONTENT, "content", ...) naming the category, or None. The
+        refusal's `term` and `variant` (not part of its text) say what matched."""
         if text is None:
             return None
-        return self.check_normalised(text.translate(_TABLE), account_id)
+        words = text.translate(_WORDS)
+        return self.check_normalised(words.replace(" ", ""), account_id, words)
 
-    def check_normalised(self, normalised: str, account_id: str = "") -> Verdict:
-        """`check` for a text already passed through `normalise`."""
-        a = self._by_account.get(account_id, self._global)
-        if a is None:
+    def check_normalised(self, normalised: str, account_id: str = "",
+                         words: str | None = None) -> Verdict:
+        """`check` for a text already passed through `normalise`; `words` (from
+        `normalise_words`) tells where the original had word boundaries, for pinyin
+        written in Latin letters (without it, only script changes count as boundaries)."""
+        m = self._by_account.get(account_id, self._global)
+        if m is None:
             return None
-        for _end, category in a.iter(normalised.encode("utf-8").decode("latin-1")):
-            return self._refusals[category]
-        return None
+        return m.check(normalised, words)
 
 
 # --- binary, signature, unsubscribe ----------------------------------------------------------

@@ -268,10 +268,12 @@ while i <= #A do
     out[#out + 1] = (settle((op == 'C') and 'c' or 'r', A[i + 1], A[i + 2]) < 0) and '-1' or ''
     i = i + 3
   elseif op == 'x' then
-    local reason, id, parts = A[i + 1], A[i + 2], tonumber(A[i + 3])
+    -- reason, or "reason detail" (content: the term and its variant class, journal only)
+    local note, id, parts = A[i + 1], A[i + 2], tonumber(A[i + 3])
+    local reason = string.match(note, '^[^ ]*')
     stat('submitted', parts)
     stat('rejected:' .. reason, parts)
-    journal('rejected', id, parts, 0, jbal(), reason)
+    journal('rejected', id, parts, 0, jbal(), note)
     out[#out + 1] = fmt(stat_total('rejected:' .. reason))
     i = i + 4
   else

@@ -161,12 +161,16 @@ class Ledger(Queries):
         self.batcher.settle(account, msg_id, note, commit, urgent=self.lease_parts <= 0)
 
     def count_rejected(self, account: str, reason: str, msg_id: str = "",
-                       parts: int = 1) -> defer.Deferred:
-        """Count (and journal) a message refused before charging, `parts` parts.
-        Deferred[int]: today's count (parts) for that reason."""
+                       parts: int = 1, detail: str = "") -> defer.Deferred:
+        """Count (and journal) a message refused before charging, `parts` parts; `detail`
+        (e.g. "term=... variant=..." of a content refusal) goes into the journal record's
+        note after the reason, not into the counters. Deferred[int]: today's count (parts)
+        for that reason."""
         d: defer.Deferred = defer.Deferred()
-        self.batcher.queue_op(account, COUNT, pack_reject(field(reason), field(msg_id),
-                                                          int(parts)), d)
+        note = field(reason).replace(" ", "_")
+        if detail:
+            note += " " + field(detail)
+        self.batcher.queue_op(account, COUNT, pack_reject(note, field(msg_id), int(parts)), d)
         return d
 
     def journal_event(self, account: str, msg_id: str, event: str,
