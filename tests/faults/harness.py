@@ -29,7 +29,8 @@ from proxyd.smpp import pdu as P
 from proxyd.store.embedded import find_server_binary, server_args
 
 from tests.conftemplate import config_text
-from tests.procs import admin, free_port, read_record, wait_until
+from tests.procs import (admin, free_port, read_record, start_proxyd, start_sim, wait_until,
+                         write_config)
 from tests.test_relay_e2e import read_pdu
 
 S = C.STATUS
@@ -492,3 +493,21 @@ def stop_orphan_store(store_dir: Path) -> None:
             os.kill(int(pid.read_text().strip()), signal.SIGTERM)
         except (OSError, ValueError):
             pass
+
+
+def start_node(tmp: Path, *sim_args: str) -> tuple:
+    """The usual case's set-up: a simulator (with `sim_args`), one proxyd relaying to it with
+    `fault_config`, both upstream binds up and the account funded. (sim, record, port, cfg,
+    proxyd); both processes are stopped again if the set-up fails."""
+    sim, sim_port, record = start_sim(tmp, None, *sim_args)
+    port = free_port()
+    cfg = write_config(tmp, fault_config(port, sim_port))
+    proxyd = start_proxyd(tmp, cfg, port)
+    try:
+        bound(proxyd)
+        topup(tmp, cfg)
+    except BaseException:
+        proxyd.stop()
+        sim.stop()
+        raise
+    return sim, record, port, cfg, proxyd

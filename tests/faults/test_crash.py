@@ -11,7 +11,7 @@ import pytest
 
 from tests.procs import admin, free_port, read_record, start_proxyd, start_sim, wait_until, write_config
 
-from .harness import (S, UPSTREAM_IN_FLIGHT, WINDOW, Load, audit, bound, fault_config,
+from .harness import (S, UPSTREAM_IN_FLIGHT, WINDOW, Load, audit, bound, fault_config, start_node,
                       stop_orphan_store, topup)
 
 
@@ -86,13 +86,8 @@ def test_embedded_store_kill9_under_load(tmp_path):
 
 def test_sighup_reload_under_load(tmp_path):
     """Three reloads during 4000 messages: nothing is lost, refused or charged wrong."""
-    sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "5")
-    port = free_port()
-    cfg = write_config(tmp_path, fault_config(port, sim_port))
-    proxyd = start_proxyd(tmp_path, cfg, port)
+    sim, record, port, cfg, proxyd = start_node(tmp_path, "--latency-ms", "5")
     try:
-        bound(proxyd)
-        topup(tmp_path, cfg)
         load = Load(port, 4000, b"h-").start()
         for i in range(1, 4):
             wait_until(lambda i=i: len(load.answers) >= 1000 * i, "traffic flowing", 30)
@@ -111,13 +106,8 @@ def test_sigterm_under_load_then_restart(tmp_path):
     unbound (those sent after the unbind began may go unanswered: at most the window), the
     records of everything relayed are written before the exit, so after the restart the
     operator holds exactly what is charged."""
-    sim, sim_port, record = start_sim(tmp_path, None, "--latency-ms", "5")
-    port = free_port()
-    cfg = write_config(tmp_path, fault_config(port, sim_port))
-    proxyd = start_proxyd(tmp_path, cfg, port)
+    sim, record, port, cfg, proxyd = start_node(tmp_path, "--latency-ms", "5")
     try:
-        bound(proxyd)
-        topup(tmp_path, cfg)
         load = Load(port, 4000, b"q-").start()
         wait_until(lambda: len(load.answers) >= 1000, "traffic flowing", 30)
         proxyd.stop()

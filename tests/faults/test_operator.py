@@ -11,7 +11,7 @@ from tests.conftemplate import sim_upstream
 from tests.procs import free_port, start_proxyd, start_sim, wait_until, write_config
 
 from .harness import (S, UPSTREAM_IN_FLIGHT, Load, TcpProxy, audit, bound, fault_config,
-                      held, topup)
+                      held, start_node, topup)
 
 
 def test_operator_drops_the_connection_mid_window(tmp_path):
@@ -19,14 +19,8 @@ def test_operator_drops_the_connection_mid_window(tmp_path):
     taken in the same read is held but its answers are lost with the connection. Those
     parts (fate unknown) are answered ESME_RSYSERR and refunded: the operator may hold up
     to one upstream window per drop more than is charged, never less."""
-    sim, sim_port, record = start_sim(tmp_path, None, "--drop-after", "700",
-                                      "--latency-ms", "5")
-    port = free_port()
-    cfg = write_config(tmp_path, fault_config(port, sim_port))
-    proxyd = start_proxyd(tmp_path, cfg, port)
+    sim, record, port, cfg, proxyd = start_node(tmp_path, "--drop-after", "700", "--latency-ms", "5")
     try:
-        bound(proxyd)
-        topup(tmp_path, cfg)
         load = Load(port, 4000, b"d-").start()
         load.join()
         drops = proxyd.text().count("upstream op lost")
